@@ -1,0 +1,84 @@
+# Everything runs from a local virtual environment (.venv); nothing is installed globally.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON   ?= python3
+VENV     := .venv
+BIN      := $(VENV)/bin
+OVERLAY  ?= dev
+OVERLAYS := dev ghcr dockerhub gcr
+IMAGE    ?= job-wq-2:dev
+KIND_CLUSTER ?= job-wq-2
+NAMESPACE    ?= job-wq-2
+PYTEST_ARGS  ?=
+
+RUNTIME_STAMP := $(VENV)/.runtime
+DEV_STAMP     := $(VENV)/.dev
+
+.PHONY: help demo test lint unit manifests render validate bench image kind-up kind-down \
+        deploy e2e e2e-docker clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(RUNTIME_STAMP): worker/pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e './worker[local]'
+	touch $@
+
+$(DEV_STAMP): $(RUNTIME_STAMP) requirements-dev.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+demo: $(RUNTIME_STAMP) ## Run the whole system locally: embedded Redis, seed, 2 workers
+	$(BIN)/rediswq local --items seed/items.txt --workers 2
+
+test: lint unit manifests e2e-docker ## Lint, then every test that can run on this machine
+
+lint: $(DEV_STAMP) ## ruff, mypy --strict, actionlint, shellcheck, yamllint
+	$(BIN)/ruff check worker e2e
+	$(BIN)/ruff format --check worker e2e
+	$(BIN)/mypy worker/src worker/tests worker/bench e2e
+	$(BIN)/actionlint
+	$(BIN)/shellcheck .ci/run $$(git ls-files '*.sh')
+	$(BIN)/yamllint --strict .
+
+unit: $(DEV_STAMP) ## Worker tests against real Redis servers
+	$(BIN)/pytest worker/tests $(PYTEST_ARGS)
+
+manifests: $(DEV_STAMP) ## Render every overlay, validate the schemas, check the objects
+	$(BIN)/pytest e2e/test_manifests.py $(PYTEST_ARGS)
+
+render: $(DEV_STAMP) ## Print the rendered manifests of OVERLAY (default dev)
+	@$(BIN)/kubectl kustomize overlays/$(OVERLAY)
+
+validate: $(DEV_STAMP) ## Validate every overlay against the pinned Kubernetes schemas
+	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/validate.sh $(OVERLAYS)
+
+bench: $(RUNTIME_STAMP) ## Throughput against the tutorial's client; writes docs/benchmarks.md
+	$(BIN)/python worker/bench/bench.py --output docs/benchmarks.md
+
+image: ## Build the worker image $(IMAGE) from worker/Dockerfile
+	docker build -t $(IMAGE) worker
+
+kind-up: $(DEV_STAMP) ## Create the kind cluster and load the worker image
+	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/kind.sh up $(KIND_CLUSTER) $(IMAGE)
+
+kind-down: ## Delete the kind cluster
+	scripts/kind.sh down $(KIND_CLUSTER)
+
+deploy: $(DEV_STAMP) ## Apply OVERLAY; replaces finished Jobs so re-runs succeed
+	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/deploy.sh overlays/$(OVERLAY)
+
+e2e: $(DEV_STAMP) ## End-to-end on kind: cluster, image, apply, wait, assert logs
+	$(BIN)/pytest -m kind e2e $(PYTEST_ARGS)
+
+e2e-docker: $(DEV_STAMP) ## End-to-end as containers on a local Docker engine (skips without one)
+	$(BIN)/pytest -m docker e2e $(PYTEST_ARGS)
+
+clean: ## Remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,50 @@
+"""Render an overlay with the real kustomize (kubectl's built-in) and hand back its objects."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+OVERLAYS = ("dev", "ghcr", "dockerhub", "gcr")
+
+Manifest = dict[str, Any]
+
+
+def kubectl() -> str:
+    found = shutil.which("kubectl")
+    if found is None:
+        raise RuntimeError("kubectl not found on PATH; run the tests through make")
+    return found
+
+
+@functools.cache
+def render_text(overlay: str) -> str:
+    result = subprocess.run(
+        [kubectl(), "kustomize", str(REPO / "overlays" / overlay)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return result.stdout
+
+
+def render(overlay: str) -> list[Manifest]:
+    return [doc for doc in yaml.safe_load_all(render_text(overlay)) if doc]
+
+
+def find(objects: list[Manifest], kind: str, name: str) -> Manifest:
+    for obj in objects:
+        if obj["kind"] == kind and obj["metadata"]["name"] == name:
+            return obj
+    raise LookupError(f"no {kind}/{name} in the rendered objects")
+
+
+def seed_items() -> list[str]:
+    lines = (REPO / "seed" / "items.txt").read_text(encoding="utf-8").splitlines()
+    return [line for line in lines if line.strip()]

@@ -1,0 +1,29 @@
+"""What every end-to-end run asserts over the workers' logs, wherever the workers ran."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+
+WORKING_ON = "Working on "
+QUEUE_EMPTY = "Queue empty, exiting"
+
+
+def items_worked_on(log: str) -> list[str]:
+    return [line[len(WORKING_ON) :] for line in log.splitlines() if line.startswith(WORKING_ON)]
+
+
+def assert_drained(logs: Mapping[str, str], items: list[str]) -> None:
+    """Every item worked on exactly once across the workers; each worker ended on the queue."""
+    seen = Counter(item for log in logs.values() for item in items_worked_on(log))
+    assert seen == Counter(items), f"items worked on {dict(seen)} != queued {items}"
+    for worker, log in logs.items():
+        lines = log.strip().splitlines()
+        assert lines and lines[-1] == QUEUE_EMPTY, f"{worker} did not end with {QUEUE_EMPTY!r}"
+
+
+def assert_all_done(logs: Mapping[str, str], items: list[str]) -> None:
+    """After a worker was killed mid-item: every item still worked on at least once."""
+    seen = {item for log in logs.values() for item in items_worked_on(log)}
+    missing = set(items) - seen
+    assert not missing, f"never worked on: {sorted(missing)}"

@@ -1,0 +1,1 @@
+"""A finite Redis work queue with leases."""
