@@ -1,0 +1,5 @@
+import sys
+
+from rediswq.cli import main
+
+sys.exit(main())

@@ -1,0 +1,208 @@
+"""The `rediswq` command: worker, seed, status, local. Flags override environment variables."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from urllib.parse import urlsplit
+
+import redis
+
+from rediswq.connection import connect, describe, wait_until_ready
+from rediswq.errors import QueueError
+from rediswq.handlers import load, sleeper, taking_bytes
+from rediswq.local import run_local
+from rediswq.queue import WorkQueue
+from rediswq.seeding import read_items, seed
+from rediswq.status import render, snapshot, watch
+from rediswq.worker import Worker, exit_code
+
+
+def _number(
+    kind: Callable[[str], float], *, minimum: float, strict: bool
+) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum or (strict and value == minimum):
+            bound = f"greater than {minimum:g}" if strict else f"at least {minimum:g}"
+            raise argparse.ArgumentTypeError(f"expected a number {bound}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive = _number(float, minimum=0, strict=True)
+non_negative = _number(float, minimum=0, strict=False)
+at_least_one = _number(int, minimum=1, strict=False)
+
+
+def _flag(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _add_connection(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--redis-url",
+        default=_env("REDIS_URL", "redis://redis:6379/0"),
+        help="redis:// or rediss:// URL (env REDIS_URL; the password may come from REDIS_PASSWORD)",
+    )
+    parser.add_argument(
+        "--redis-wait-timeout", type=non_negative, default=_env("REDIS_WAIT_TIMEOUT", "120"),
+        help="seconds to wait for Redis to answer at start (env REDIS_WAIT_TIMEOUT)",
+    )  # fmt: skip
+    _add_queue(parser)
+
+
+def _add_queue(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--queue", default=_env("QUEUE_NAME", "job2"), help="env QUEUE_NAME")
+    parser.add_argument(
+        "--lease-seconds", type=positive, default=_env("LEASE_SECONDS", "60"),
+        help="how long a lease lasts unless renewed (env LEASE_SECONDS)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-attempts", type=at_least_one, default=_env("MAX_ATTEMPTS", "5"),
+        help="attempts before an item goes to <queue>:failed (env MAX_ATTEMPTS)",
+    )  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rediswq", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    worker = commands.add_parser("worker", help="lease and work items until the queue is drained")
+    _add_connection(worker)
+    worker.add_argument(
+        "--work-seconds", type=non_negative, default=_env("WORK_SECONDS", "10"),
+        help="how long the default handler works on an item (env WORK_SECONDS)",
+    )  # fmt: skip
+    worker.add_argument(
+        "--prefetch", type=at_least_one, default=_env("PREFETCH", "1"),
+        help="items leased per round trip (env PREFETCH)",
+    )  # fmt: skip
+    worker.add_argument(
+        "--seal-timeout", type=non_negative, default=_env("SEAL_TIMEOUT", "600"),
+        help="seconds to wait for the seed to seal the queue (env SEAL_TIMEOUT)",
+    )  # fmt: skip
+    worker.add_argument(
+        "--handler", default=_env("HANDLER", ""),
+        help="module:function called with each item instead of sleeping (env HANDLER)",
+    )  # fmt: skip
+    worker.add_argument(
+        "--bytes", dest="as_bytes", action="store_true",
+        default=_flag(_env("HANDLER_BYTES", "false")),
+        help="pass items to the handler as bytes, not str (env HANDLER_BYTES)",
+    )  # fmt: skip
+    worker.add_argument(
+        "--no-seal",
+        dest="require_seal",
+        action="store_false",
+        default=_flag(_env("REQUIRE_SEAL", "true")),
+        help="end when the queue is empty, sealed or not: the tutorial's manual flow "
+        "(env REQUIRE_SEAL=false)",
+    )
+    worker.set_defaults(run=_worker)
+
+    seeder = commands.add_parser(
+        "seed", help="queue items from a file (or stdin) and seal the queue"
+    )
+    _add_connection(seeder)
+    seeder.add_argument("file", nargs="?", default="-", help="one item per line; - for stdin")
+    seeder.add_argument("--reset", action="store_true", help="clear the queue first, then seed")
+    seeder.set_defaults(run=_seed)
+
+    status = commands.add_parser("status", help="pending, in flight, done, failed, sealed")
+    _add_connection(status)
+    shown = status.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="print JSON")
+    shown.add_argument("--watch", action="store_true", help="a live progress bar until drained")
+    status.set_defaults(run=_status)
+
+    local = commands.add_parser("local", help="run everything here: embedded Redis, seed, workers")
+    local.add_argument("--items", default="seed/items.txt", help="items file")
+    local.add_argument("--workers", type=at_least_one, default="2", help="worker processes")
+    local.add_argument("--queue", default=_env("QUEUE_NAME", "job2"), help="env QUEUE_NAME")
+    local.add_argument(
+        "--work-seconds", type=non_negative, default="0.5", help="seconds of work per item"
+    )
+    local.set_defaults(run=_local)
+    return parser
+
+
+def _queue(args: argparse.Namespace, *, require_seal: bool = True) -> WorkQueue:
+    client = connect(args.redis_url, os.environ.get("REDIS_PASSWORD"))
+    wait_until_ready(client, args.redis_wait_timeout)
+    return WorkQueue(
+        client,
+        args.queue,
+        lease_seconds=args.lease_seconds,
+        max_attempts=int(args.max_attempts),
+        require_seal=require_seal,
+    )
+
+
+def _worker(args: argparse.Namespace) -> int:
+    func = load(args.handler) if args.handler else sleeper(args.work_seconds)
+    handler = taking_bytes(func, as_bytes=args.as_bytes)
+    queue = _queue(args, require_seal=args.require_seal)
+    worker = Worker(queue, handler, prefetch=int(args.prefetch), seal_timeout=args.seal_timeout)
+    return exit_code(worker.run())
+
+
+def _seed(args: argparse.Namespace) -> int:
+    items = read_items(args.file)
+    queue = _queue(args)
+    queue.check_types()
+    result = seed(queue, items, reset=args.reset)
+    if result.already_sealed:
+        print(f"Queue {args.queue!r} is already sealed; nothing changed (--reset starts over)")
+    else:
+        print(f"Queued {result.queued} items in {args.queue!r} and sealed it")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    queue = _queue(args)
+    if args.watch:
+        watch(queue, sys.stdout)
+    elif args.json:
+        print(json.dumps(snapshot(queue).as_json(), indent=2))
+    else:
+        print(render(snapshot(queue)))
+    return 0
+
+
+def _local(args: argparse.Namespace) -> int:
+    return run_local(
+        args.items,
+        workers=int(args.workers),
+        queue_name=args.queue,
+        work_seconds=args.work_seconds,
+        out=sys.stdout,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except QueueError as exc:
+        print(f"rediswq: error: {exc}", file=sys.stderr)
+    except redis.RedisError as exc:
+        at = urlsplit(getattr(args, "redis_url", "")).netloc.rpartition("@")[2] or "?"
+        print(f"rediswq: error: {describe(exc, at)}", file=sys.stderr)
+    return 1

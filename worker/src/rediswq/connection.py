@@ -1,0 +1,76 @@
+"""Connecting to Redis: retries with backoff, a bounded wait at start, errors in plain words."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlsplit
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
+
+from rediswq.errors import QueueError
+
+# Long enough to ride out a Redis restart (a pod restart, an AOF reload) mid-run.
+_RETRIES = 12
+_BACKOFF = ExponentialWithJitterBackoff(base=0.05, cap=2.0)
+
+
+def connect(url: str, password: str | None = None, *, timeout: float = 10.0) -> redis.Redis:
+    """A client for `url` (redis:// or rediss://); `password` is used only if the URL has none."""
+    scheme = urlsplit(url).scheme
+    if scheme not in ("redis", "rediss", "unix"):
+        raise QueueError(f"malformed Redis URL {url!r}: expected redis://HOST:PORT/DB or rediss://")
+    try:
+        client = redis.Redis.from_url(
+            url,
+            password=password or None,  # the URL's own password, if any, wins
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            health_check_interval=30,
+            retry=Retry(_BACKOFF, _RETRIES),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        )
+    except ValueError as exc:
+        raise QueueError(f"malformed Redis URL {url!r}: {exc}") from None
+    return client
+
+
+def wait_until_ready(client: redis.Redis, timeout: float) -> None:
+    """Wait for Redis to answer: pods start before the Redis pod and its DNS name are ready.
+
+    redis-py retries a fixed number of times; a deadline in seconds is what an operator sets,
+    so this loop is ours.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        try:
+            client.ping()
+            return
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if isinstance(exc, redis.AuthenticationError) or time.monotonic() >= deadline:
+                raise describe(exc, where(client)) from None
+        except redis.RedisError as exc:
+            raise describe(exc, where(client)) from None
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
+def where(client: redis.Redis) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return str(kwargs["path"])
+    return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+
+
+def describe(exc: BaseException, at: str) -> QueueError:
+    """One line that names the problem, for any error redis-py raises talking to `at`."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, redis.AuthenticationError) or "NOAUTH" in text or "WRONGPASS" in text:
+        return QueueError(f"Redis at {at} rejected the credentials ({text}); check REDIS_PASSWORD")
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return QueueError(f"cannot reach Redis at {at}: {text}")
+    if "WRONGTYPE" in text:
+        return QueueError(f"a queue key in Redis at {at} holds the wrong type: {text}")
+    return QueueError(f"Redis at {at} answered with an error: {text}")

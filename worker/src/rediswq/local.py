@@ -1,0 +1,109 @@
+"""`rediswq local`: the whole system on one machine: an embedded server and worker processes."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from rediswq.connection import connect
+from rediswq.queue import WorkQueue
+from rediswq.seeding import read_items, seed
+from rediswq.server import EmbeddedRedis
+from rediswq.status import Status, progress_bar, snapshot
+
+_SUMMARY = re.compile(r"^Processed \d+ items: done=(\d+)")
+
+
+@dataclass
+class WorkerProcess:
+    name: str
+    process: subprocess.Popen[str]
+    done: int = 0
+    lines: list[str] = field(default_factory=list)
+
+
+class Console:
+    """One writer for many threads, so prefixed lines never interleave."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._lock = threading.Lock()
+
+    def line(self, text: str) -> None:
+        with self._lock:
+            self._out.write(text + "\n")
+            self._out.flush()
+
+
+def _stream(worker: WorkerProcess, console: Console) -> None:
+    assert worker.process.stdout is not None
+    for raw in worker.process.stdout:
+        line = raw.rstrip("\n")
+        worker.lines.append(line)
+        if match := _SUMMARY.match(line):
+            worker.done = int(match.group(1))
+        console.line(f"[{worker.name}] {line}")
+
+
+def _start_worker(
+    number: int, url: str, queue: str, work_seconds: float, console: Console
+) -> WorkerProcess:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rediswq", "worker", "--redis-url", url, "--queue", queue,
+         "--work-seconds", str(work_seconds), "--redis-wait-timeout", "10"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    worker = WorkerProcess(f"worker-{number}", process)
+    threading.Thread(target=_stream, args=(worker, console), daemon=True).start()
+    return worker
+
+
+def run_local(
+    items_path: str, *, workers: int, queue_name: str, work_seconds: float, out: TextIO
+) -> int:
+    """Seed `items_path`, drain it with `workers` processes, print a summary; 0 if all done."""
+    console = Console(out)
+    items = read_items(items_path)
+    started = time.monotonic()
+    with EmbeddedRedis() as server:
+        console.line(f"Started {server.binary} on 127.0.0.1:{server.port}")
+        queue = WorkQueue(connect(server.url), queue_name)
+        queued = seed(queue, items).queued
+        console.line(f"Queued {queued} items from {items_path} in {queue_name!r}, sealed")
+        pool = [
+            _start_worker(n, server.url, queue_name, work_seconds, console)
+            for n in range(1, workers + 1)
+        ]
+        last = ""
+        while any(w.process.poll() is None for w in pool):
+            bar = progress_bar(snapshot(queue))
+            if bar != last:
+                console.line(f"progress {bar}")
+                last = bar
+            time.sleep(0.2)
+        for worker in pool:
+            worker.process.wait()
+        final = snapshot(queue)
+        console.line(f"progress {progress_bar(final)}")
+    return _summarize(console, pool, final, queued, time.monotonic() - started)
+
+
+def _summarize(
+    console: Console, pool: list[WorkerProcess], final: Status, queued: int, seconds: float
+) -> int:
+    console.line(f"Summary: {final.done}/{queued} done, {final.failed} failed, in {seconds:.1f}s")
+    for worker in pool:
+        console.line(f"  {worker.name}: {worker.done} done, exit {worker.process.returncode}")
+    ok = final.done == queued and final.failed == 0 and all(w.process.returncode == 0 for w in pool)
+    if not ok:
+        console.line("Not every item was done: see the worker logs above")
+    return 0 if ok else 1

@@ -1,0 +1,173 @@
+"""The finite work queue: lease, complete, extend, release, reclaim (see the README's protocol)."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from redis.commands.core import Script
+
+from rediswq.errors import QueueError
+from rediswq.keys import QueueKeys
+from rediswq.scripts import Scripts
+
+
+class State(enum.Enum):
+    """What the queue looked like when a worker asked for work."""
+
+    LEASED = "leased"  # items were leased
+    PENDING = "pending"  # items are pending (the caller asked for none)
+    WAIT = "wait"  # nothing pending, but other leases are out and may come back
+    UNSEALED = "unsealed"  # nothing pending or out, and the seed has not sealed the queue yet
+    DRAINED = "drained"  # sealed, nothing pending, nothing out: the work is done
+
+
+class Released(enum.Enum):
+    REQUEUED = 0
+    DEAD_LETTERED = 1
+    NOT_HELD = -1
+
+
+@dataclass(frozen=True)
+class Lease:
+    id: int
+    item: bytes
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Step:
+    state: State
+    leases: list[Lease]
+    completed: list[bool]
+
+
+class WorkQueue:
+    """A finite queue of byte items in Redis, leased one (or a few) at a time.
+
+    Every method is one round trip and one atomic script on the server.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        name: str = "job2",
+        *,
+        session: str | None = None,
+        lease_seconds: float = 60.0,
+        max_attempts: int = 5,
+        require_seal: bool = True,
+    ) -> None:
+        if lease_seconds <= 0:
+            raise QueueError(f"lease seconds must be positive, got {lease_seconds}")
+        if max_attempts < 1:
+            raise QueueError(f"max attempts must be at least 1, got {max_attempts}")
+        self.client = client
+        self.keys = QueueKeys(name)
+        self.session = session or uuid.uuid4().hex
+        self.lease_ms = max(1, round(lease_seconds * 1000))
+        self.max_attempts = max_attempts
+        self.require_seal = require_seal
+        self.scripts = Scripts.register(client)
+
+    def step(
+        self, count: int = 1, done: Sequence[Lease] = (), *, lease_seconds: float | None = None
+    ) -> Step:
+        """Complete `done`, reclaim expired leases, lease up to `count` items: one round trip."""
+        lease_ms = self.lease_ms if lease_seconds is None else max(1, round(lease_seconds * 1000))
+        args: list[Any] = [
+            self.session,
+            lease_ms,
+            count,
+            self.max_attempts,
+            int(self.require_seal),
+            *(lease.id for lease in done),
+        ]
+        reply = self.run(self.scripts.lease, args)
+        completed = [bool(flag) for flag in reply[1 : 1 + len(done)]]
+        rest = reply[1 + len(done) :]
+        leases = [
+            Lease(id=int(rest[i]), attempt=int(rest[i + 1]), item=rest[i + 2])
+            for i in range(0, len(rest), 3)
+        ]
+        return Step(State(reply[0].decode()), leases, completed)
+
+    def lease(self, count: int = 1) -> list[Lease]:
+        return self.step(count).leases
+
+    def complete(self, *leases: Lease) -> list[bool]:
+        """True for each lease this session still held; False if it expired and was re-leased."""
+        return [
+            bool(f) for f in self.run(self.scripts.complete, [self.session, *self._ids(leases)])
+        ]
+
+    def extend(self, *leases: Lease) -> list[bool]:
+        """Renew the leases' deadlines; False for each lease this session no longer holds."""
+        args = [self.session, self.lease_ms, *self._ids(leases)]
+        return [bool(f) for f in self.run(self.scripts.extend, args)]
+
+    def release(self, *leases: Lease, failed: bool = False) -> list[Released]:
+        """Put leases back at the head of the queue.
+
+        failed=True: the attempt failed and counts toward max_attempts (then the dead letters).
+        failed=False: the item was never worked on (a shutdown); the attempt is not charged.
+        """
+        args = [self.session, self.max_attempts, int(failed), *self._ids(leases)]
+        return [Released(int(f)) for f in self.run(self.scripts.release, args)]
+
+    def reclaim(self, limit: int = 1000) -> int:
+        """Put back every expired lease (up to `limit`); workers also do this on every step."""
+        return int(self.run(self.scripts.reclaim, [self.max_attempts, limit]))
+
+    def counts(self) -> tuple[int, int]:
+        """(pending, in flight)."""
+        with self.translate_errors():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.llen(self.keys.pending)
+            pipe.zcard(self.keys.deadlines)
+            pending, in_flight = pipe.execute()
+        return int(pending), int(in_flight)
+
+    def is_empty(self) -> bool:
+        """Nothing pending and nothing in flight (the tutorial's notion; ignores the seal)."""
+        return self.counts() == (0, 0)
+
+    def is_sealed(self) -> bool:
+        with self.translate_errors():
+            return bool(self.client.exists(self.keys.sealed))
+
+    def check_types(self) -> None:
+        """Fail with a clear message if a queue key holds some other kind of Redis value."""
+        with self.translate_errors():
+            pipe = self.client.pipeline(transaction=False)
+            expected = self.keys.expected_types()
+            for key in expected:
+                pipe.type(key)
+            found = [t.decode() if isinstance(t, bytes) else t for t in pipe.execute()]
+        for (key, want), got in zip(expected.items(), found, strict=True):
+            if got not in ("none", want):
+                raise QueueError(
+                    f"Redis key {key!r} holds a {got}, not a {want}; wrong queue name?"
+                )
+
+    def run(self, script: Script, args: Sequence[Any], keys: Sequence[str] = ()) -> Any:
+        with self.translate_errors():
+            return script(keys=[*self.keys.all(), *keys], args=list(args))
+
+    @contextmanager
+    def translate_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except redis.ResponseError as exc:
+            if "WRONGTYPE" in str(exc):
+                self.check_types()
+            raise
+
+    @staticmethod
+    def _ids(leases: Sequence[Lease]) -> list[int]:
+        return [lease.id for lease in leases]

@@ -1,0 +1,93 @@
+-- Prepended to every script (see scripts.py), so each script stays one atomic step
+-- while sharing the record format and the put-back rule.
+--
+-- Keys, in the same order for every script:
+local pending, leases, deadlines, retries, failed, stats, sealed, seq =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+
+-- Deadlines come from the server's clock, never a worker's.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- A lease record is "<owner>\n<attempt>\n<item>"; the item may hold any bytes.
+local function parse(record)
+  local owner, attempt, item = string.match(record, '^([^\n]*)\n(%d+)\n(.*)$')
+  return owner, tonumber(attempt), item
+end
+
+-- The record of lease `id` if `owner` holds it, else nil.
+local function owned(owner, id)
+  local record = redis.call('HGET', leases, id)
+  if record and string.sub(record, 1, #owner + 1) == owner .. '\n' then
+    return record
+  end
+  return nil
+end
+
+local function forget(id)
+  redis.call('HDEL', leases, id)
+  redis.call('ZREM', deadlines, id)
+end
+
+-- Items that go back to the pending list keep their attempt count. Copies of one value are
+-- interchangeable, so a stack of counts per value (in `retries`) is enough, and duplicates stay legal.
+local function push_attempts(item, attempts)
+  local stack = redis.call('HGET', retries, item)
+  redis.call('HSET', retries, item, stack and (stack .. ' ' .. attempts) or tostring(attempts))
+end
+
+local function pop_attempts(item)
+  local stack = redis.call('HGET', retries, item)
+  if not stack then
+    return 0
+  end
+  local rest, top = string.match(stack, '^(.-) ?(%d+)$')
+  if rest == '' then
+    redis.call('HDEL', retries, item)
+  else
+    redis.call('HSET', retries, item, rest)
+  end
+  return tonumber(top)
+end
+
+-- Back to the head of the queue, or to the dead letters once `max_attempts` are spent.
+-- Returns 1 if the item was dead-lettered.
+local function put_back(item, attempts, max_attempts)
+  if attempts >= max_attempts then
+    redis.call('RPUSH', failed, item)
+    redis.call('HINCRBY', stats, 'failed', 1)
+    return 1
+  end
+  redis.call('LPUSH', pending, item)
+  if attempts > 0 then
+    push_attempts(item, attempts)
+  end
+  return 0
+end
+
+local function complete(owner, id)
+  if owned(owner, id) then
+    forget(id)
+    redis.call('HINCRBY', stats, 'done', 1)
+    return 1
+  end
+  return 0
+end
+
+-- Expired leases go back (or to the dead letters); at most `limit` per call keeps a call short.
+local function reclaim(now, max_attempts, limit)
+  local expired = redis.call('ZRANGEBYSCORE', deadlines, '-inf', '(' .. now, 'LIMIT', 0, limit)
+  for i = #expired, 1, -1 do
+    local record = redis.call('HGET', leases, expired[i])
+    forget(expired[i])
+    if record then
+      local _, attempt, item = parse(record)
+      put_back(item, attempt, max_attempts)
+      redis.call('HINCRBY', stats, 'reclaimed', 1)
+    end
+  end
+  return #expired
+end
+

@@ -1,0 +1,22 @@
+-- Give held leases back to the head of the queue, in the order they were leased.
+-- ARGV: owner, max_attempts, charge ("1": the attempt failed and counts; "0": it never ran),
+-- then lease ids. Returns per id: 0 put back, 1 dead-lettered, -1 not held (lease was lost).
+local owner, max_attempts, charge = ARGV[1], tonumber(ARGV[2]), ARGV[3] == '1'
+local reply = {}
+for i = #ARGV, 4, -1 do
+  local record = owned(owner, ARGV[i])
+  local outcome = -1
+  if record then
+    forget(ARGV[i])
+    local _, attempt, item = parse(record)
+    if charge then
+      outcome = put_back(item, attempt, max_attempts)
+      redis.call('HINCRBY', stats, 'retried', 1 - outcome)
+    else
+      outcome = put_back(item, attempt - 1, max_attempts)
+      redis.call('HINCRBY', stats, 'released', 1)
+    end
+  end
+  reply[i - 3] = outcome
+end
+return reply

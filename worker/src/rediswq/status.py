@@ -1,0 +1,119 @@
+"""A consistent snapshot of a queue, as text, JSON, or a live progress bar."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, TextIO
+
+from rediswq.queue import WorkQueue
+
+
+@dataclass(frozen=True)
+class InFlight:
+    lease: int
+    item: str
+    owner: str
+    attempt: int
+    expires_in: float  # seconds; negative once expired and not yet reclaimed
+
+
+@dataclass(frozen=True)
+class Status:
+    queue: str
+    sealed: bool
+    pending: int
+    in_flight: list[InFlight]
+    done: int
+    failed: int
+    reclaimed: int
+    retried: int
+    released: int
+
+    @property
+    def drained(self) -> bool:
+        return self.sealed and self.pending == 0 and not self.in_flight
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "drained": self.drained}
+
+
+def snapshot(queue: WorkQueue) -> Status:
+    keys = queue.keys
+    with queue.translate_errors():
+        pipe = queue.client.pipeline(transaction=True)
+        pipe.llen(keys.pending)
+        pipe.hgetall(keys.leases)
+        pipe.zrange(keys.deadlines, 0, -1, withscores=True)
+        pipe.hgetall(keys.stats)
+        pipe.exists(keys.sealed)
+        pipe.time()
+        pending, leases, deadlines, stats, sealed, (secs, micros) = pipe.execute()
+    now_ms = secs * 1000 + micros // 1000
+    in_flight = []
+    for lease_id, deadline in deadlines:
+        owner, attempt, item = leases.get(lease_id, b"?\n0\n").split(b"\n", 2)
+        in_flight.append(
+            InFlight(
+                lease=int(lease_id),
+                item=item.decode("utf-8", "backslashreplace"),
+                owner=owner.decode(),
+                attempt=int(attempt),
+                expires_in=round((deadline - now_ms) / 1000, 3),
+            )
+        )
+    counter = {k.decode(): int(v) for k, v in stats.items()}
+    return Status(
+        queue=keys.name,
+        sealed=bool(sealed),
+        pending=int(pending),
+        in_flight=in_flight,
+        **{
+            name: counter.get(name, 0)
+            for name in ("done", "failed", "reclaimed", "retried", "released")
+        },
+    )
+
+
+def render(status: Status) -> str:
+    lines = [
+        f"queue      {status.queue}  ({'sealed' if status.sealed else 'not sealed'}"
+        f"{', drained' if status.drained else ''})",
+        f"pending    {status.pending}",
+        f"in flight  {len(status.in_flight)}",
+    ]
+    lines += [
+        f"  lease {f.lease}: {f.item!r} held by {f.owner}, attempt {f.attempt}, "
+        f"expires in {f.expires_in:.1f}s"
+        for f in status.in_flight
+    ]
+    lines += [
+        f"done       {status.done}",
+        f"failed     {status.failed}  (dead letters in {status.queue}:failed)",
+        f"reclaimed  {status.reclaimed}",
+        f"retried    {status.retried}",
+        f"released   {status.released}",
+    ]
+    return "\n".join(lines)
+
+
+def progress_bar(status: Status, width: int = 30) -> str:
+    finished = status.done + status.failed
+    total = finished + status.pending + len(status.in_flight)
+    filled = width * finished // total if total else 0
+    return (
+        f"[{'#' * filled}{'.' * (width - filled)}] {finished}/{total} "
+        f"(in flight {len(status.in_flight)}, failed {status.failed})"
+    )
+
+
+def watch(queue: WorkQueue, out: TextIO, interval: float = 1.0) -> Status:
+    """Redraw a progress bar until the queue is drained."""
+    while True:
+        status = snapshot(queue)
+        out.write("\r" + progress_bar(status))
+        out.flush()
+        if status.drained:
+            out.write("\n")
+            return status
+        time.sleep(interval)

@@ -1,0 +1,241 @@
+"""The worker loop: lease, work, complete, until the sealed queue is drained."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
+
+import redis
+
+from rediswq.errors import QueueError
+from rediswq.handlers import Handler
+from rediswq.queue import Lease, Released, State, WorkQueue
+
+Log = Callable[[str], None]
+
+
+def log_line(line: str) -> None:
+    print(line, flush=True)
+
+
+def shown(item: bytes) -> str:
+    return item.decode("utf-8", "backslashreplace")
+
+
+class Shutdown(BaseException):
+    """Raised inside the handler on SIGTERM/SIGINT; a BaseException so `except Exception` in
+    user code does not swallow it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@dataclass
+class Summary:
+    done: int = 0
+    failed_attempts: int = 0
+    dead_lettered: int = 0
+    lost: int = 0
+    stopped_by: int | None = None  # the signal, if one stopped the worker
+
+    def line(self) -> str:
+        return (
+            f"Processed {self.done + self.failed_attempts} items: done={self.done} "
+            f"failed_attempts={self.failed_attempts} dead_lettered={self.dead_lettered} "
+            f"lost={self.lost}"
+        )
+
+
+class LeaseKeeper:
+    """Renews the held leases in the background while a handler runs long."""
+
+    def __init__(self, queue: WorkQueue, log: Log) -> None:
+        self._queue = queue
+        self._log = log
+        self._held: dict[int, Lease] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name="lease-keeper", daemon=True)
+
+    def hold(self, leases: list[Lease]) -> None:
+        with self._lock:
+            self._held.update((lease.id, lease) for lease in leases)
+
+    def drop(self, leases: list[Lease]) -> None:
+        with self._lock:
+            for lease in leases:
+                self._held.pop(lease.id, None)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _renew(self) -> None:
+        interval = self._queue.lease_ms / 3000
+        while not self._stop.wait(interval):
+            with self._lock:
+                held = list(self._held.values())
+            if not held:
+                continue
+            try:
+                kept = self._queue.extend(*held)
+            except (redis.RedisError, QueueError) as exc:
+                self._log(f"Could not renew leases ({exc}); retrying")
+                continue
+            for lease, ok in zip(held, kept, strict=True):
+                if not ok:
+                    self._log(
+                        f"Lease on {shown(lease.item)} was lost; another worker may repeat it"
+                    )
+
+
+class Worker:
+    def __init__(
+        self,
+        queue: WorkQueue,
+        handler: Handler,
+        *,
+        prefetch: int = 1,
+        seal_timeout: float = 600.0,
+        poll_interval: float = 0.2,
+        log: Log = log_line,
+    ) -> None:
+        if prefetch < 1:
+            raise QueueError(f"prefetch must be at least 1, got {prefetch}")
+        self.queue = queue
+        self.handler = handler
+        self.prefetch = prefetch
+        self.seal_timeout = seal_timeout
+        self.poll_interval = poll_interval
+        self.log = log
+        self.summary = Summary()
+        self._in_handler = False
+
+    def run(self) -> Summary:
+        """Work until the queue is drained (or a signal stops it); log the tutorial's lines."""
+        queue = self.queue
+        self.log(f"Worker with sessionID: {queue.session}")
+        queue.check_types()
+        self.log(f"Initial queue state: empty={queue.is_empty()}")
+        done: list[Lease] = []
+        waiting_for_seal_since: float | None = None
+        with LeaseKeeper(queue, self.log) as keeper, self._signals():
+            while self.summary.stopped_by is None:
+                step = queue.step(self.prefetch, done)
+                self._count_completed(done, step.completed)
+                keeper.drop(done)
+                done = []
+                if step.leases:
+                    waiting_for_seal_since = None
+                    keeper.hold(step.leases)
+                    done = self._work(step.leases, keeper)
+                    continue
+                if step.state is State.DRAINED:
+                    break
+                if step.state is State.UNSEALED:
+                    waiting_for_seal_since = waiting_for_seal_since or time.monotonic()
+                    if time.monotonic() - waiting_for_seal_since > self.seal_timeout:
+                        raise QueueError(
+                            f"queue {queue.keys.name!r} was not sealed within "
+                            f"{self.seal_timeout:g}s;"
+                            " did the seed run? (use --no-seal to fill by hand)"
+                        )
+                else:
+                    waiting_for_seal_since = None
+                time.sleep(self.poll_interval)
+            if done:  # finished before a signal arrived: hand them in
+                self._count_completed(done, queue.complete(*done))
+        self.log(self.summary.line())
+        if self.summary.stopped_by is None:
+            self.log("Queue empty, exiting")
+        else:
+            self.log(f"Stopped by {signal.Signals(self.summary.stopped_by).name}, exiting")
+        return self.summary
+
+    def _work(self, leases: list[Lease], keeper: LeaseKeeper) -> list[Lease]:
+        """Run the handler on each lease; return those that succeeded, to hand in next step."""
+        succeeded = []
+        for index, lease in enumerate(leases):
+            if self.summary.stopped_by is not None:
+                self._release_unstarted(leases[index:], keeper)
+                break
+            self.log(f"Working on {shown(lease.item)}")
+            try:
+                self._in_handler = True
+                try:
+                    self.handler(lease.item)
+                finally:
+                    self._in_handler = False
+            except Shutdown:
+                self._release_unstarted(leases[index:], keeper)
+                break
+            except Exception as exc:
+                self._fail(lease, exc)
+                keeper.drop([lease])
+            else:
+                succeeded.append(lease)
+        return succeeded
+
+    def _fail(self, lease: Lease, exc: Exception) -> None:
+        self.summary.failed_attempts += 1
+        (outcome,) = self.queue.release(lease, failed=True)
+        where = {
+            Released.REQUEUED: "will be retried",
+            Released.DEAD_LETTERED: f"moved to {self.queue.keys.failed}",
+            Released.NOT_HELD: "lease already lost",
+        }[outcome]
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        self.log(f"Failed on {shown(lease.item)} (attempt {lease.attempt}; {where}): {reason}")
+        if outcome is Released.DEAD_LETTERED:
+            self.summary.dead_lettered += 1
+
+    def _release_unstarted(self, leases: list[Lease], keeper: LeaseKeeper) -> None:
+        self.queue.release(*leases, failed=False)
+        keeper.drop(leases)
+        names = ", ".join(shown(lease.item) for lease in leases)
+        self.log(f"Released {len(leases)} item(s) back to the queue: {names}")
+
+    def _count_completed(self, leases: list[Lease], completed: list[bool]) -> None:
+        for lease, ok in zip(leases, completed, strict=True):
+            if ok:
+                self.summary.done += 1
+            else:
+                self.summary.lost += 1
+                self.log(
+                    f"Lease on {shown(lease.item)} had expired before completion; "
+                    "another worker may have repeated it"
+                )
+
+    @contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGTERM/SIGINT: stop leasing; interrupt a running handler so its item goes back now."""
+
+        # No logging here: a print interrupted by a print raises a reentrancy error.
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            self.summary.stopped_by = signum
+            if self._in_handler:
+                raise Shutdown(signum)
+
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def exit_code(summary: Summary) -> int:
+    return 0 if summary.stopped_by is None else 128 + summary.stopped_by
