@@ -13,6 +13,9 @@ KIND_CLUSTER ?= job-wq-2
 NAMESPACE    ?= job-wq-2
 PYTEST_ARGS  ?=
 
+# The venv's tools (kubectl, kind, shellcheck) come first for every recipe and script.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
 RUNTIME_STAMP := $(VENV)/.runtime
 DEV_STAMP     := $(VENV)/.dev
 
@@ -56,7 +59,7 @@ render: $(DEV_STAMP) ## Print the rendered manifests of OVERLAY (default dev)
 	@$(BIN)/kubectl kustomize overlays/$(OVERLAY)
 
 validate: $(DEV_STAMP) ## Validate every overlay against the pinned Kubernetes schemas
-	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/validate.sh $(OVERLAYS)
+	scripts/validate.sh $(OVERLAYS)
 
 bench: $(RUNTIME_STAMP) ## Throughput against the tutorial's client; writes docs/benchmarks.md
 	$(BIN)/python worker/bench/bench.py --output docs/benchmarks.md
@@ -65,13 +68,13 @@ image: ## Build the worker image $(IMAGE) from worker/Dockerfile
 	docker build -t $(IMAGE) worker
 
 kind-up: $(DEV_STAMP) ## Create the kind cluster and load the worker image
-	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/kind.sh up $(KIND_CLUSTER) $(IMAGE)
+	scripts/kind.sh up $(KIND_CLUSTER) $(IMAGE)
 
 kind-down: ## Delete the kind cluster
 	scripts/kind.sh down $(KIND_CLUSTER)
 
 deploy: $(DEV_STAMP) ## Apply OVERLAY; replaces finished Jobs so re-runs succeed
-	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/deploy.sh overlays/$(OVERLAY)
+	scripts/deploy.sh overlays/$(OVERLAY)
 
 e2e: $(DEV_STAMP) ## End-to-end on kind: cluster, image, apply, wait, assert logs
 	$(BIN)/pytest -m kind e2e $(PYTEST_ARGS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,10 @@ Manifest = dict[str, Any]
 
 
 def kubectl() -> str:
+    """The pinned kubectl of this virtual environment (its kustomize renders), else PATH's."""
+    beside = Path(sys.executable).with_name("kubectl")
+    if beside.is_file():
+        return str(beside)
     found = shutil.which("kubectl")
     if found is None:
         raise RuntimeError("kubectl not found on PATH; run the tests through make")

@@ -33,7 +33,7 @@ class Released(enum.Enum):
     NOT_HELD = -1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Lease:
     id: int
     item: bytes
@@ -76,9 +76,18 @@ class WorkQueue:
         self.scripts = Scripts.register(client)
 
     def step(
-        self, count: int = 1, done: Sequence[Lease] = (), *, lease_seconds: float | None = None
+        self,
+        count: int = 1,
+        done: Sequence[Lease] = (),
+        *,
+        lease_seconds: float | None = None,
+        reclaim: bool = True,
     ) -> Step:
-        """Complete `done`, reclaim expired leases, lease up to `count` items: one round trip."""
+        """Complete `done`, reclaim expired leases, lease up to `count` items: one round trip.
+
+        A busy worker passes reclaim=False on most steps: reclaiming scans the deadlines, and
+        doing it a few times a second is as good as on every item.
+        """
         lease_ms = self.lease_ms if lease_seconds is None else max(1, round(lease_seconds * 1000))
         args: list[Any] = [
             self.session,
@@ -86,6 +95,7 @@ class WorkQueue:
             count,
             self.max_attempts,
             int(self.require_seal),
+            int(reclaim),
             *(lease.id for lease in done),
         ]
         reply = self.run(self.scripts.lease, args)

@@ -18,6 +18,9 @@ from rediswq.queue import Lease, Released, State, WorkQueue
 
 Log = Callable[[str], None]
 
+# How often a busy worker also reclaims expired leases; an idle one does on every poll.
+_RECLAIM_EVERY = 0.5
+
 
 def log_line(line: str) -> None:
     print(line, flush=True)
@@ -107,7 +110,7 @@ class Worker:
         *,
         prefetch: int = 1,
         seal_timeout: float = 600.0,
-        poll_interval: float = 0.2,
+        poll_interval: float = 0.05,
         log: Log = log_line,
     ) -> None:
         if prefetch < 1:
@@ -129,9 +132,13 @@ class Worker:
         self.log(f"Initial queue state: empty={queue.is_empty()}")
         done: list[Lease] = []
         waiting_for_seal_since: float | None = None
+        next_reclaim = 0.0
         with LeaseKeeper(queue, self.log) as keeper, self._signals():
             while self.summary.stopped_by is None:
-                step = queue.step(self.prefetch, done)
+                now = time.monotonic()
+                step = queue.step(self.prefetch, done, reclaim=now >= next_reclaim)
+                if now >= next_reclaim:
+                    next_reclaim = now + _RECLAIM_EVERY
                 self._count_completed(done, step.completed)
                 keeper.drop(done)
                 done = []
@@ -152,6 +159,7 @@ class Worker:
                         )
                 else:
                     waiting_for_seal_since = None
+                next_reclaim = 0.0
                 time.sleep(self.poll_interval)
             if done:  # finished before a signal arrived: hand them in
                 self._count_completed(done, queue.complete(*done))

@@ -67,13 +67,32 @@ local function put_back(item, attempts, max_attempts)
   return 0
 end
 
-local function complete(owner, id)
-  if owned(owner, id) then
-    forget(id)
-    redis.call('HINCRBY', stats, 'done', 1)
-    return 1
+-- Complete the leases ARGV[first..] that `owner` holds: one HMGET/HDEL/ZREM for the lot.
+-- Returns a flag per id: 1 completed, 0 not held (expired and maybe re-leased by another).
+local function complete_from(owner, first)
+  local flags = {}
+  if first > #ARGV then
+    return flags
   end
-  return 0
+  local ids = {unpack(ARGV, first)}
+  local records = redis.call('HMGET', leases, unpack(ids))
+  local mine, seen = {}, {}
+  for i = 1, #ids do
+    local record = records[i]
+    if record and not seen[ids[i]] and string.sub(record, 1, #owner + 1) == owner .. '\n' then
+      seen[ids[i]] = true
+      mine[#mine + 1] = ids[i]
+      flags[i] = 1
+    else
+      flags[i] = 0
+    end
+  end
+  if #mine > 0 then
+    redis.call('HDEL', leases, unpack(mine))
+    redis.call('ZREM', deadlines, unpack(mine))
+    redis.call('HINCRBY', stats, 'done', #mine)
+  end
+  return flags
 end
 
 -- Expired leases go back (or to the dead letters); at most `limit` per call keeps a call short.

@@ -1,30 +1,39 @@
 -- One step of a worker: hand in finished leases, reclaim expired ones, lease up to `count` items.
--- ARGV: owner, lease_ms, count, max_attempts, require_seal ("1"/"0"), then the ids to complete.
+-- ARGV: owner, lease_ms, count, max_attempts, require_seal ("1"/"0"), reclaim ("1": put expired
+-- leases back first; callers ask now and then, not every step), then the ids to complete.
 -- Returns {state, a completed flag per handed-in id, then id, attempt, item per new lease}, where
 -- state is "leased", "pending" (count was 0), "wait" (nothing pending, but leases are out),
 -- "unsealed" (nothing pending, nothing out, not sealed yet) or "drained".
 local owner, lease_ms, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local max_attempts, require_seal = tonumber(ARGV[4]), ARGV[5] == '1'
 
-local reply = {''}
-for i = 6, #ARGV do
-  reply[#reply + 1] = complete(owner, ARGV[i])
-end
+local reply = complete_from(owner, 7)
+table.insert(reply, 1, '')
 
 local now = now_ms()
-reclaim(now, max_attempts, 100)
+if ARGV[6] == '1' then
+  reclaim(now, max_attempts, 100)
+end
 
 local items = count > 0 and redis.call('LPOP', pending, count)
 if items then
-  for _, item in ipairs(items) do
-    local id = redis.call('INCR', seq)
-    local attempt = pop_attempts(item) + 1
-    redis.call('HSET', leases, id, owner .. '\n' .. attempt .. '\n' .. item)
-    redis.call('ZADD', deadlines, now + lease_ms, id)
+  -- Batched writes: a prefetch of k items costs a handful of calls, not a few per item.
+  local first_id = redis.call('INCRBY', seq, #items) - #items
+  local retried = redis.call('EXISTS', retries) == 1
+  local records, deadline_args = {}, {}
+  for i, item in ipairs(items) do
+    local id = first_id + i
+    local attempt = (retried and pop_attempts(item) or 0) + 1
+    records[#records + 1] = id
+    records[#records + 1] = owner .. '\n' .. attempt .. '\n' .. item
+    deadline_args[#deadline_args + 1] = now + lease_ms
+    deadline_args[#deadline_args + 1] = id
     reply[#reply + 1] = id
     reply[#reply + 1] = attempt
     reply[#reply + 1] = item
   end
+  redis.call('HSET', leases, unpack(records))
+  redis.call('ZADD', deadlines, unpack(deadline_args))
   reply[1] = 'leased'
 elseif redis.call('LLEN', pending) > 0 then
   reply[1] = 'pending'

@@ -1,0 +1,141 @@
+"""`make bench`: items per second until the last worker exits, ours against the tutorial's commands.
+
+Each run starts W worker processes with a no-op handler, waits until each has connected and said
+so, publishes N items, and times from then to the last exit. Interpreter start-up (about 0.2 s a
+process here, as long as a whole prefetching run) is left out for every contender alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rediswq.connection import connect
+from rediswq.queue import WorkQueue
+from rediswq.seeding import seed
+from rediswq.server import EmbeddedRedis
+
+BASELINE = Path(__file__).with_name("tutorial_baseline.py")
+QUEUE = "bench"
+
+
+@dataclass(frozen=True)
+class Contender:
+    name: str
+    prefetch: int | None  # None: the tutorial baseline
+
+    def command(self, url: str) -> list[str]:
+        if self.prefetch is None:
+            return [sys.executable, str(BASELINE), url, QUEUE]
+        return [
+            sys.executable, "-m", "rediswq", "worker", "--redis-url", url, "--queue", QUEUE,
+            "--work-seconds", "0", "--prefetch", str(self.prefetch),
+        ]  # fmt: skip
+
+
+CONTENDERS = (
+    Contender("tutorial baseline", None),
+    Contender("rediswq, defaults", 1),
+    Contender("rediswq, prefetch 64", 64),
+)
+
+
+def _ready(proc: subprocess.Popen[str], marker: str, ready: threading.Event) -> None:
+    """Wait for `marker`, then keep the pipe drained so the worker never blocks on its output."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith(marker):
+            ready.set()
+    ready.set()
+
+
+def run_once(server: EmbeddedRedis, contender: Contender, workers: int, items: int) -> float:
+    queue = WorkQueue(connect(server.url), QUEUE)
+    db = queue.client
+    db.delete(*queue.keys.all(), f"{QUEUE}:processing", f"{QUEUE}:go")
+    marker = "ready" if contender.prefetch is None else "Initial queue state"
+    procs, waiters = [], []
+    for _ in range(workers):
+        proc = subprocess.Popen(contender.command(server.url), stdout=subprocess.PIPE, text=True)
+        ready = threading.Event()
+        waiter = threading.Thread(target=_ready, args=(proc, marker, ready))
+        waiter.start()
+        procs.append((proc, ready))
+        waiters.append(waiter)
+    for _, ready in procs:
+        ready.wait(timeout=30)
+    payload = [f"item-{n}".encode() for n in range(items)]
+    if contender.prefetch is None:
+        db.rpush(QUEUE, *payload)  # the tutorial fills its list by hand
+        db.rpush(f"{QUEUE}:go", *["go"] * workers)
+    else:
+        seed(queue, payload)  # waiting workers start at the seal
+    started = time.perf_counter()
+    codes = [proc.wait() for proc, _ in procs]
+    elapsed = time.perf_counter() - started
+    for waiter in waiters:
+        waiter.join()
+    left = queue.counts()[0]
+    if any(codes) or left:
+        raise SystemExit(f"{contender.name}: exit codes {codes}, {left} items left")
+    return items / elapsed
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--items", type=int, default=20_000)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--repeat", type=int, default=3, help="runs per cell; the best counts")
+    parser.add_argument("--output", type=Path, help="write the table here as Markdown")
+    args = parser.parse_args()
+
+    with EmbeddedRedis() as server:
+        version = connect(server.url).info("server").get("redis_version", "?")
+        rates = {
+            (c.name, w): max(run_once(server, c, w, args.items) for _ in range(args.repeat))
+            for c in CONTENDERS
+            for w in args.workers
+        }
+    header = "| contender | " + " | ".join(f"{w} worker(s)" for w in args.workers) + " |"
+    lines = [header, "|---|" + "---:|" * len(args.workers)]
+    for c in CONTENDERS:
+        cells = []
+        for w in args.workers:
+            ratio = rates[(c.name, w)] / rates[(CONTENDERS[0].name, w)]
+            cells.append(f"{rates[(c.name, w)]:,.0f}/s ({ratio:.1f}x)")
+        lines.append(f"| {c.name} | " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+    print(table)
+    if args.output:
+        args.output.write_text(
+            "# Benchmarks\n\n"
+            f"`make bench`: {args.items:,} items, no-op handler, items per second from the moment "
+            "the items are published to waiting, connected workers until the last one exits "
+            "(best of "
+            f"{args.repeat}); the ratio is against the tutorial baseline with as many workers.\n\n"
+            f"Machine: {machine()}; server: {Path(server.binary).name} {version}.\n\n"
+            f"{table}\n"
+        )
+
+
+if __name__ == "__main__":
+    main()

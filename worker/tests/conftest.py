@@ -1,0 +1,106 @@
+"""Every test talks to a real Redis-compatible server process that the tests start themselves."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import cast
+
+import pytest
+import redis
+from rediswq.connection import connect
+from rediswq.queue import WorkQueue
+from rediswq.server import EmbeddedRedis
+
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[EmbeddedRedis]:
+    """One server per test process; tests isolate themselves by queue name."""
+    with EmbeddedRedis() as embedded:
+        yield embedded
+
+
+@pytest.fixture
+def client(server: EmbeddedRedis) -> Iterator[redis.Redis]:
+    db = connect(server.url)
+    yield db
+    db.close()
+
+
+@pytest.fixture
+def queue_name() -> str:
+    return f"q-{uuid.uuid4().hex[:8]}"
+
+
+QueueFactory = Callable[..., WorkQueue]
+
+
+def stats_of(queue: WorkQueue) -> dict[str, int]:
+    """The queue's counters, as stored."""
+    raw = cast(dict[bytes, bytes], queue.client.hgetall(queue.keys.stats))
+    return {key.decode(): int(value) for key, value in raw.items()}
+
+
+def pending_of(queue: WorkQueue) -> list[bytes]:
+    return cast(list[bytes], queue.client.lrange(queue.keys.pending, 0, -1))
+
+
+@pytest.fixture
+def make_queue(client: redis.Redis, queue_name: str) -> QueueFactory:
+    """A WorkQueue on the shared server; each call is a new session on the same queue."""
+
+    def make(**options: object) -> WorkQueue:
+        return WorkQueue(client, queue_name, **options)  # type: ignore[arg-type]
+
+    return make
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment for a `rediswq` subprocess: test handlers importable, no stray settings."""
+    env = {k: v for k, v in os.environ.items() if k not in _SETTINGS}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+_SETTINGS = {
+    "REDIS_URL", "REDIS_PASSWORD", "QUEUE_NAME", "LEASE_SECONDS", "WORK_SECONDS", "PREFETCH",
+    "MAX_ATTEMPTS", "SEAL_TIMEOUT", "REDIS_WAIT_TIMEOUT", "REQUIRE_SEAL", "HANDLER",
+    "HANDLER_BYTES",
+}  # fmt: skip
+
+
+def rediswq(
+    *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a user would, and capture what it says."""
+    return subprocess.run(
+        [sys.executable, "-m", "rediswq", *args],
+        input=stdin.decode() if stdin is not None else None,
+        capture_output=True,
+        text=True,
+        env=env or cli_env(),
+        timeout=timeout,
+        check=False,
+    )
+
+
+def spawn_worker(
+    url: str, queue: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """A `rediswq worker` process; read its output with .communicate()."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "rediswq", "worker", "--redis-url", url, "--queue", queue,
+         "--work-seconds", "0", "--redis-wait-timeout", "10", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env or cli_env(),
+    )  # fmt: skip

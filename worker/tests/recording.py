@@ -1,0 +1,42 @@
+"""Handlers for worker subprocesses in tests (importable through PYTHONPATH=worker/tests).
+
+Each records what it worked on in the file named by RECORD_FILE, one item per line; O_APPEND
+writes of one short line are atomic, so many processes can share the file.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+def _record(line: str) -> None:
+    fd = os.open(os.environ["RECORD_FILE"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def record(item: str) -> None:
+    _record(item)
+
+
+def record_slowly(item: str) -> None:
+    """Record after SLOW_SECONDS, so a test can kill or stop the worker mid-item."""
+    time.sleep(float(os.environ.get("SLOW_SECONDS", "1")))
+    _record(item)
+
+
+def fail_on_poison(item: str) -> None:
+    if item.startswith("poison"):
+        raise ValueError(f"cannot digest {item}")
+    _record(item)
+
+
+def recorded(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read().splitlines()
+    except FileNotFoundError:
+        return []

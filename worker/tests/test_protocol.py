@@ -1,0 +1,210 @@
+"""The queue protocol, one script at a time, against a real server."""
+
+from __future__ import annotations
+
+import time
+from typing import cast
+
+import redis
+from conftest import QueueFactory, pending_of, stats_of
+from rediswq import Released, State, WorkQueue, seed
+from rediswq.keys import QueueKeys
+
+
+def expire(queue: WorkQueue) -> None:
+    """Move every deadline into the past: the server clock can't be wound forward."""
+    for lease_id in cast(list[bytes], queue.client.zrange(queue.keys.deadlines, 0, -1)):
+        queue.client.zadd(queue.keys.deadlines, {lease_id: 0}, xx=True)
+
+
+def test_items_come_out_in_rpush_order(make_queue: QueueFactory) -> None:
+    queue = make_queue()
+    queue.client.rpush(queue.keys.pending, b"a", b"b", b"c")
+    assert [lease.item for lease in queue.lease(2)] == [b"a", b"b"]
+    assert [lease.item for lease in queue.lease(5)] == [b"c"]
+
+
+def test_every_copy_of_a_duplicate_is_leased_and_completed_once(make_queue: QueueFactory) -> None:
+    queue = make_queue(require_seal=False)
+    seed(queue, [b"x", b"x", b"y", b"x"])
+    leases = queue.lease(10)
+    assert sorted(lease.item for lease in leases) == [b"x", b"x", b"x", b"y"]
+    assert len({lease.id for lease in leases}) == 4
+    assert queue.complete(*leases) == [True] * 4
+    assert queue.complete(*leases) == [False] * 4
+    assert stats_of(queue)["done"] == 4
+    assert queue.step().state is State.DRAINED
+
+
+def test_only_the_current_holder_completes(make_queue: QueueFactory) -> None:
+    first, second = make_queue(), make_queue()
+    first.client.rpush(first.keys.pending, b"job")
+    (lease,) = first.lease()
+    expire(first)
+    (again,) = second.lease()  # reclaims the expired lease, then leases the item anew
+    assert again.item == b"job" and again.attempt == 2
+    assert first.complete(lease) == [False]
+    assert second.complete(again) == [True]
+    assert stats_of(first) == {"done": 1, "reclaimed": 1}
+
+
+def test_extend_keeps_a_lease_alive_past_its_first_deadline(make_queue: QueueFactory) -> None:
+    queue = make_queue(lease_seconds=0.3)
+    other = make_queue()
+    queue.client.rpush(queue.keys.pending, b"long")
+    (lease,) = queue.lease()
+    for _ in range(4):
+        time.sleep(0.15)
+        assert queue.extend(lease) == [True]
+    assert other.reclaim() == 0
+    assert other.lease() == []
+    assert queue.complete(lease) == [True]
+
+
+def test_an_expired_lease_goes_back_to_the_head(make_queue: QueueFactory) -> None:
+    queue = make_queue(lease_seconds=0.2)
+    queue.client.rpush(queue.keys.pending, b"first", b"second")
+    (lease,) = queue.lease()
+    time.sleep(0.3)  # a real expiry, on the server's clock
+    assert queue.reclaim() == 1
+    assert pending_of(queue) == [b"first", b"second"]
+    (again,) = queue.lease()
+    assert (again.item, again.attempt) == (b"first", 2)
+    assert queue.extend(lease) == [False]
+
+
+def test_after_max_attempts_an_item_is_dead_lettered(make_queue: QueueFactory) -> None:
+    queue = make_queue(max_attempts=3)
+    queue.client.rpush(queue.keys.pending, b"poison", b"fine")
+    for attempt in (1, 2, 3):
+        (lease,) = queue.lease()
+        assert (lease.item, lease.attempt) == (b"poison", attempt)
+        expire(queue)
+        queue.reclaim()
+    assert queue.client.lrange(queue.keys.failed, 0, -1) == [b"poison"]
+    assert pending_of(queue) == [b"fine"]
+    assert stats_of(queue) == {"failed": 1, "reclaimed": 3}
+    assert not queue.client.exists(queue.keys.retries)
+
+
+def test_a_failed_attempt_counts_and_a_released_one_does_not(make_queue: QueueFactory) -> None:
+    queue = make_queue(max_attempts=2)
+    queue.client.rpush(queue.keys.pending, b"item")
+    (lease,) = queue.lease()
+    assert queue.release(lease, failed=False) == [Released.REQUEUED]
+    (lease,) = queue.lease()
+    assert lease.attempt == 1
+    assert queue.release(lease, failed=True) == [Released.REQUEUED]
+    (lease,) = queue.lease()
+    assert lease.attempt == 2
+    assert queue.release(lease, failed=True) == [Released.DEAD_LETTERED]
+    assert queue.release(lease, failed=True) == [Released.NOT_HELD]
+    assert stats_of(queue) == {"released": 1, "retried": 1, "failed": 1}
+
+
+def test_released_prefetch_goes_back_in_its_order(make_queue: QueueFactory) -> None:
+    queue = make_queue()
+    queue.client.rpush(queue.keys.pending, b"1", b"2", b"3", b"4")
+    leases = queue.lease(3)
+    queue.release(*leases)
+    assert pending_of(queue) == [b"1", b"2", b"3", b"4"]
+
+
+def test_retry_counts_follow_each_copy_of_a_duplicate(make_queue: QueueFactory) -> None:
+    queue = make_queue(max_attempts=5)
+    queue.client.rpush(queue.keys.pending, b"d", b"d")
+    one, two = queue.lease(2)
+    queue.release(one, failed=True)
+    queue.release(two, failed=True)
+    first, second = queue.lease(2)
+    assert sorted([first.attempt, second.attempt]) == [2, 2]
+    queue.release(first, failed=True)
+    assert queue.complete(second) == [True]
+    (last,) = queue.lease()
+    assert last.attempt == 3
+    assert queue.complete(last) == [True]
+    assert not queue.client.exists(queue.keys.retries)
+
+
+def test_step_hands_in_and_leases_in_one_call(make_queue: QueueFactory) -> None:
+    queue = make_queue()
+    queue.client.rpush(queue.keys.pending, b"a", b"b")
+    (a,) = queue.lease()
+    step = queue.step(1, done=[a])
+    assert step.completed == [True]
+    assert [lease.item for lease in step.leases] == [b"b"]
+    assert stats_of(queue)["done"] == 1
+
+
+def test_the_end_needs_the_seal(make_queue: QueueFactory) -> None:
+    queue = make_queue()
+    other = make_queue()
+    assert queue.step().state is State.UNSEALED
+    seed(queue, [b"only"])
+    (lease,) = queue.lease()
+    assert other.step().state is State.WAIT
+    assert queue.step(1, done=[lease]).state is State.DRAINED
+    assert make_queue(require_seal=False).step().state is State.DRAINED
+
+
+def test_an_unsealed_queue_ends_without_the_seal_in_manual_mode(make_queue: QueueFactory) -> None:
+    queue = make_queue(require_seal=False)
+    queue.client.rpush(queue.keys.pending, b"manual")
+    (lease,) = queue.lease()
+    assert queue.step(1, done=[lease]).state is State.DRAINED
+
+
+def test_seed_publishes_and_seals_at_once_and_only_once(make_queue: QueueFactory) -> None:
+    queue = make_queue()
+    items = [f"item-{n}".encode() for n in range(2500)]
+    result = seed(queue, items)
+    assert (result.queued, result.already_sealed) == (2500, False)
+    assert pending_of(queue) == items
+    assert queue.is_sealed()
+    again = seed(queue, [b"more"])
+    assert again.already_sealed and pending_of(queue) == items
+    assert not list(queue.client.scan_iter(f"{queue.keys.name}:staging:*"))
+
+
+def test_seed_appends_after_items_pushed_by_hand(make_queue: QueueFactory) -> None:
+    queue = make_queue()
+    queue.client.rpush(queue.keys.pending, b"by-hand")
+    seed(queue, [b"seeded-1", b"seeded-2"])
+    assert pending_of(queue) == [b"by-hand", b"seeded-1", b"seeded-2"]
+
+
+def test_seed_reset_starts_over(make_queue: QueueFactory) -> None:
+    queue = make_queue()
+    seed(queue, [b"old-1", b"old-2"])
+    (lease,) = queue.lease()
+    queue.complete(lease)
+    result = seed(queue, [b"new"], reset=True)
+    assert result.queued == 1
+    assert pending_of(queue) == [b"new"]
+    assert stats_of(queue) == {}
+    assert queue.counts() == (1, 0)
+
+
+def test_counts_and_emptiness(make_queue: QueueFactory) -> None:
+    queue = make_queue()
+    assert queue.is_empty()
+    queue.client.rpush(queue.keys.pending, b"a", b"b")
+    queue.lease()
+    assert queue.counts() == (1, 1)
+    assert not queue.is_empty()
+
+
+def test_keys_are_named_after_the_queue() -> None:
+    keys = QueueKeys("job2")
+    assert keys.pending == "job2"
+    assert keys.failed == "job2:failed"
+    assert keys.sealed == "job2:sealed"
+
+
+def test_scripts_survive_a_script_cache_flush(
+    make_queue: QueueFactory, client: redis.Redis
+) -> None:
+    queue = make_queue()
+    queue.client.rpush(queue.keys.pending, b"a")
+    client.script_flush()  # what a Redis restart does to loaded scripts
+    assert [lease.item for lease in queue.lease()] == [b"a"]

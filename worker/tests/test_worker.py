@@ -1,0 +1,151 @@
+"""The worker loop: handlers, failures, lease renewal, signals, and waiting for the seed."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import QueueFactory, cli_env, spawn_worker
+from recording import recorded
+from rediswq import WorkQueue, seed
+from rediswq.errors import QueueError
+from rediswq.server import EmbeddedRedis
+from rediswq.worker import Worker, exit_code
+
+
+class Log(list[str]):
+    def __call__(self, line: str) -> None:
+        self.append(line)
+
+
+def test_the_tutorials_log_lines(make_queue: QueueFactory) -> None:
+    queue = make_queue()
+    seed(queue, [b"apple", b"banana"])
+    log = Log()
+    summary = Worker(queue, lambda item: None, log=log).run()
+    assert log[0] == f"Worker with sessionID: {queue.session}"
+    assert log[1] == "Initial queue state: empty=False"
+    assert log[2:4] == ["Working on apple", "Working on banana"]
+    assert log[-1] == "Queue empty, exiting"
+    assert (summary.done, exit_code(summary)) == (2, 0)
+
+
+def test_a_failing_handler_dead_letters_its_item_and_the_rest_complete(
+    make_queue: QueueFactory,
+) -> None:
+    queue = make_queue(max_attempts=3)
+    seed(queue, [b"good-1", b"poison", b"good-2"])
+    worked: list[bytes] = []
+
+    def handler(item: bytes) -> None:
+        if item == b"poison":
+            raise ValueError("bad item")
+        worked.append(item)
+
+    log = Log()
+    summary = Worker(queue, handler, log=log).run()
+    assert sorted(worked) == [b"good-1", b"good-2"]
+    assert queue.client.lrange(queue.keys.failed, 0, -1) == [b"poison"]
+    assert (summary.done, summary.failed_attempts, summary.dead_lettered) == (2, 3, 1)
+    assert exit_code(summary) == 0
+    assert any("moved to" in line and "ValueError: bad item" in line for line in log)
+    assert log[-2].endswith("dead_lettered=1 lost=0")
+
+
+def test_a_long_handler_keeps_its_lease(make_queue: QueueFactory) -> None:
+    queue = make_queue(lease_seconds=0.6)
+    rival = make_queue(lease_seconds=0.6)
+    seed(queue, [b"slow"])
+    stolen: list[bytes] = []
+
+    def handler(item: bytes) -> None:
+        deadline = time.monotonic() + 2.0  # more than three lease lengths
+        while time.monotonic() < deadline:
+            stolen.extend(lease.item for lease in rival.lease())
+            time.sleep(0.1)
+
+    summary = Worker(queue, handler, log=Log()).run()
+    assert stolen == []
+    assert (summary.done, summary.lost) == (1, 0)
+
+
+def test_prefetch_leases_several_items_per_round_trip(make_queue: QueueFactory) -> None:
+    queue = make_queue()
+    seed(queue, [f"{n}".encode() for n in range(10)])
+    seen: list[bytes] = []
+    summary = Worker(queue, seen.append, prefetch=4, log=Log()).run()
+    assert seen == [f"{n}".encode() for n in range(10)]
+    assert summary.done == 10
+
+
+def test_a_worker_started_before_the_seed_waits_for_it(make_queue: QueueFactory) -> None:
+    queue = make_queue()
+    seen: list[bytes] = []
+    worker = Worker(queue, seen.append, log=Log(), poll_interval=0.05)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    time.sleep(0.5)
+    assert thread.is_alive()  # an empty, unsealed queue is not the end
+    seed(make_queue(), [b"late-1", b"late-2"])
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert seen == [b"late-1", b"late-2"]
+
+
+def test_the_seal_wait_is_bounded(make_queue: QueueFactory) -> None:
+    worker = Worker(make_queue(), lambda item: None, seal_timeout=0.3, log=Log())
+    with pytest.raises(QueueError, match=r"not sealed within 0\.3s"):
+        worker.run()
+
+
+def test_the_end_is_noticed_quickly(make_queue: QueueFactory) -> None:
+    """A worker waiting on another's lease sees the end within half a second of it."""
+    holder, waiter = make_queue(), make_queue()
+    seed(holder, [b"last"])
+    (lease,) = holder.lease()
+    finished = threading.Event()
+
+    def work() -> None:
+        Worker(waiter, lambda item: None, log=Log()).run()
+        finished.set()
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    time.sleep(0.3)
+    assert not finished.is_set()
+    holder.complete(lease)
+    completed_at = time.monotonic()
+    assert finished.wait(timeout=5)
+    assert time.monotonic() - completed_at < 0.5
+    thread.join()
+
+
+def test_sigterm_releases_the_item_at_once_and_exits_non_zero(
+    server: EmbeddedRedis, make_queue: QueueFactory, tmp_path: Path
+) -> None:
+    queue: WorkQueue = make_queue()
+    seed(queue, [b"first", b"second"])
+    env = cli_env(RECORD_FILE=str(tmp_path / "done"), SLOW_SECONDS="30")
+    worker = spawn_worker(
+        server.url, queue.keys.name, "--handler", "recording:record_slowly", env=env
+    )
+    assert worker.stdout is not None
+    lines = []
+    for line in worker.stdout:
+        lines.append(line.rstrip())
+        if line.startswith("Working on"):
+            break
+    worker.send_signal(signal.SIGTERM)
+    out, _ = worker.communicate(timeout=10)
+    lines += out.splitlines()
+    assert worker.returncode == 128 + signal.SIGTERM
+    assert "Working on first" in lines
+    assert lines[-1] == "Stopped by SIGTERM, exiting"
+    assert queue.client.lrange(queue.keys.pending, 0, -1) == [b"first", b"second"]
+    assert queue.counts() == (2, 0)
+    (lease,) = queue.lease()
+    assert (lease.item, lease.attempt) == (b"first", 1)  # the interrupted attempt is not charged
+    assert recorded(str(tmp_path / "done")) == []
