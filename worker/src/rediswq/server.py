@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -18,7 +19,13 @@ _START_TIMEOUT = 15.0
 
 
 def find_binary() -> str:
-    """redis-server or valkey-server on PATH, else the one bundled by the `local` extra."""
+    """$REDISWQ_SERVER, else redis-server or valkey-server on PATH, else the bundled one."""
+    chosen = os.environ.get("REDISWQ_SERVER")
+    if chosen:
+        found = shutil.which(chosen)
+        if found is None:
+            raise QueueError(f"REDISWQ_SERVER={chosen!r} is not an executable")
+        return found
     for name in ("redis-server", "valkey-server"):
         found = shutil.which(name)
         if found:

@@ -179,11 +179,7 @@ class Worker:
                 break
             self.log(f"Working on {shown(lease.item)}")
             try:
-                self._in_handler = True
-                try:
-                    self.handler(lease.item)
-                finally:
-                    self._in_handler = False
+                self._run_handler(lease.item)
             except Shutdown:
                 self._release_unstarted(leases[index:], keeper)
                 break
@@ -193,6 +189,16 @@ class Worker:
             else:
                 succeeded.append(lease)
         return succeeded
+
+    def _run_handler(self, item: bytes) -> None:
+        self._in_handler = True
+        try:
+            # A signal that came just before the flag was set would not interrupt the handler.
+            if self.summary.stopped_by is not None:
+                raise Shutdown(self.summary.stopped_by)
+            self.handler(item)
+        finally:
+            self._in_handler = False
 
     def _fail(self, lease: Lease, exc: Exception) -> None:
         self.summary.failed_attempts += 1
