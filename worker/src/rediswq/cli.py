@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis
@@ -41,6 +42,16 @@ positive = _number(float, minimum=0, strict=True)
 non_negative = _number(float, minimum=0, strict=False)
 at_least_one = _number(int, minimum=1, strict=False)
 
+# One Lua call unpacks two values per item; this keeps well inside Lua's stack.
+MAX_PREFETCH = 1000
+
+
+def prefetch_count(text: str) -> float:
+    value = at_least_one(text)
+    if value > MAX_PREFETCH:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_PREFETCH}, got {text!r}")
+    return value
+
 
 def _flag(text: str) -> bool:
     lowered = text.strip().lower()
@@ -51,32 +62,38 @@ def _flag(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, default)
+def _setting(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    env: str,
+    default: str,
+    help: str,
+    *,
+    kind: Callable[[str], Any] = str,
+) -> None:
+    """A flag whose default comes from the environment; argparse parses either with `kind`."""
+    parser.add_argument(
+        flag, type=kind, default=os.environ.get(env, default), help=f"{help} (env {env})"
+    )
 
 
 def _add_connection(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--redis-url",
-        default=_env("REDIS_URL", "redis://redis:6379/0"),
-        help="redis:// or rediss:// URL (env REDIS_URL; the password may come from REDIS_PASSWORD)",
-    )
-    parser.add_argument(
-        "--redis-wait-timeout", type=non_negative, default=_env("REDIS_WAIT_TIMEOUT", "120"),
-        help="seconds to wait for Redis to answer at start (env REDIS_WAIT_TIMEOUT)",
+    _setting(
+        parser, "--redis-url", "REDIS_URL", "redis://redis:6379/0",
+        "redis:// or rediss:// URL; the password may also come from REDIS_PASSWORD",
     )  # fmt: skip
-    _add_queue(parser)
-
-
-def _add_queue(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--queue", default=_env("QUEUE_NAME", "job2"), help="env QUEUE_NAME")
-    parser.add_argument(
-        "--lease-seconds", type=positive, default=_env("LEASE_SECONDS", "60"),
-        help="how long a lease lasts unless renewed (env LEASE_SECONDS)",
+    _setting(
+        parser, "--redis-wait-timeout", "REDIS_WAIT_TIMEOUT", "120",
+        "seconds to wait for Redis to answer at start", kind=non_negative,
     )  # fmt: skip
-    parser.add_argument(
-        "--max-attempts", type=at_least_one, default=_env("MAX_ATTEMPTS", "5"),
-        help="attempts before an item goes to <queue>:failed (env MAX_ATTEMPTS)",
+    _setting(parser, "--queue", "QUEUE_NAME", "job2", "the queue's name")
+    _setting(
+        parser, "--lease-seconds", "LEASE_SECONDS", "60",
+        "how long a lease lasts unless renewed", kind=positive,
+    )  # fmt: skip
+    _setting(
+        parser, "--max-attempts", "MAX_ATTEMPTS", "5",
+        "attempts before an item goes to <queue>:failed", kind=at_least_one,
     )  # fmt: skip
 
 
@@ -86,40 +103,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="lease and work items until the queue is drained")
     _add_connection(worker)
-    worker.add_argument(
-        "--work-seconds", type=non_negative, default=_env("WORK_SECONDS", "10"),
-        help="how long the default handler works on an item (env WORK_SECONDS)",
+    _setting(
+        worker, "--work-seconds", "WORK_SECONDS", "10",
+        "how long the default handler works on an item", kind=non_negative,
     )  # fmt: skip
-    worker.add_argument(
-        "--prefetch", type=at_least_one, default=_env("PREFETCH", "1"),
-        help="items leased per round trip (env PREFETCH)",
+    _setting(
+        worker, "--prefetch", "PREFETCH", "1",
+        f"items leased per round trip, up to {MAX_PREFETCH}", kind=prefetch_count,
     )  # fmt: skip
-    worker.add_argument(
-        "--seal-timeout", type=non_negative, default=_env("SEAL_TIMEOUT", "600"),
-        help="seconds to wait for the seed to seal the queue (env SEAL_TIMEOUT)",
+    _setting(
+        worker, "--seal-timeout", "SEAL_TIMEOUT", "600",
+        "seconds to wait for the seed to seal the queue", kind=non_negative,
     )  # fmt: skip
-    worker.add_argument(
-        "--handler", default=_env("HANDLER", ""),
-        help="module:function called with each item instead of sleeping (env HANDLER)",
+    _setting(
+        worker, "--handler", "HANDLER", "",
+        "module:function called with each item instead of sleeping",
     )  # fmt: skip
     worker.add_argument(
         "--bytes", dest="as_bytes", action="store_true",
-        default=_flag(_env("HANDLER_BYTES", "false")),
+        default=_flag(os.environ.get("HANDLER_BYTES", "false")),
         help="pass items to the handler as bytes, not str (env HANDLER_BYTES)",
     )  # fmt: skip
     worker.add_argument(
-        "--no-seal",
-        dest="require_seal",
-        action="store_false",
-        default=_flag(_env("REQUIRE_SEAL", "true")),
+        "--no-seal", dest="require_seal", action="store_false",
+        default=_flag(os.environ.get("REQUIRE_SEAL", "true")),
         help="end when the queue is empty, sealed or not: the tutorial's manual flow "
         "(env REQUIRE_SEAL=false)",
-    )
+    )  # fmt: skip
     worker.set_defaults(run=_worker)
 
-    seeder = commands.add_parser(
-        "seed", help="queue items from a file (or stdin) and seal the queue"
-    )
+    seeder = commands.add_parser("seed", help="queue items from a file (or stdin), seal the queue")
     _add_connection(seeder)
     seeder.add_argument("file", nargs="?", default="-", help="one item per line; - for stdin")
     seeder.add_argument("--reset", action="store_true", help="clear the queue first, then seed")
@@ -135,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     local = commands.add_parser("local", help="run everything here: embedded Redis, seed, workers")
     local.add_argument("--items", default="seed/items.txt", help="items file")
     local.add_argument("--workers", type=at_least_one, default="2", help="worker processes")
-    local.add_argument("--queue", default=_env("QUEUE_NAME", "job2"), help="env QUEUE_NAME")
+    _setting(local, "--queue", "QUEUE_NAME", "job2", "the queue's name")
     local.add_argument(
         "--work-seconds", type=non_negative, default="0.5", help="seconds of work per item"
     )
