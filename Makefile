@@ -64,8 +64,8 @@ validate: $(DEV_STAMP) ## Validate every overlay against the pinned Kubernetes s
 bench: $(RUNTIME_STAMP) ## Throughput against the tutorial's client; writes docs/benchmarks.md
 	$(BIN)/python worker/bench/bench.py --output docs/benchmarks.md
 
-image: ## Build the worker image $(IMAGE) from worker/Dockerfile
-	docker build -t $(IMAGE) worker
+image: ## Build the worker image $(IMAGE) from worker/Dockerfile (needs BuildKit)
+	DOCKER_BUILDKIT=1 docker build -t $(IMAGE) worker
 
 kind-up: $(DEV_STAMP) ## Create the kind cluster and load the worker image
 	scripts/kind.sh up $(KIND_CLUSTER) $(IMAGE)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import redis
@@ -11,9 +13,30 @@ from redis.retry import Retry
 
 from rediswq.errors import QueueError
 
+T = TypeVar("T")
+
 # Long enough to ride out a Redis restart (a pod restart, an AOF reload) mid-run.
 _RETRIES = 12
 _BACKOFF = ExponentialWithJitterBackoff(base=0.05, cap=2.0)
+
+
+class TransientRetry(Retry):
+    """redis-py's Retry, less AuthenticationError: it subclasses ConnectionError, so the stock
+    Retry tries a wrong password again and again (nested, for minutes); it never heals."""
+
+    def call_with_retry(
+        self,
+        do: Callable[[], T],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
+        def transient(error: Exception) -> bool:
+            if isinstance(error, redis.AuthenticationError):
+                return False
+            return is_retryable is None or is_retryable(error)
+
+        return super().call_with_retry(do, fail, transient, with_failure_count)
 
 
 def connect(url: str, password: str | None = None, *, timeout: float = 10.0) -> redis.Redis:
@@ -32,7 +55,7 @@ def connect(url: str, password: str | None = None, *, timeout: float = 10.0) -> 
             # lease keeper waits on the client's lock), and skipping the pool's per-command
             # checkout measured ~3x more round trips per second.
             single_connection_client=True,
-            retry=Retry(_BACKOFF, _RETRIES),
+            retry=TransientRetry(_BACKOFF, _RETRIES),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         )
     except ValueError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,8 +23,15 @@ Log = Callable[[str], None]
 _RECLAIM_EVERY = 0.5
 
 
+_STDOUT_LOCK = threading.Lock()
+
+
 def log_line(line: str) -> None:
-    print(line, flush=True)
+    """One whole line at a time, flushed: the lease keeper's thread logs too, and the e2e tests
+    read these lines back."""
+    with _STDOUT_LOCK:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 def shown(item: bytes) -> str:
@@ -95,11 +103,11 @@ class LeaseKeeper:
             except (redis.RedisError, QueueError) as exc:
                 self._log(f"Could not renew leases ({exc}); retrying")
                 continue
-            for lease, ok in zip(held, kept, strict=True):
-                if not ok:
-                    self._log(
-                        f"Lease on {shown(lease.item)} was lost; another worker may repeat it"
-                    )
+            with self._lock:  # a lease handed in meanwhile is not lost
+                lost = [lease for lease, ok in zip(held, kept, strict=True)
+                        if not ok and lease.id in self._held]  # fmt: skip
+            for lease in lost:
+                self._log(f"Lease on {shown(lease.item)} was lost; another worker may repeat it")
 
 
 class Worker:
@@ -136,11 +144,11 @@ class Worker:
         with LeaseKeeper(queue, self.log) as keeper, self._signals():
             while self.summary.stopped_by is None:
                 now = time.monotonic()
+                keeper.drop(done)  # before they are handed in: a renewal would find them gone
                 step = queue.step(self.prefetch, done, reclaim=now >= next_reclaim)
                 if now >= next_reclaim:
                     next_reclaim = now + _RECLAIM_EVERY
                 self._count_completed(done, step.completed)
-                keeper.drop(done)
                 done = []
                 if step.leases:
                     waiting_for_seal_since = None
@@ -184,8 +192,8 @@ class Worker:
                 self._release_unstarted(leases[index:], keeper)
                 break
             except Exception as exc:
-                self._fail(lease, exc)
                 keeper.drop([lease])
+                self._fail(lease, exc)
             else:
                 succeeded.append(lease)
         return succeeded
@@ -214,8 +222,8 @@ class Worker:
             self.summary.dead_lettered += 1
 
     def _release_unstarted(self, leases: list[Lease], keeper: LeaseKeeper) -> None:
-        self.queue.release(*leases, failed=False)
         keeper.drop(leases)
+        self.queue.release(*leases, failed=False)
         names = ", ".join(shown(lease.item) for lease in leases)
         self.log(f"Released {len(leases)} item(s) back to the queue: {names}")
 

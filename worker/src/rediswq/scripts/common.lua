@@ -61,9 +61,9 @@ local function put_back(item, attempts, max_attempts)
     return 1
   end
   redis.call('LPUSH', pending, item)
-  if attempts > 0 then
-    push_attempts(item, attempts)
-  end
+  -- Pushed even when 0: put-back copies sit at the head in the order of this stack, so each
+  -- copy leased next takes its own count, not another copy's.
+  push_attempts(item, attempts)
   return 0
 end
 
