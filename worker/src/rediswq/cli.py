@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -30,7 +31,13 @@ def _number(
             value = kind(text)
         except ValueError:
             value = None
-        if value is None or value < minimum or (strict and value == minimum):
+        # NaN compares false with everything, so it would pass the bounds and wait forever.
+        if (
+            value is None
+            or not math.isfinite(value)
+            or value < minimum
+            or (strict and value == minimum)
+        ):
             bound = f"greater than {minimum:g}" if strict else f"at least {minimum:g}"
             raise argparse.ArgumentTypeError(f"expected a number {bound}, got {text!r}")
         return value
@@ -53,13 +60,16 @@ def prefetch_count(text: str) -> float:
     return value
 
 
-def _flag(text: str) -> bool:
+def _env_flag(name: str, default: bool) -> bool:
+    text = os.environ.get(name)
+    if text is None:
+        return default
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
         return True
     if lowered in ("0", "false", "no", "off"):
         return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    raise QueueError(f"{name} must be true or false, got {text!r}")
 
 
 def _setting(
@@ -121,12 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     worker.add_argument(
         "--bytes", dest="as_bytes", action="store_true",
-        default=_flag(os.environ.get("HANDLER_BYTES", "false")),
+        default=_env_flag("HANDLER_BYTES", False),
         help="pass items to the handler as bytes, not str (env HANDLER_BYTES)",
     )  # fmt: skip
     worker.add_argument(
         "--no-seal", dest="require_seal", action="store_false",
-        default=_flag(os.environ.get("REQUIRE_SEAL", "true")),
+        default=_env_flag("REQUIRE_SEAL", True),
         help="end when the queue is empty, sealed or not: the tutorial's manual flow "
         "(env REQUIRE_SEAL=false)",
     )  # fmt: skip
@@ -210,8 +220,9 @@ def _local(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = argparse.Namespace()
     try:
+        args = build_parser().parse_args(argv)
         return int(args.run(args))
     except QueueError as exc:
         print(f"rediswq: error: {exc}", file=sys.stderr)

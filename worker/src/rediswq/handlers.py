@@ -32,6 +32,9 @@ def load(spec: str) -> Callable[[Any], object]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise QueueError(f"handler {spec!r}: cannot import {module_name!r} ({exc})") from None
+    except Exception as exc:  # the module itself raised, or does not compile
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        raise QueueError(f"handler {spec!r}: importing {module_name!r} failed ({reason})") from None
     func = getattr(module, attr, None)
     if not callable(func):
         raise QueueError(f"handler {spec!r}: {module_name} has no function {attr!r}")
