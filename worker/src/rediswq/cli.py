@@ -167,10 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _queue(args: argparse.Namespace, *, require_seal: bool = True) -> WorkQueue:
-    client = connect(args.redis_url, os.environ.get("REDIS_PASSWORD"))
-    wait_until_ready(client, args.redis_wait_timeout)
+    password = os.environ.get("REDIS_PASSWORD")
+    wait_until_ready(args.redis_url, password, args.redis_wait_timeout)
     return WorkQueue(
-        client,
+        connect(args.redis_url, password),
         args.queue,
         lease_seconds=args.lease_seconds,
         max_attempts=int(args.max_attempts),

@@ -39,49 +39,73 @@ class TransientRetry(Retry):
         return super().call_with_retry(do, fail, transient, with_failure_count)
 
 
-def connect(url: str, password: str | None = None, *, timeout: float = 10.0) -> redis.Redis:
-    """A client for `url` (redis:// or rediss://); `password` is used only if the URL has none."""
+def connect(
+    url: str,
+    password: str | None = None,
+    *,
+    timeout: float = 10.0,
+    retries: int = _RETRIES,
+    pooled: bool = False,
+) -> redis.Redis:
+    """A client for `url` (redis:// or rediss://); `password` is used only if the URL has none.
+
+    Unless `pooled`, it holds one connection, made at once (so Redis must answer by then).
+    """
     scheme = urlsplit(url).scheme
     if scheme not in ("redis", "rediss", "unix"):
-        raise QueueError(f"malformed Redis URL {url!r}: expected redis://HOST:PORT/DB or rediss://")
+        raise QueueError(
+            f"malformed Redis URL {redacted(url)!r}: expected redis://HOST:PORT/DB or rediss://"
+        )
     try:
-        client = redis.Redis.from_url(
+        return redis.Redis.from_url(
             url,
             password=password or None,  # the URL's own password, if any, wins
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             health_check_interval=30,
             # One connection, no pool: a worker talks to Redis from one thread at a time (the
-            # lease keeper waits on the client's lock), and skipping the pool's per-command
-            # checkout measured ~3x more round trips per second.
-            single_connection_client=True,
-            retry=TransientRetry(_BACKOFF, _RETRIES),
+            # lease keeper waits on the client's lock), and the pool's checkout and return
+            # cost more than the rest of redis-py's work per command.
+            single_connection_client=not pooled,
+            retry=TransientRetry(_BACKOFF, retries),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         )
     except ValueError as exc:
-        raise QueueError(f"malformed Redis URL {url!r}: {exc}") from None
-    return client
+        raise QueueError(f"malformed Redis URL {redacted(url)!r}: {exc}") from None
 
 
-def wait_until_ready(client: redis.Redis, timeout: float) -> None:
-    """Wait for Redis to answer: pods start before the Redis pod and its DNS name are ready.
+def redacted(url: str) -> str:
+    """The URL without its password, fit for an error message or a log."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
 
-    redis-py retries a fixed number of times; a deadline in seconds is what an operator sets,
-    so this loop is ours.
+
+def wait_until_ready(url: str, password: str | None, timeout: float) -> None:
+    """Wait up to `timeout` seconds for Redis to answer: pods start before the Redis pod and
+    its DNS name are ready.
+
+    redis-py retries a number of times, not for a time; an operator sets a time, so this loop
+    is ours, on a probe client that does not retry by itself.
     """
+    probe = connect(url, password, timeout=min(10.0, max(1.0, timeout)), retries=0, pooled=True)
     deadline = time.monotonic() + timeout
     delay = 0.05
-    while True:
-        try:
-            client.ping()
-            return
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            if isinstance(exc, redis.AuthenticationError) or time.monotonic() >= deadline:
-                raise describe(exc, where(client)) from None
-        except redis.RedisError as exc:
-            raise describe(exc, where(client)) from None
-        time.sleep(delay)
-        delay = min(delay * 2, 1.0)
+    try:
+        while True:
+            try:
+                probe.ping()
+                return
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if isinstance(exc, redis.AuthenticationError) or time.monotonic() >= deadline:
+                    raise describe(exc, where(probe)) from None
+            except redis.RedisError as exc:
+                raise describe(exc, where(probe)) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+    finally:
+        probe.close()
 
 
 def where(client: redis.Redis) -> str:

@@ -56,17 +56,19 @@ def seed(queue: WorkQueue, items: Iterable[bytes], *, reset: bool = False) -> Se
     if not reset and queue.is_sealed():
         return SeedResult(queued=0, already_sealed=True)
     staging = queue.keys.staging(uuid.uuid4().hex)
+    staged = 0
     with queue.translate_errors():
         pipe = queue.client.pipeline(transaction=False)
         for batch in _batches(items):
             pipe.rpush(staging, *batch)
             pipe.expire(staging, _STAGING_TTL)
+            staged += len(batch)
             if len(pipe) >= 2 * _BATCHES_PER_ROUND_TRIP:
                 pipe.execute()
         pipe.execute()
+    if not staged:  # sealing nothing would tell waiting workers the work is done
+        raise QueueError("no items to queue")
     queued = int(queue.run(queue.scripts.seal, [int(reset)], keys=[staging]))
     if queued < 0:
         return SeedResult(queued=0, already_sealed=True)
-    if queued == 0:
-        raise QueueError("no items to queue")
     return SeedResult(queued=queued, already_sealed=False)

@@ -16,6 +16,7 @@ end
 local n = redis.call('LLEN', staging)
 if kind == 'none' and n > 0 then
   redis.call('RENAME', staging, pending)
+  redis.call('PERSIST', pending) -- RENAME keeps the staging list's safety TTL
 else
   -- Items pushed by hand before the seed stay ahead of the seeded ones.
   for start = 0, n - 1, 1000 do
