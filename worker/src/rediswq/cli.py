@@ -39,7 +39,8 @@ def _number(
             or (strict and value == minimum)
         ):
             bound = f"greater than {minimum:g}" if strict else f"at least {minimum:g}"
-            raise argparse.ArgumentTypeError(f"expected a number {bound}, got {text!r}")
+            noun = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {noun} {bound}, got {text!r}")
         return value
 
     return parse

@@ -1,0 +1,385 @@
+"""Bad input, through the real CLI: each mistake ends the command with one line on stderr that
+names it, a non-zero exit, and the queued work exactly as it was."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+import pytest
+import redis
+from conftest import cli_env, rediswq
+from rediswq import QueueError, WorkQueue, seed
+from rediswq.server import EmbeddedRedis, free_port
+
+ITEMS = [b"one", b"two", b"three"]
+# If a worker wrongly gets going, it drains or gives up at once instead of hanging the test.
+QUICK = ("--redis-wait-timeout", "5", "--seal-timeout", "1", "--work-seconds", "0")
+
+Result = subprocess.CompletedProcess[str]
+
+
+def error_line(result: Result) -> str:
+    """The single line a failed command prints on stderr."""
+    assert result.returncode != 0, result
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("rediswq: error: "), lines[0]
+    return lines[0]
+
+
+def usage_error(result: Result, option: str) -> str:
+    """argparse's exit 2: a usage line, then one error line that names the option."""
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert re.match(r"rediswq( \w+)?: error: ", last), last
+    assert option in last, last
+    return last
+
+
+def contents(client: redis.Redis, name: str) -> dict[bytes, object]:
+    """Every key of queue `name`, with its type, value and time to live."""
+    readers: dict[str, Callable[[bytes], object]] = {
+        "string": client.get,
+        "list": lambda key: client.lrange(key, 0, -1),
+        "hash": client.hgetall,
+        "zset": lambda key: client.zrange(key, 0, -1, withscores=True),
+        "set": client.smembers,
+    }
+    found: dict[bytes, object] = {}
+    for key in [name.encode(), *client.scan_iter(match=f"{name}:*")]:
+        kind = cast(bytes, client.type(key)).decode()
+        if kind in readers:
+            found[key] = (kind, readers[kind](key), client.ttl(key))
+    return found
+
+
+@dataclass(frozen=True)
+class Target:
+    """A queue on the tests' server, and the way to run commands against it."""
+
+    client: redis.Redis
+    name: str
+    url: str
+
+    def contents(self) -> dict[bytes, object]:
+        return contents(self.client, self.name)
+
+    def fill(self) -> dict[bytes, object]:
+        """Seed and seal the queue; what it then holds, to compare with afterwards."""
+        seed(WorkQueue(self.client, self.name), ITEMS)
+        before = self.contents()
+        assert before
+        return before
+
+    def run(self, *args: str, env: dict[str, str] | None = None) -> Result:
+        return rediswq(*args, "--redis-url", self.url, "--queue", self.name, env=env)
+
+
+@pytest.fixture
+def target(client: redis.Redis, queue_name: str, server: EmbeddedRedis) -> Target:
+    return Target(client, queue_name, server.url)
+
+
+@pytest.fixture
+def items_file(tmp_path: Path) -> Path:
+    return write(tmp_path, b"alpha\nbeta\n")
+
+
+def write(folder: Path, data: bytes) -> Path:
+    path = folder / "items.txt"
+    path.write_bytes(data)
+    return path
+
+
+def args_for(command: str, items: Path) -> list[str]:
+    if command == "seed":
+        return ["seed", str(items)]
+    if command == "worker":
+        return ["worker", *QUICK]
+    return [command]
+
+
+# --- reaching Redis
+
+
+def test_unreachable_redis_is_given_up_after_the_wait_timeout() -> None:
+    port = free_port()  # nothing listens there: the port was free a moment ago
+    password = secrets.token_hex(8)
+    started = time.monotonic()
+    result = rediswq(
+        "worker", "--redis-wait-timeout", "1",
+        env=cli_env(REDIS_URL=f"redis://:{password}@127.0.0.1:{port}/0"), timeout=30,
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    line = error_line(result)
+    assert "cannot reach Redis" in line and f"127.0.0.1:{port}" in line
+    assert password not in line
+    assert 1.0 <= elapsed < 6.0, f"gave up after {elapsed:.1f}s"
+
+
+@pytest.mark.parametrize("command", ["worker", "seed", "status"])
+@pytest.mark.parametrize("url", ["not-a-url", "http://x", "redis://host:notaport/0"])
+def test_a_malformed_redis_url_is_named(command: str, url: str, items_file: Path) -> None:
+    result = rediswq(*args_for(command, items_file), env=cli_env(REDIS_URL=url))
+    line = error_line(result)
+    assert "malformed Redis URL" in line and url in line
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["redis://:{}@127.0.0.1:x/0", "redis://user:{}@127.0.0.1:x/0", "http://user:{}@host/0"],
+)
+def test_a_malformed_url_does_not_print_its_password(template: str) -> None:
+    password = secrets.token_hex(8)
+    result = rediswq("status", env=cli_env(REDIS_URL=template.format(password)))
+    line = error_line(result)
+    assert "malformed Redis URL" in line
+    assert password not in result.stderr + result.stdout
+
+
+# --- credentials
+
+
+@pytest.fixture(scope="module")
+def guarded() -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis(password=secrets.token_hex(8)) as embedded:
+        yield embedded
+
+
+def bare_url(server: EmbeddedRedis) -> str:
+    """The server's URL without its password, which must then come from REDIS_PASSWORD."""
+    return f"redis://127.0.0.1:{server.port}/0"
+
+
+def test_the_password_from_the_environment_is_used(
+    guarded: EmbeddedRedis, items_file: Path, queue_name: str
+) -> None:
+    assert guarded.password
+    result = rediswq(
+        "seed", str(items_file), "--redis-url", bare_url(guarded), "--queue", queue_name,
+        env=cli_env(REDIS_PASSWORD=guarded.password),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    admin = redis.Redis.from_url(guarded.url)
+    try:
+        assert admin.lrange(queue_name, 0, -1) == [b"alpha", b"beta"]
+    finally:
+        admin.close()
+
+
+@pytest.mark.parametrize("password", ["wrong", None], ids=["wrong", "missing"])
+def test_rejected_credentials_are_named_at_once(
+    guarded: EmbeddedRedis, password: str | None, queue_name: str
+) -> None:
+    admin = redis.Redis.from_url(guarded.url)
+    try:
+        admin.rpush(queue_name, *ITEMS)
+        env = cli_env() if password is None else cli_env(REDIS_PASSWORD=password)
+        started = time.monotonic()
+        result = rediswq(
+            "worker", "--redis-url", bare_url(guarded), "--queue", queue_name, *QUICK,
+            env=env, timeout=20,
+        )  # fmt: skip
+        elapsed = time.monotonic() - started
+        line = error_line(result)
+        assert "rejected the credentials" in line and "REDIS_PASSWORD" in line
+        assert elapsed < 5.0, f"took {elapsed:.1f}s to say so"  # a password never heals
+        assert admin.lrange(queue_name, 0, -1) == ITEMS
+    finally:
+        admin.delete(queue_name)
+        admin.close()
+
+
+# --- the items file
+
+
+def _unreadable(folder: Path) -> Path:
+    path = write(folder, b"alpha\n")
+    path.chmod(0)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        pytest.param(lambda d: d / "absent.txt", "not found", id="missing"),
+        pytest.param(lambda d: d, "cannot read", id="directory"),
+        pytest.param(lambda d: write(d, b""), "no items", id="empty"),
+        pytest.param(lambda d: write(d, b"\n  \n\t\n\n"), "no items", id="blank-lines"),
+        pytest.param(
+            _unreadable,
+            "cannot read",
+            id="no-permission",
+            marks=pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file"),
+        ),
+    ],
+)
+def test_an_unusable_items_file_is_named_and_queues_nothing(
+    make: Callable[[Path], Path], says: str, tmp_path: Path, target: Target
+) -> None:
+    path = make(tmp_path)
+    target.client.rpush(target.name, b"pushed-by-hand")  # an unsealed queue filled by hand
+    before = target.contents()
+    line = error_line(target.run("seed", str(path)))
+    assert says in line and str(path) in line
+    assert target.contents() == before
+
+
+def test_invalid_utf8_names_the_line(tmp_path: Path, target: Target) -> None:
+    path = write(tmp_path, b"fine\n\nalso fine\nbad \xff\xfe byte\nnever read\n")
+    line = error_line(target.run("seed", str(path)))
+    assert "line 4" in line and "UTF-8" in line and str(path) in line
+    assert target.contents() == {}
+
+
+def test_seeding_nothing_through_the_library_changes_nothing(target: Target) -> None:
+    with pytest.raises(QueueError, match="no items"):
+        seed(WorkQueue(target.client, target.name), [])
+    assert target.contents() == {}, "a failed seed sealed (or filled) the queue"
+
+
+# --- the queue's keys
+
+
+@pytest.mark.parametrize("command", ["worker", "seed", "status"])
+@pytest.mark.parametrize(
+    "clash",
+    [("", "string", "list"), ("", "hash", "list"), (":leases", "string", "hash")],
+    ids=lambda clash: f"{clash[0] or 'queue'}-{clash[1]}",
+)
+def test_a_queue_key_of_another_type_is_named_and_left_alone(
+    command: str, clash: tuple[str, str, str], items_file: Path, target: Target
+) -> None:
+    suffix, kind, want = clash  # the key's suffix, the type it holds, the type it should hold
+    key = target.name + suffix
+    if kind == "string":
+        target.client.set(key, b"someone else's data")
+    else:
+        target.client.hset(key, mapping={b"field": b"someone else's data"})
+    before = target.contents()
+    line = error_line(target.run(*args_for(command, items_file)))
+    assert repr(key) in line and f"holds a {kind}" in line and f"not a {want}" in line
+    assert target.contents() == before
+
+
+@pytest.mark.parametrize("command", ["worker", "seed", "status"])
+@pytest.mark.parametrize("how", ["flag", "env", "env-blank"])
+def test_an_empty_queue_name_is_refused(
+    command: str, how: str, items_file: Path, server: EmbeddedRedis
+) -> None:
+    args = [*args_for(command, items_file), "--redis-url", server.url]
+    if how == "flag":
+        result = rediswq(*args, "--queue", "")
+    else:
+        result = rediswq(*args, env=cli_env(QUEUE_NAME="" if how == "env" else "  "))
+    assert "queue name is empty" in error_line(result)
+
+
+# --- settings
+
+
+BAD_NUMBERS: list[tuple[list[str], dict[str, str], str]] = [
+    ([], {"LEASE_SECONDS": "abc"}, "--lease-seconds"),
+    ([], {"LEASE_SECONDS": "0"}, "--lease-seconds"),
+    (["--prefetch", "0"], {}, "--prefetch"),
+    ([], {"PREFETCH": "1.5"}, "--prefetch"),
+    ([], {"MAX_ATTEMPTS": "0"}, "--max-attempts"),
+    ([], {"WORK_SECONDS": "-1"}, "--work-seconds"),
+    (["--seal-timeout", "soon"], {}, "--seal-timeout"),
+    ([], {"REDIS_WAIT_TIMEOUT": "-1"}, "--redis-wait-timeout"),
+    # NaN compares false with every bound, so it slips past a plain range check.
+    ([], {"LEASE_SECONDS": "nan"}, "--lease-seconds"),
+    ([], {"LEASE_SECONDS": "inf"}, "--lease-seconds"),
+    ([], {"WORK_SECONDS": "nan"}, "--work-seconds"),  # would fail and dead-letter every item
+    ([], {"SEAL_TIMEOUT": "nan"}, "--seal-timeout"),
+    ([], {"REDIS_WAIT_TIMEOUT": "nan"}, "--redis-wait-timeout"),
+]
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "option"),
+    BAD_NUMBERS,
+    ids=[
+        " ".join(flags) or " ".join(f"{k}={v}" for k, v in env.items())
+        for flags, env, _ in BAD_NUMBERS
+    ],
+)
+def test_an_invalid_number_is_a_usage_error(
+    flags: list[str], env: dict[str, str], option: str, target: Target
+) -> None:
+    before = target.fill()
+    # Settings from the environment only: a flag for the same option would hide the bad value.
+    result = target.run("worker", *flags, env=cli_env(**{"WORK_SECONDS": "0", **env}))
+    usage_error(result, option)
+    assert target.contents() == before
+
+
+@pytest.mark.parametrize("name", ["REQUIRE_SEAL", "HANDLER_BYTES"])
+def test_a_bad_boolean_setting_is_named(name: str, target: Target) -> None:
+    before = target.fill()
+    result = target.run("worker", env=cli_env(**{"WORK_SECONDS": "0", name: "maybe"}))
+    last = usage_error(result, name) if result.returncode == 2 else error_line(result)
+    assert name in last and "'maybe'" in last
+    assert target.contents() == before
+
+
+# --- the handler
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ("nope", "not of the form module:function"),
+        (":f", "not of the form module:function"),
+        ("recording:", "not of the form module:function"),
+        ("no_such_module:f", "cannot import 'no_such_module'"),
+        ("recording:missing", "no function 'missing'"),
+        ("recording:os", "no function 'os'"),  # a module, not a function
+    ],
+)
+def test_a_bad_handler_is_named_before_anything_is_leased(
+    spec: str, says: str, target: Target
+) -> None:
+    before = target.fill()
+    line = error_line(target.run("worker", "--handler", spec, *QUICK))
+    assert repr(spec) in line and says in line
+    assert target.contents() == before
+
+
+@pytest.mark.parametrize(
+    ("source", "cause"),
+    [("raise RuntimeError('no config')\n", "no config"), ("def f(:\n", "SyntaxError")],
+    ids=["raises", "syntax-error"],
+)
+def test_a_handler_module_that_fails_to_import_is_named(
+    source: str, cause: str, tmp_path: Path, target: Target
+) -> None:
+    before = target.fill()
+    (tmp_path / "broken_handler.py").write_text(source)
+    env = cli_env()
+    env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(tmp_path)])
+    line = error_line(target.run("worker", "--handler", "broken_handler:f", *QUICK, env=env))
+    assert "'broken_handler:f'" in line and cause in line
+    assert target.contents() == before
+
+
+# --- the seed that never comes
+
+
+def test_a_seal_that_never_comes_is_named(target: Target) -> None:
+    started = time.monotonic()
+    result = target.run("worker", "--seal-timeout", "1", "--work-seconds", "0")
+    elapsed = time.monotonic() - started
+    line = error_line(result)
+    assert "not sealed" in line and "seed" in line and repr(target.name) in line
+    assert 1.0 <= elapsed < 8.0, f"gave up after {elapsed:.1f}s"
+    assert target.contents() == {}
