@@ -12,7 +12,7 @@ import os
 import platform
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,30 +47,29 @@ CONTENDERS = (
 )
 
 
-def _ready(proc: subprocess.Popen[str], marker: str, ready: threading.Event) -> None:
-    """Wait for `marker`, then keep the pipe drained so the worker never blocks on its output."""
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith(marker):
-            ready.set()
-    ready.set()
+def _wait_for(log: Path, marker: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while marker not in log.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"a worker never said {marker!r}: {log.read_text()[-500:]}")
+        time.sleep(0.01)
 
 
-def run_once(server: EmbeddedRedis, contender: Contender, workers: int, items: int) -> float:
+def run_once(
+    server: EmbeddedRedis, contender: Contender, workers: int, items: int, logs: Path
+) -> float:
     queue = WorkQueue(connect(server.url), QUEUE)
     db = queue.client
     db.delete(*queue.keys.all(), f"{QUEUE}:processing", f"{QUEUE}:go")
     marker = "ready" if contender.prefetch is None else "Initial queue state"
-    procs, waiters = [], []
-    for _ in range(workers):
-        proc = subprocess.Popen(contender.command(server.url), stdout=subprocess.PIPE, text=True)
-        ready = threading.Event()
-        waiter = threading.Thread(target=_ready, args=(proc, marker, ready))
-        waiter.start()
-        procs.append((proc, ready))
-        waiters.append(waiter)
-    for _, ready in procs:
-        ready.wait(timeout=30)
+    # Output goes to files, not pipes: a reader here would take CPU from the workers.
+    procs = []
+    for number in range(workers):
+        log = logs / f"worker-{number}.log"
+        with log.open("wb") as out:
+            procs.append((subprocess.Popen(contender.command(server.url), stdout=out), log))
+    for proc, log in procs:
+        _wait_for(log, marker, proc)
     payload = [f"item-{n}".encode() for n in range(items)]
     if contender.prefetch is None:
         db.rpush(QUEUE, *payload)  # the tutorial fills its list by hand
@@ -80,8 +79,6 @@ def run_once(server: EmbeddedRedis, contender: Contender, workers: int, items: i
     started = time.perf_counter()
     codes = [proc.wait() for proc, _ in procs]
     elapsed = time.perf_counter() - started
-    for waiter in waiters:
-        waiter.join()
     left = queue.counts()[0]
     if any(codes) or left:
         raise SystemExit(f"{contender.name}: exit codes {codes}, {left} items left")
@@ -108,10 +105,12 @@ def main() -> None:
     parser.add_argument("--output", type=Path, help="write the table here as Markdown")
     args = parser.parse_args()
 
-    with EmbeddedRedis() as server:
+    with EmbeddedRedis() as server, tempfile.TemporaryDirectory() as logs:
         version = connect(server.url).info("server").get("redis_version", "?")
         rates = {
-            (c.name, w): max(run_once(server, c, w, args.items) for _ in range(args.repeat))
+            (c.name, w): max(
+                run_once(server, c, w, args.items, Path(logs)) for _ in range(args.repeat)
+            )
             for c in CONTENDERS
             for w in args.workers
         }

@@ -101,6 +101,19 @@ def test_the_seal_wait_is_bounded(make_queue: QueueFactory) -> None:
         worker.run()
 
 
+def test_a_waiting_worker_wakes_on_the_seal_not_on_its_poll(make_queue: QueueFactory) -> None:
+    queue = make_queue()
+    seen: list[bytes] = []
+    worker = Worker(queue, seen.append, log=Log(), poll_interval=30)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    time.sleep(0.5)  # subscribed, and asleep on an unsealed queue
+    seed(make_queue(), [b"woken"])
+    thread.join(timeout=5)
+    assert not thread.is_alive(), "slept through the seal"
+    assert seen == [b"woken"]
+
+
 def test_the_end_is_noticed_quickly(make_queue: QueueFactory) -> None:
     """A worker waiting on another's lease sees the end within half a second of it."""
     holder, waiter = make_queue(), make_queue()
@@ -109,7 +122,7 @@ def test_the_end_is_noticed_quickly(make_queue: QueueFactory) -> None:
     finished = threading.Event()
 
     def work() -> None:
-        Worker(waiter, lambda item: None, log=Log()).run()
+        Worker(waiter, lambda item: None, log=Log(), poll_interval=30).run()
         finished.set()
 
     thread = threading.Thread(target=work)

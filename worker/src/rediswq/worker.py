@@ -14,6 +14,7 @@ from types import FrameType
 import redis
 
 from rediswq.errors import QueueError
+from rediswq.events import QueueEvents
 from rediswq.handlers import Handler
 from rediswq.queue import Lease, Released, State, WorkQueue
 
@@ -118,7 +119,7 @@ class Worker:
         *,
         prefetch: int = 1,
         seal_timeout: float = 600.0,
-        poll_interval: float = 0.05,
+        poll_interval: float = 0.25,
         log: Log = log_line,
     ) -> None:
         if prefetch < 1:
@@ -141,7 +142,7 @@ class Worker:
         done: list[Lease] = []
         waiting_for_seal_since: float | None = None
         next_reclaim = 0.0
-        with LeaseKeeper(queue, self.log) as keeper, self._signals():
+        with LeaseKeeper(queue, self.log) as keeper, QueueEvents(queue) as events, self._signals():
             while self.summary.stopped_by is None:
                 now = time.monotonic()
                 keeper.drop(done)  # before they are handed in: a renewal would find them gone
@@ -168,7 +169,7 @@ class Worker:
                 else:
                     waiting_for_seal_since = None
                 next_reclaim = 0.0
-                time.sleep(self.poll_interval)
+                events.wait(self.poll_interval)
             if done:  # finished before a signal arrived: hand them in
                 self._count_completed(done, queue.complete(*done))
         self.log(self.summary.line())

@@ -5,6 +5,9 @@
 local pending, leases, deadlines, retries, failed, stats, sealed, seq =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 
+-- Waiting workers listen here, so they need not poll fast: see events.py.
+local events = pending .. ':events'
+
 -- Deadlines come from the server's clock, never a worker's.
 local function now_ms()
   local t = redis.call('TIME')
@@ -61,6 +64,7 @@ local function put_back(item, attempts, max_attempts)
     return 1
   end
   redis.call('LPUSH', pending, item)
+  redis.call('PUBLISH', events, 'pending')
   -- Pushed even when 0: put-back copies sit at the head in the order of this stack, so each
   -- copy leased next takes its own count, not another copy's.
   push_attempts(item, attempts)
@@ -76,21 +80,23 @@ local function complete_from(owner, first)
   end
   local ids = {unpack(ARGV, first)}
   local records = redis.call('HMGET', leases, unpack(ids))
-  local mine, seen = {}, {}
+  local prefix = owner .. '\n'
+  local mine, seen, n = {}, {}, 0
   for i = 1, #ids do
-    local record = records[i]
-    if record and not seen[ids[i]] and string.sub(record, 1, #owner + 1) == owner .. '\n' then
-      seen[ids[i]] = true
-      mine[#mine + 1] = ids[i]
+    local id, record = ids[i], records[i]
+    if record and not seen[id] and string.find(record, prefix, 1, true) == 1 then
+      seen[id] = true
+      n = n + 1
+      mine[n] = id
       flags[i] = 1
     else
       flags[i] = 0
     end
   end
-  if #mine > 0 then
+  if n > 0 then
     redis.call('HDEL', leases, unpack(mine))
     redis.call('ZREM', deadlines, unpack(mine))
-    redis.call('HINCRBY', stats, 'done', #mine)
+    redis.call('HINCRBY', stats, 'done', n)
   end
   return flags
 end

@@ -20,17 +20,17 @@ if items then
   -- Batched writes: a prefetch of k items costs a handful of calls, not a few per item.
   local first_id = redis.call('INCRBY', seq, #items) - #items
   local retried = redis.call('EXISTS', retries) == 1
-  local records, deadline_args = {}, {}
+  local prefix, deadline = owner .. '\n', now + lease_ms
+  local records, deadline_args, r = {}, {}, #reply
   for i, item in ipairs(items) do
     local id = first_id + i
     local attempt = (retried and pop_attempts(item) or 0) + 1
-    records[#records + 1] = id
-    records[#records + 1] = owner .. '\n' .. attempt .. '\n' .. item
-    deadline_args[#deadline_args + 1] = now + lease_ms
-    deadline_args[#deadline_args + 1] = id
-    reply[#reply + 1] = id
-    reply[#reply + 1] = attempt
-    reply[#reply + 1] = item
+    records[2 * i - 1] = id
+    records[2 * i] = prefix .. attempt .. '\n' .. item
+    deadline_args[2 * i - 1] = deadline
+    deadline_args[2 * i] = id
+    reply[r + 1], reply[r + 2], reply[r + 3] = id, attempt, item
+    r = r + 3
   end
   redis.call('HSET', leases, unpack(records))
   redis.call('ZADD', deadlines, unpack(deadline_args))
@@ -43,5 +43,6 @@ elseif require_seal and redis.call('EXISTS', sealed) == 0 then
   reply[1] = 'unsealed'
 else
   reply[1] = 'drained'
+  redis.call('PUBLISH', events, 'drained')
 end
 return reply

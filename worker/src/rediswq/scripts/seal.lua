@@ -25,4 +25,5 @@ else
   redis.call('DEL', staging)
 end
 redis.call('SET', sealed, now_ms())
+redis.call('PUBLISH', events, 'sealed')
 return n
