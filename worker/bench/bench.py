@@ -40,6 +40,9 @@ class Contender:
         ]  # fmt: skip
 
 
+# The targets at 2 workers, for the contenders after the baseline.
+TARGETS = (3, 20)
+
 CONTENDERS = (
     Contender("tutorial baseline", None),
     Contender("rediswq, defaults", 1),
@@ -101,7 +104,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--repeat", type=int, default=3, help="runs per cell; the best counts")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per cell; the best counts")
     parser.add_argument("--output", type=Path, help="write the table here as Markdown")
     args = parser.parse_args()
 
@@ -123,6 +126,14 @@ def main() -> None:
             cells.append(f"{rates[(c.name, w)]:,.0f}/s ({ratio:.1f}x)")
         lines.append(f"| {c.name} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
+    if 2 in args.workers:
+        base = rates[(CONTENDERS[0].name, 2)]
+        for contender, target in zip(CONTENDERS[1:], TARGETS, strict=True):
+            ratio = rates[(contender.name, 2)] / base
+            verdict = "met" if ratio >= target else "NOT met"
+            table += (
+                f"\n\nTarget for {contender.name} at 2 workers: {target}x; {ratio:.1f}x, {verdict}."
+            )
     print(table)
     if args.output:
         args.output.write_text(
