@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import redis
-
 from conftest import cli_env, rediswq
 from rediswq.server import free_port
 
