@@ -175,18 +175,21 @@ class WorkQueue:
         try:
             return script(keys=[*self._keys, *keys] if keys else self._keys, args=args)
         except redis.ResponseError as exc:
-            if "WRONGTYPE" in str(exc):
-                self.check_types()
+            self._explain(exc)
             raise
 
     @contextmanager
     def translate_errors(self) -> Iterator[None]:
+        """Turn a WRONGTYPE reply into a QueueError that names the key and both types."""
         try:
             yield
         except redis.ResponseError as exc:
-            if "WRONGTYPE" in str(exc):
-                self.check_types()
+            self._explain(exc)
             raise
+
+    def _explain(self, exc: redis.ResponseError) -> None:
+        if "WRONGTYPE" in str(exc):
+            self.check_types()  # raises QueueError for the offending key
 
     @staticmethod
     def _ids(leases: Sequence[Lease]) -> list[int]:
