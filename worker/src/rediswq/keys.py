@@ -2,76 +2,49 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rediswq.errors import QueueError
+
+# Attribute, suffix after the queue name, and Redis type of every key, in the order the Lua
+# scripts take them as KEYS (see scripts/common.lua).
+_LAYOUT = (
+    ("pending", "", "list"),
+    ("leases", ":leases", "hash"),
+    ("deadlines", ":deadlines", "zset"),
+    ("retries", ":retries", "hash"),
+    ("failed", ":failed", "list"),
+    ("stats", ":stats", "hash"),
+    ("sealed", ":sealed", "string"),
+    ("seq", ":seq", "string"),
+)
 
 
 @dataclass(frozen=True)
 class QueueKeys:
     name: str
+    pending: str = field(init=False)
+    leases: str = field(init=False)
+    deadlines: str = field(init=False)
+    retries: str = field(init=False)
+    failed: str = field(init=False)
+    stats: str = field(init=False)
+    sealed: str = field(init=False)
+    seq: str = field(init=False)
 
     def __post_init__(self) -> None:
         if not self.name.strip():
             raise QueueError("queue name is empty; set --queue or QUEUE_NAME")
-
-    @property
-    def pending(self) -> str:
-        return self.name
-
-    @property
-    def leases(self) -> str:
-        return f"{self.name}:leases"
-
-    @property
-    def deadlines(self) -> str:
-        return f"{self.name}:deadlines"
-
-    @property
-    def retries(self) -> str:
-        return f"{self.name}:retries"
-
-    @property
-    def failed(self) -> str:
-        return f"{self.name}:failed"
-
-    @property
-    def stats(self) -> str:
-        return f"{self.name}:stats"
-
-    @property
-    def sealed(self) -> str:
-        return f"{self.name}:sealed"
-
-    @property
-    def seq(self) -> str:
-        return f"{self.name}:seq"
+        for attribute, suffix, _ in _LAYOUT:
+            object.__setattr__(self, attribute, self.name + suffix)
 
     def staging(self, token: str) -> str:
         return f"{self.name}:staging:{token}"
 
     def all(self) -> list[str]:
-        """Every key, in the order the Lua scripts expect them (see scripts/common.lua)."""
-        return [
-            self.pending,
-            self.leases,
-            self.deadlines,
-            self.retries,
-            self.failed,
-            self.stats,
-            self.sealed,
-            self.seq,
-        ]
+        """Every key, in the order the Lua scripts expect them."""
+        return [getattr(self, attribute) for attribute, _, _ in _LAYOUT]
 
     def expected_types(self) -> dict[str, str]:
         """Redis type of each key that exists; 'none' is fine for all of them."""
-        return {
-            self.pending: "list",
-            self.leases: "hash",
-            self.deadlines: "zset",
-            self.retries: "hash",
-            self.failed: "list",
-            self.stats: "hash",
-            self.sealed: "string",
-            self.seq: "string",
-        }
+        return {getattr(self, attribute): kind for attribute, _, kind in _LAYOUT}
