@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import cast
 
-import redis
+import pytest
 from conftest import QueueFactory, pending_of, stats_of
-from rediswq import Released, State, WorkQueue, seed
+from rediswq import Lease, Released, State, WorkQueue, seed
+from rediswq.connection import connect
 from rediswq.keys import QueueKeys
+from rediswq.server import EmbeddedRedis
 
 
 def expire(queue: WorkQueue) -> None:
@@ -201,10 +204,45 @@ def test_keys_are_named_after_the_queue() -> None:
     assert keys.sealed == "job2:sealed"
 
 
+@pytest.mark.parametrize("pooled", [False, True], ids=["one connection", "pool"])
 def test_scripts_survive_a_script_cache_flush(
-    make_queue: QueueFactory, client: redis.Redis
+    server: EmbeddedRedis, queue_name: str, pooled: bool
 ) -> None:
+    # The worker's single-connection client takes scripts.call's own path, a pool redis-py's.
+    queue = WorkQueue(connect(server.url, pooled=pooled), queue_name)
+    queue.client.rpush(queue.keys.pending, b"a", b"b")
+    queue.client.script_flush()  # what a Redis restart does to loaded scripts
+    (first,) = queue.lease()
+    queue.client.script_flush()
+    assert queue.complete(first) == [True]
+    assert [lease.item for lease in queue.lease()] == [b"b"]
+
+
+def test_threads_can_share_a_queue_and_its_one_connection(make_queue: QueueFactory) -> None:
+    """The lease keeper renews from its own thread while the worker steps on the same client."""
     queue = make_queue()
-    queue.client.rpush(queue.keys.pending, b"a")
-    client.script_flush()  # what a Redis restart does to loaded scripts
-    assert [lease.item for lease in queue.lease()] == [b"a"]
+    seed(queue, [f"item-{n}".encode() for n in range(2000)])
+    held: list[Lease] = []
+    stop = threading.Event()
+    renewals: list[list[bool]] = []
+
+    def renew() -> None:
+        while not stop.is_set():
+            renewals.append(queue.extend(*held[-3:]))
+
+    keeper = threading.Thread(target=renew)
+    keeper.start()
+    seen = []
+    try:
+        step = queue.step(1)
+        while step.leases:
+            held[:] = step.leases
+            seen += [lease.item for lease in step.leases]
+            step = queue.step(1, step.leases)
+            assert step.completed == [True]
+    finally:
+        stop.set()
+        keeper.join()
+    assert seen == [f"item-{n}".encode() for n in range(2000)]
+    assert len(renewals) > 100  # the two threads did overlap
+    assert stats_of(queue)["done"] == 2000

@@ -14,7 +14,7 @@ from redis.commands.core import Script
 
 from rediswq.errors import QueueError
 from rediswq.keys import QueueKeys
-from rediswq.scripts import Scripts
+from rediswq.scripts import Scripts, call
 
 
 class State(enum.Enum):
@@ -173,7 +173,7 @@ class WorkQueue:
         # A plain try, not translate_errors(): this is the per-item path, and a context manager
         # costs as much as a tenth of the client's time per round trip.
         try:
-            return script(keys=[*self._keys, *keys] if keys else self._keys, args=args)
+            return call(self.client, script, [*self._keys, *keys] if keys else self._keys, args)
         except redis.ResponseError as exc:
             self._explain(exc)
             raise

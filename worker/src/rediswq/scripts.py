@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources import files
+from typing import Any
 
 import redis
 from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 _PRELUDE = "common.lua"
 
@@ -34,3 +37,34 @@ class Scripts:
         return cls(
             **{name: client.register_script(_source(name)) for name in cls.__dataclass_fields__}
         )
+
+
+def call(client: redis.Redis, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    """EVALSHA `script` (registered on `client`) as `script(keys=..., args=...)` does, but
+    cheaper on the client.
+
+    On a single-connection client (the worker's) the packed command goes straight to the
+    connection, under the client's lock and its retry policy. This bypass is ours because at one
+    round trip per item redis-py's per-command layer (observability hooks, closures, argument
+    filters) measured 25-30 us of CPU per call here, a fifth of an item's whole cost, and it can
+    not be switched off. Packing, sending, parsing and retrying are still redis-py's.
+    """
+    connection = client.connection
+    if connection is None:  # a pooled client: redis-py's own path
+        return script(keys=keys, args=args)
+    packed = connection.pack_command(  # type: ignore[no-untyped-call]
+        "EVALSHA", script.sha, len(keys), *keys, *args
+    )
+
+    def round_trip() -> Any:
+        connection.send_packed_command(packed)  # type: ignore[no-untyped-call]
+        return connection.read_response()
+
+    try:
+        with client.single_connection_lock:
+            return connection.retry.call_with_retry(
+                round_trip,
+                lambda _: connection.disconnect(),  # type: ignore[no-untyped-call]
+            )
+    except NoScriptError:  # the server restarted without the script: Script loads it again
+        return script(keys=keys, args=args)
