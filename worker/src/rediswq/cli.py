@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -184,6 +185,9 @@ def _worker(args: argparse.Namespace) -> int:
     handler = taking_bytes(func, as_bytes=args.as_bytes)
     queue = _queue(args, require_seal=args.require_seal)
     worker = Worker(queue, handler, prefetch=int(args.prefetch), seal_timeout=args.seal_timeout)
+    # What the imports made lives as long as the process: frozen, the garbage collector never
+    # walks it again, neither during the run nor at exit, where that walk took 30 ms here.
+    gc.freeze()
     return exit_code(worker.run())
 
 

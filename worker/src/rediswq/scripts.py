@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
+import hiredis
 import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
@@ -43,18 +44,16 @@ def call(client: redis.Redis, script: Script, keys: Sequence[str], args: Sequenc
     """EVALSHA `script` (registered on `client`) as `script(keys=..., args=...)` does, but
     cheaper on the client.
 
-    On a single-connection client (the worker's) the packed command goes straight to the
-    connection, under the client's lock and its retry policy. This bypass is ours because at one
-    round trip per item redis-py's per-command layer (observability hooks, closures, argument
-    filters) measured 25-30 us of CPU per call here, a fifth of an item's whole cost, and it can
-    not be switched off. Packing, sending, parsing and retrying are still redis-py's.
+    On a single-connection client (the worker's) hiredis packs the command and it goes straight
+    to the connection, under the client's lock and its retry policy. This bypass is ours because
+    at one round trip per item redis-py's per-command layer (observability hooks, closures,
+    argument filters and checks) measured 25-30 us of CPU per call here, a fifth of an item's
+    whole cost, and it can not be switched off. Sending, parsing and retrying are still redis-py's.
     """
     connection = client.connection
     if connection is None:  # a pooled client: redis-py's own path
         return script(keys=keys, args=args)
-    packed = connection.pack_command(  # type: ignore[no-untyped-call]
-        "EVALSHA", script.sha, len(keys), *keys, *args
-    )
+    packed = [hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))]
 
     def round_trip() -> Any:
         connection.send_packed_command(packed)  # type: ignore[no-untyped-call]
