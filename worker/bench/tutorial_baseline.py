@@ -1,7 +1,9 @@
 """The tutorial client library's per-item Redis commands, rewritten by us: the benchmark baseline.
 
-Per item: two LLEN for empty(), BRPOPLPUSH from the queue to a processing list, SETEX of a lease
-key; then LREM from the processing list and DEL of the lease key to complete.
+Per item: LLEN of the queue for empty() (the tutorial's `and` checks the processing list only once
+the queue is empty), BRPOPLPUSH from the queue to a processing list, SETEX of a lease key; then
+LREM from the processing list and DEL of the lease key to complete. Like the tutorial's worker, it
+waits in BRPOPLPUSH up to 2 s when the queue is empty but another worker still holds an item.
 Usage: python tutorial_baseline.py REDIS_URL QUEUE. It prints "ready" once connected, then waits
 for a token on QUEUE:go, so the benchmark's clock leaves out interpreter start-up, as for ours.
 """
