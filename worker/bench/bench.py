@@ -141,8 +141,9 @@ def main() -> None:
             "# Benchmarks\n\n"
             f"`make bench`: {args.items:,} items, no-op handler, items per second from the moment "
             "the items are published to waiting, connected workers until the last one exits "
-            "(best of "
-            f"{args.repeat}); the ratio is against the tutorial baseline with as many workers.\n\n"
+            f"(best of {args.repeat} rounds, each running every contender in turn); the ratio is "
+            "against the tutorial baseline with as many workers. The baseline varies most: like "
+            "the tutorial's workers, one may wait up to 2 s in BRPOPLPUSH after the last item.\n\n"
             f"Machine: {machine()}; server: {Path(server.binary).name} {version}.\n\n"
             f"{table}\n"
         )
