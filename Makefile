@@ -19,7 +19,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 RUNTIME_STAMP := $(VENV)/.runtime
 DEV_STAMP     := $(VENV)/.dev
 
-.PHONY: help demo test lint unit manifests render validate bench image kind-up kind-down \
+.PHONY: help demo test lint unit manifests render validate bench lock image kind-up kind-down \
         deploy e2e e2e-docker clean
 
 help: ## List the targets
@@ -63,6 +63,12 @@ validate: $(DEV_STAMP) ## Validate every overlay against the pinned Kubernetes s
 
 bench: $(RUNTIME_STAMP) ## Throughput against the tutorial's client; writes docs/benchmarks.md
 	$(BIN)/python worker/bench/bench.py --output docs/benchmarks.md
+
+lock: $(DEV_STAMP) ## Re-pin the image's packages and build backend, with hashes (worker/requirements.lock)
+	cd worker && $(CURDIR)/$(BIN)/python -c 'import tomllib; \
+	  print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
+	| UV_CUSTOM_COMPILE_COMMAND="make lock" $(CURDIR)/$(BIN)/uv pip compile --quiet --upgrade \
+	  --universal --python-version 3.11 --generate-hashes -o requirements.lock pyproject.toml -
 
 image: ## Build the worker image $(IMAGE) from worker/Dockerfile (needs BuildKit)
 	DOCKER_BUILDKIT=1 docker build -t $(IMAGE) worker

@@ -39,7 +39,7 @@ from containers import (
     pod_spec,
     require_engine,
 )
-from rendering import Manifest, find, render, seed_items
+from rendering import REPO, Manifest, find, render, seed_items
 from worklog import QUEUE_EMPTY, assert_all_done, assert_drained, items_worked_on
 
 # The first test also pays for the base images and the image build, cold.
@@ -177,6 +177,14 @@ def test_the_image_is_slim_non_root_and_runs(
     assert code == 0, f"rediswq --help exited {code}"
     usage = running.stdout(name)
     assert "worker" in usage and "seed" in usage, usage
+
+    # The image holds what worker/requirements.lock pins (the build checks the hashes).
+    locked = dict(
+        re.findall(r"^([\w.-]+)==(\S+)", (REPO / "worker/requirements.lock").read_text(), re.M)
+    )
+    show = "import importlib.metadata as m; print(m.version('redis'), m.version('hiredis'))"
+    versions = docker("run", "--rm", "--entrypoint", "python3", image, "-c", show)
+    assert versions.split() == [locked["redis"], locked["hiredis"]], versions
 
     found = unwanted_files(image)
     assert not found, f"compilers or package caches in the image: {found[:20]}"
