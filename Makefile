@@ -64,11 +64,11 @@ validate: $(DEV_STAMP) ## Validate every overlay against the pinned Kubernetes s
 bench: $(RUNTIME_STAMP) ## Throughput against the tutorial's client; writes docs/benchmarks.md
 	$(BIN)/python worker/bench/bench.py --output docs/benchmarks.md
 
-lock: $(DEV_STAMP) ## Re-pin the image's packages and build backend, with hashes (worker/requirements.lock)
+lock: $(DEV_STAMP) ## Re-pin worker/requirements.txt: the image's packages, with hashes
 	cd worker && $(CURDIR)/$(BIN)/python -c 'import tomllib; \
 	  print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
 	| UV_CUSTOM_COMPILE_COMMAND="make lock" $(CURDIR)/$(BIN)/uv pip compile --quiet --upgrade \
-	  --universal --python-version 3.11 --generate-hashes -o requirements.lock pyproject.toml -
+	  --universal --python-version 3.11 --generate-hashes -o requirements.txt pyproject.toml -
 
 image: ## Build the worker image $(IMAGE) from worker/Dockerfile (needs BuildKit)
 	DOCKER_BUILDKIT=1 docker build -t $(IMAGE) worker

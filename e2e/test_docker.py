@@ -178,9 +178,9 @@ def test_the_image_is_slim_non_root_and_runs(
     usage = running.stdout(name)
     assert "worker" in usage and "seed" in usage, usage
 
-    # The image holds what worker/requirements.lock pins (the build checks the hashes).
+    # The image holds what worker/requirements.txt pins (the build checks the hashes).
     locked = dict(
-        re.findall(r"^([\w.-]+)==(\S+)", (REPO / "worker/requirements.lock").read_text(), re.M)
+        re.findall(r"^([\w.-]+)==(\S+)", (REPO / "worker/requirements.txt").read_text(), re.M)
     )
     show = "import importlib.metadata as m; print(m.version('redis'), m.version('hiredis'))"
     versions = docker("run", "--rm", "--entrypoint", "python3", image, "-c", show)

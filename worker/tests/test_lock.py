@@ -1,4 +1,4 @@
-"""The image installs worker/requirements.lock: it pins, with hashes, what pyproject.toml asks."""
+"""The image installs worker/requirements.txt: it pins, with hashes, what pyproject.toml asks."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ PIN = re.compile(r"^([A-Za-z0-9._-]+)==([^\s\\]+)")
 
 
 def pins() -> dict[str, str]:
-    text = (WORKER / "requirements.lock").read_text()
+    text = (WORKER / "requirements.txt").read_text()
     found: dict[str, str] = {}
     for block in re.split(r"\n(?=\S)", text):  # a pin and its indented hash lines
         match = PIN.match(block)
@@ -35,7 +35,7 @@ def test_the_lock_pins_every_requirement_within_its_range() -> None:
     locked = pins()
     for requirement in required():
         name = canonicalize_name(requirement.name)
-        assert name in locked, f"{name} is not in requirements.lock; run `make lock`"
+        assert name in locked, f"{name} is not in requirements.txt; run `make lock`"
         assert requirement.specifier.contains(locked[name], prereleases=True), (
-            f"requirements.lock pins {name}=={locked[name]}, outside {requirement}; run `make lock`"
+            f"requirements.txt pins {name}=={locked[name]}, outside {requirement}; run `make lock`"
         )
