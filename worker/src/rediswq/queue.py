@@ -36,7 +36,7 @@ class Released(enum.Enum):
 
 
 class Lease(NamedTuple):
-    # A NamedTuple, not a frozen dataclass: one is made per item, and it is made 3x faster.
+    # A NamedTuple, not a frozen dataclass: one is made per item, in 0.24 us instead of 0.6 here.
     id: int
     item: bytes
     attempt: int
