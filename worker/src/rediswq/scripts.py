@@ -49,6 +49,9 @@ def call(client: redis.Redis, script: Script, keys: Sequence[str], args: Sequenc
     at one round trip per item redis-py's per-command layer (observability hooks, closures,
     argument filters and checks) measured 25-30 us of CPU per call here, a fifth of an item's
     whole cost, and it can not be switched off. Sending, parsing and retrying are still redis-py's.
+    Not done here: redis-py's early reconnect on a managed server's maintenance notice, which
+    comes only over RESP3 (the worker speaks RESP2 unless its URL says protocol=3); a moved
+    server then shows as a dropped connection, which the retry handles.
     """
     connection = client.connection
     if connection is None:  # a pooled client: redis-py's own path
