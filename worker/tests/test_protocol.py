@@ -7,6 +7,7 @@ import time
 from typing import cast
 
 import pytest
+import redis
 from conftest import QueueFactory, pending_of, stats_of
 from rediswq import Lease, Released, State, WorkQueue, seed
 from rediswq.connection import connect
@@ -216,6 +217,13 @@ def test_scripts_survive_a_script_cache_flush(
     queue.client.script_flush()
     assert queue.complete(first) == [True]
     assert [lease.item for lease in queue.lease()] == [b"b"]
+
+
+def test_an_argument_redis_cannot_take_fails_as_redis_py_would(make_queue: QueueFactory) -> None:
+    """A RedisError, as on redis-py's own path: the lease keeper survives those."""
+    queue = make_queue()
+    with pytest.raises(redis.DataError):
+        queue.run(queue.scripts.reclaim, [None, 1])
 
 
 def test_threads_can_share_a_queue_and_its_one_connection(make_queue: QueueFactory) -> None:

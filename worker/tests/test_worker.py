@@ -11,6 +11,7 @@ import pytest
 from conftest import QueueFactory, cli_env, spawn_worker
 from recording import recorded
 from rediswq import WorkQueue, seed
+from rediswq.connection import connect
 from rediswq.errors import QueueError
 from rediswq.server import EmbeddedRedis
 from rediswq.worker import Worker, exit_code
@@ -162,3 +163,16 @@ def test_sigterm_releases_the_item_at_once_and_exits_non_zero(
     (lease,) = queue.lease()
     assert (lease.item, lease.attempt) == (b"first", 1)  # the interrupted attempt is not charged
     assert recorded(str(tmp_path / "done")) == []
+
+
+def test_what_a_handler_leaves_open_is_still_flushed_at_exit(
+    server: EmbeddedRedis, queue_name: str, tmp_path: Path
+) -> None:
+    """The worker freezes its own imports for the garbage collector, not the handler's module."""
+    record = tmp_path / "record.txt"
+    seed(WorkQueue(connect(server.url), queue_name), [b"a", b"b", b"c"])
+    env = cli_env(RECORD_FILE=str(record))
+    worker = spawn_worker(server.url, queue_name, "--handler", "recording:record_buffered", env=env)
+    out, _ = worker.communicate(timeout=60)
+    assert worker.returncode == 0, out
+    assert recorded(str(record)) == ["a", "b", "c"], out

@@ -6,7 +6,8 @@ import enum
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
 import redis
 from redis.commands.core import Script
@@ -35,14 +36,15 @@ class Released(enum.Enum):
     NOT_HELD = -1
 
 
-class Lease(NamedTuple):
-    # A NamedTuple, not a frozen dataclass: one is made per item, in 0.24 us instead of 0.6 here.
+@dataclass(frozen=True, slots=True)
+class Lease:
     id: int
     item: bytes
     attempt: int
 
 
-class Step(NamedTuple):
+@dataclass(frozen=True)
+class Step:
     state: State
     leases: list[Lease]
     completed: list[bool]

@@ -56,7 +56,10 @@ def call(client: redis.Redis, script: Script, keys: Sequence[str], args: Sequenc
     connection = client.connection
     if connection is None:  # a pooled client: redis-py's own path
         return script(keys=keys, args=args)
-    packed = [hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))]
+    try:
+        packed = [hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))]
+    except TypeError as exc:  # what redis-py raises for an argument it can not send
+        raise redis.DataError(str(exc)) from None
 
     def round_trip() -> Any:
         connection.send_packed_command(packed)  # type: ignore[no-untyped-call]
