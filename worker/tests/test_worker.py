@@ -11,7 +11,6 @@ import pytest
 from conftest import QueueFactory, cli_env, spawn_worker
 from recording import recorded
 from rediswq import WorkQueue, seed
-from rediswq.connection import connect
 from rediswq.errors import QueueError
 from rediswq.server import EmbeddedRedis
 from rediswq.worker import Worker, exit_code
@@ -82,13 +81,20 @@ def test_prefetch_leases_several_items_per_round_trip(make_queue: QueueFactory) 
     assert summary.done == 10
 
 
-def test_a_worker_started_before_the_seed_waits_for_it(make_queue: QueueFactory) -> None:
-    queue = make_queue()
+def started_on_an_unsealed_queue(
+    queue: WorkQueue, poll_interval: float
+) -> tuple[threading.Thread, list[bytes]]:
+    """A worker thread, half a second into waiting for the seed; and what it works on."""
     seen: list[bytes] = []
-    worker = Worker(queue, seen.append, log=Log(), poll_interval=0.05)
+    worker = Worker(queue, seen.append, log=Log(), poll_interval=poll_interval)
     thread = threading.Thread(target=worker.run)
     thread.start()
     time.sleep(0.5)
+    return thread, seen
+
+
+def test_a_worker_started_before_the_seed_waits_for_it(make_queue: QueueFactory) -> None:
+    thread, seen = started_on_an_unsealed_queue(make_queue(), poll_interval=0.05)
     assert thread.is_alive()  # an empty, unsealed queue is not the end
     seed(make_queue(), [b"late-1", b"late-2"])
     thread.join(timeout=10)
@@ -103,12 +109,8 @@ def test_the_seal_wait_is_bounded(make_queue: QueueFactory) -> None:
 
 
 def test_a_waiting_worker_wakes_on_the_seal_not_on_its_poll(make_queue: QueueFactory) -> None:
-    queue = make_queue()
-    seen: list[bytes] = []
-    worker = Worker(queue, seen.append, log=Log(), poll_interval=30)
-    thread = threading.Thread(target=worker.run)
-    thread.start()
-    time.sleep(0.5)  # subscribed, and asleep on an unsealed queue
+    # Subscribed, and asleep on an unsealed queue: only the seal's message can wake it in time.
+    thread, seen = started_on_an_unsealed_queue(make_queue(), poll_interval=30)
     seed(make_queue(), [b"woken"])
     thread.join(timeout=5)
     assert not thread.is_alive(), "slept through the seal"
@@ -166,13 +168,16 @@ def test_sigterm_releases_the_item_at_once_and_exits_non_zero(
 
 
 def test_what_a_handler_leaves_open_is_still_flushed_at_exit(
-    server: EmbeddedRedis, queue_name: str, tmp_path: Path
+    server: EmbeddedRedis, make_queue: QueueFactory, tmp_path: Path
 ) -> None:
     """The worker freezes its own imports for the garbage collector, not the handler's module."""
     record = tmp_path / "record.txt"
-    seed(WorkQueue(connect(server.url), queue_name), [b"a", b"b", b"c"])
+    queue = make_queue()
+    seed(queue, [b"a", b"b", b"c"])
     env = cli_env(RECORD_FILE=str(record))
-    worker = spawn_worker(server.url, queue_name, "--handler", "recording:record_buffered", env=env)
+    worker = spawn_worker(
+        server.url, queue.keys.name, "--handler", "recording:record_buffered", env=env
+    )
     out, _ = worker.communicate(timeout=60)
     assert worker.returncode == 0, out
     assert recorded(str(record)) == ["a", "b", "c"], out
