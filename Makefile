@@ -52,8 +52,8 @@ lint: $(DEV_STAMP) ## ruff, mypy --strict, actionlint, shellcheck, yamllint
 unit: $(DEV_STAMP) ## Worker tests against real Redis servers
 	$(BIN)/pytest worker/tests $(PYTEST_ARGS)
 
-manifests: $(DEV_STAMP) ## Render every overlay, validate the schemas, check the objects
-	$(BIN)/pytest e2e/test_manifests.py $(PYTEST_ARGS)
+manifests: $(DEV_STAMP) ## Render every overlay, validate the schemas, check the objects; e2e's unit tests
+	$(BIN)/pytest -m "not kind and not docker" e2e $(PYTEST_ARGS)
 
 render: $(DEV_STAMP) ## Print the rendered manifests of OVERLAY (default dev)
 	@$(BIN)/kubectl kustomize overlays/$(OVERLAY)

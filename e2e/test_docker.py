@@ -24,21 +24,9 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import pytest
-from containers import (
-    FORCE,
-    Containers,
-    Spec,
-    Unavailable,
-    build_image,
-    containers,
-    docker,
-    dockerfile_arg,
-    find_builder,
-    image_present,
-    local_bases,
-    pod_spec,
-    require_engine,
-)
+from containers import FORCE, Containers, Unavailable, containers, docker, require_engine
+from images import build_image, dockerfile_arg, find_builder, image_present, local_bases
+from podspec import Spec, pod_spec
 from rendering import REPO, Manifest, find, render, seed_items
 from worklog import QUEUE_EMPTY, assert_all_done, assert_drained, items_worked_on
 
