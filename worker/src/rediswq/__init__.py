@@ -4,12 +4,13 @@
 """
 
 from rediswq.compat import RedisWQ
-from rediswq.errors import QueueError
+from rediswq.errors import ConfigError, QueueError
 from rediswq.queue import Lease, Released, State, Step, WorkQueue
 from rediswq.seeding import SeedResult, seed
 from rediswq.status import Status, snapshot
 
 __all__ = [
+    "ConfigError",
     "Lease",
     "QueueError",
     "RedisWQ",

@@ -7,6 +7,7 @@ import gc
 import json
 import math
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -15,7 +16,7 @@ from urllib.parse import urlsplit
 import redis
 
 from rediswq.connection import connect, describe, wait_until_ready
-from rediswq.errors import QueueError
+from rediswq.errors import ConfigError, QueueError, signal_exit
 from rediswq.handlers import load, sleeper, taking_bytes
 from rediswq.local import run_local
 from rediswq.queue import WorkQueue
@@ -71,7 +72,7 @@ def _env_flag(name: str, default: bool) -> bool:
         return True
     if lowered in ("0", "false", "no", "off"):
         return False
-    raise QueueError(f"{name} must be true or false, got {text!r}")
+    raise ConfigError(f"{name} must be true or false, got {text!r}")
 
 
 def _setting(
@@ -83,9 +84,20 @@ def _setting(
     *,
     kind: Callable[[str], Any] = str,
 ) -> None:
-    """A flag whose default comes from the environment; argparse parses either with `kind`."""
+    """A flag whose default comes from the environment; argparse parses either with `kind`.
+
+    A refused value is a ConfigError (exit 3), not argparse's usage error (exit 2): in a Job the
+    values come from the settings, and another pod would refuse them the same way.
+    """
+
+    def parse(text: str) -> Any:
+        try:
+            return kind(text)
+        except argparse.ArgumentTypeError as exc:
+            raise ConfigError(f"{flag} (env {env}): {exc}") from None
+
     parser.add_argument(
-        flag, type=kind, default=os.environ.get(env, default), help=f"{help} (env {env})"
+        flag, type=parse, default=os.environ.get(env, default), help=f"{help} (env {env})"
     )
 
 
@@ -227,13 +239,18 @@ def _local(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; every error it ends with becomes one line and its exit code here."""
     args = argparse.Namespace()
     try:
         args = build_parser().parse_args(argv)
         return int(args.run(args))
     except QueueError as exc:
-        print(f"rediswq: error: {exc}", file=sys.stderr)
+        error = exc
     except redis.RedisError as exc:
         at = urlsplit(getattr(args, "redis_url", "")).netloc.rpartition("@")[2] or "?"
-        print(f"rediswq: error: {describe(exc, at)}", file=sys.stderr)
-    return 1
+        error = describe(exc, at)
+    except KeyboardInterrupt:  # Ctrl-C before the worker's own handler is in place
+        print("rediswq: interrupted", file=sys.stderr)
+        return signal_exit(signal.SIGINT)
+    print(f"rediswq: error: {error}", file=sys.stderr)
+    return error.exit_code

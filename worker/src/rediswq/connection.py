@@ -11,7 +11,7 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from rediswq.errors import QueueError
+from rediswq.errors import ConfigError, QueueError
 
 T = TypeVar("T")
 
@@ -53,7 +53,7 @@ def connect(
     """
     scheme = urlsplit(url).scheme
     if scheme not in ("redis", "rediss", "unix"):
-        raise QueueError(
+        raise ConfigError(
             f"malformed Redis URL {redacted(url)!r}: expected redis://HOST:PORT/DB or rediss://"
         )
     try:
@@ -71,7 +71,7 @@ def connect(
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         )
     except ValueError as exc:
-        raise QueueError(f"malformed Redis URL {redacted(url)!r}: {exc}") from None
+        raise ConfigError(f"malformed Redis URL {redacted(url)!r}: {exc}") from None
 
 
 def redacted(url: str) -> str:
@@ -119,9 +119,9 @@ def describe(exc: BaseException, at: str) -> QueueError:
     """One line that names the problem, for any error redis-py raises talking to `at`."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, redis.AuthenticationError) or "NOAUTH" in text or "WRONGPASS" in text:
-        return QueueError(f"Redis at {at} rejected the credentials ({text}); check REDIS_PASSWORD")
+        return ConfigError(f"Redis at {at} rejected the credentials ({text}); check REDIS_PASSWORD")
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
         return QueueError(f"cannot reach Redis at {at}: {text}")
     if "WRONGTYPE" in text:
-        return QueueError(f"a queue key in Redis at {at} holds the wrong type: {text}")
+        return ConfigError(f"a queue key in Redis at {at} holds the wrong type: {text}")
     return QueueError(f"Redis at {at} answered with an error: {text}")

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from rediswq.errors import QueueError
+from rediswq.errors import ConfigError
 
 # What the worker calls: the raw item; a raise means the attempt failed.
 Handler = Callable[[bytes], object]
@@ -27,17 +27,19 @@ def load(spec: str) -> Callable[[Any], object]:
     """Import `module:function`; the module must be importable (installed or on PYTHONPATH)."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise QueueError(f"handler {spec!r} is not of the form module:function")
+        raise ConfigError(f"handler {spec!r} is not of the form module:function")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise QueueError(f"handler {spec!r}: cannot import {module_name!r} ({exc})") from None
+        raise ConfigError(f"handler {spec!r}: cannot import {module_name!r} ({exc})") from None
     except Exception as exc:  # the module itself raised, or does not compile
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        raise QueueError(f"handler {spec!r}: importing {module_name!r} failed ({reason})") from None
+        raise ConfigError(
+            f"handler {spec!r}: importing {module_name!r} failed ({reason})"
+        ) from None
     func = getattr(module, attr, None)
     if not callable(func):
-        raise QueueError(f"handler {spec!r}: {module_name} has no function {attr!r}")
+        raise ConfigError(f"handler {spec!r}: {module_name} has no function {attr!r}")
     return func  # type: ignore[no-any-return]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rediswq.errors import QueueError
+from rediswq.errors import ConfigError
 
 # Attribute, suffix after the queue name, and Redis type of every key, in the order the Lua
 # scripts take them as KEYS (see scripts/common.lua).
@@ -34,7 +34,7 @@ class QueueKeys:
 
     def __post_init__(self) -> None:
         if not self.name.strip():
-            raise QueueError("queue name is empty; set --queue or QUEUE_NAME")
+            raise ConfigError("queue name is empty; set --queue or QUEUE_NAME")
         for attribute, suffix, _ in _LAYOUT:
             object.__setattr__(self, attribute, self.name + suffix)
 

@@ -12,7 +12,7 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
-from rediswq.errors import QueueError
+from rediswq.errors import ConfigError
 from rediswq.keys import QueueKeys
 from rediswq.scripts import Scripts, call
 
@@ -67,9 +67,9 @@ class WorkQueue:
         require_seal: bool = True,
     ) -> None:
         if lease_seconds <= 0:
-            raise QueueError(f"lease seconds must be positive, got {lease_seconds}")
+            raise ConfigError(f"lease seconds must be positive, got {lease_seconds}")
         if max_attempts < 1:
-            raise QueueError(f"max attempts must be at least 1, got {max_attempts}")
+            raise ConfigError(f"max attempts must be at least 1, got {max_attempts}")
         self.client = client
         self.keys = QueueKeys(name)
         self._keys = self.keys.all()
@@ -164,7 +164,7 @@ class WorkQueue:
             found = [t.decode() if isinstance(t, bytes) else t for t in pipe.execute()]
         for (key, want), got in zip(expected.items(), found, strict=True):
             if got not in ("none", want):
-                raise QueueError(
+                raise ConfigError(
                     f"Redis key {key!r} holds a {got}, not a {want}; wrong queue name?"
                 )
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
-from rediswq.errors import QueueError
+from rediswq.errors import ConfigError, QueueError
 from rediswq.queue import WorkQueue
 
 _BATCH = 1000  # items per RPUSH
@@ -29,19 +29,19 @@ def read_items(path: str | None) -> list[bytes]:
     try:
         data = sys.stdin.buffer.read() if path in (None, "-") else Path(str(path)).read_bytes()
     except FileNotFoundError:
-        raise QueueError(f"{name} not found") from None
+        raise ConfigError(f"{name} not found") from None
     except OSError as exc:
-        raise QueueError(f"cannot read {name}: {exc.strerror or exc}") from None
+        raise ConfigError(f"cannot read {name}: {exc.strerror or exc}") from None
     items = []
     for number, line in enumerate(data.splitlines(), start=1):
         try:
             line.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise QueueError(f"{name}, line {number}: not valid UTF-8 ({exc.reason})") from None
+            raise ConfigError(f"{name}, line {number}: not valid UTF-8 ({exc.reason})") from None
         if line.strip():
             items.append(line)
     if not items:
-        raise QueueError(f"{name} has no items (only blank lines or nothing)")
+        raise ConfigError(f"{name} has no items (only blank lines or nothing)")
     return items
 
 

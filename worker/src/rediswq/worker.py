@@ -13,7 +13,7 @@ from types import FrameType
 
 import redis
 
-from rediswq.errors import QueueError
+from rediswq.errors import ConfigError, QueueError, signal_exit
 from rediswq.events import QueueEvents
 from rediswq.handlers import Handler
 from rediswq.queue import Lease, Released, State, WorkQueue
@@ -123,7 +123,7 @@ class Worker:
         log: Log = log_line,
     ) -> None:
         if prefetch < 1:
-            raise QueueError(f"prefetch must be at least 1, got {prefetch}")
+            raise ConfigError(f"prefetch must be at least 1, got {prefetch}")
         self.queue = queue
         self.handler = handler
         self.prefetch = prefetch
@@ -261,4 +261,4 @@ class Worker:
 
 
 def exit_code(summary: Summary) -> int:
-    return 0 if summary.stopped_by is None else 128 + summary.stopped_by
+    return 0 if summary.stopped_by is None else signal_exit(summary.stopped_by)
