@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -19,11 +20,12 @@ def test_seed_queues_seals_and_is_idempotent(
     items.write_text("apple\n\nbanana\r\ncherry\n", encoding="utf-8")
     first = rediswq("seed", str(items), "--redis-url", server.url, "--queue", queue_name)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.strip() == f"Queued 3 items in {queue_name!r} and sealed it"
+    run = hashlib.sha256(b"apple\nbanana\ncherry").hexdigest()[:12]  # the items' run id
+    assert first.stdout.strip() == f"Queued 3 items in {queue_name!r} for run {run} and sealed it"
     assert client.lrange(queue_name, 0, -1) == [b"apple", b"banana", b"cherry"]
     again = rediswq("seed", str(items), "--redis-url", server.url, "--queue", queue_name)
     assert again.returncode == 0
-    assert "already sealed; nothing changed" in again.stdout
+    assert f"already sealed for run {run}; nothing changed" in again.stdout
     assert client.llen(queue_name) == 3
     reset = rediswq("seed", "--reset", "--redis-url", server.url, "--queue", queue_name,
                     stdin=b"fresh\n")  # fmt: skip

@@ -165,7 +165,7 @@ def test_seed_publishes_and_seals_at_once_and_only_once(make_queue: QueueFactory
     assert (result.queued, result.already_sealed) == (2500, False)
     assert pending_of(queue) == items
     assert queue.is_sealed()
-    again = seed(queue, [b"more"])
+    again = seed(queue, [b"more"], run=result.run)  # the same run: nothing changes
     assert again.already_sealed and pending_of(queue) == items
     assert not list(queue.client.scan_iter(f"{queue.keys.name}:staging:*"))
 

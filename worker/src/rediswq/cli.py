@@ -20,6 +20,7 @@ from rediswq.errors import ConfigError, QueueError, signal_exit
 from rediswq.handlers import load, sleeper, taking_bytes
 from rediswq.local import run_local
 from rediswq.queue import WorkQueue
+from rediswq.runs import checked, restore, run_id
 from rediswq.seeding import read_items, seed
 from rediswq.status import render, snapshot, watch
 from rediswq.worker import Worker, exit_code
@@ -121,6 +122,19 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _add_run(parser: argparse.ArgumentParser, *, items: bool) -> None:
+    if items:
+        _setting(
+            parser, "--run-items", "RUN_ITEMS", "",
+            "the items file of this worker's run: it waits for the seal of that run",
+        )  # fmt: skip
+    _setting(
+        parser, "--run-label", "RUN_LABEL", "",
+        "part of the run id: bump it to run the same items again",
+    )  # fmt: skip
+    _setting(parser, "--run-id", "RUN_ID", "", "the run id itself, instead of one from the items")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rediswq", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -154,13 +168,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="end when the queue is empty, sealed or not: the tutorial's manual flow "
         "(env REQUIRE_SEAL=false)",
     )  # fmt: skip
+    _add_run(worker, items=True)
     worker.set_defaults(run=_worker)
 
     seeder = commands.add_parser("seed", help="queue items from a file (or stdin), seal the queue")
     _add_connection(seeder)
     seeder.add_argument("file", nargs="?", default="-", help="one item per line; - for stdin")
-    seeder.add_argument("--reset", action="store_true", help="clear the queue first, then seed")
+    seeder.add_argument(
+        "--reset", action="store_true", help="drop the current run (items, counters), then seed"
+    )
+    _add_run(seeder, items=False)
     seeder.set_defaults(run=_seed)
+
+    runs = commands.add_parser("runs", help="what earlier runs left: put it back")
+    runs_commands = runs.add_subparsers(dest="runs_command", required=True, metavar="COMMAND")
+    restorer = runs_commands.add_parser(
+        "restore", help="put back the items a superseded run left undone"
+    )
+    _add_connection(restorer)
+    restorer.add_argument("run_id", metavar="RUN", help="the run id, as seed and status show it")
+    restorer.set_defaults(run=_restore)
 
     status = commands.add_parser("status", help="pending, in flight, done, failed, sealed")
     _add_connection(status)
@@ -180,7 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _queue(args: argparse.Namespace, *, require_seal: bool = True) -> WorkQueue:
+def _queue(
+    args: argparse.Namespace, *, require_seal: bool = True, run: str | None = None
+) -> WorkQueue:
     password = os.environ.get("REDIS_PASSWORD")
     wait_until_ready(args.redis_url, password, args.redis_wait_timeout)
     return WorkQueue(
@@ -189,7 +218,25 @@ def _queue(args: argparse.Namespace, *, require_seal: bool = True) -> WorkQueue:
         lease_seconds=args.lease_seconds,
         max_attempts=int(args.max_attempts),
         require_seal=require_seal,
+        run=run,
     )
+
+
+def _worker_run(args: argparse.Namespace) -> str | None:
+    """The run this worker is for, or None: then any seal will do (today's manual flows)."""
+    run: str | None = None
+    if args.run_id:
+        run = checked(args.run_id, "run id (--run-id, RUN_ID)")
+    elif args.run_items:
+        run = run_id(read_items(args.run_items), args.run_label)
+    elif args.run_label:
+        raise QueueError("--run-label (RUN_LABEL) names a run only with --run-items (RUN_ITEMS)")
+    if run and not args.require_seal:
+        raise QueueError(
+            "--no-seal (REQUIRE_SEAL=false) and a run (--run-items or --run-id) contradict: "
+            "a run's workers wait for its seal"
+        )
+    return run
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -200,20 +247,26 @@ def _worker(args: argparse.Namespace) -> int:
     gc.freeze()
     func = load(args.handler) if args.handler else sleeper(args.work_seconds)
     handler = taking_bytes(func, as_bytes=args.as_bytes)
-    queue = _queue(args, require_seal=args.require_seal)
+    queue = _queue(args, require_seal=args.require_seal, run=_worker_run(args))
     worker = Worker(queue, handler, prefetch=int(args.prefetch), seal_timeout=args.seal_timeout)
     return exit_code(worker.run())
 
 
 def _seed(args: argparse.Namespace) -> int:
     items = read_items(args.file)
+    run = checked(args.run_id, "run id (--run-id, RUN_ID)") if args.run_id else None
+    run = run or run_id(items, args.run_label)
     queue = _queue(args)
     queue.check_types()
-    result = seed(queue, items, reset=args.reset)
-    if result.already_sealed:
-        print(f"Queue {args.queue!r} is already sealed; nothing changed (--reset starts over)")
-    else:
-        print(f"Queued {result.queued} items in {args.queue!r} and sealed it")
+    result = seed(queue, items, reset=args.reset, run=run)
+    for line in result.report(args.queue):
+        print(line)
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    count = restore(_queue(args), args.run_id)
+    print(f"Restored {count} items of run {args.run_id} into {args.queue!r}")
     return 0
 
 

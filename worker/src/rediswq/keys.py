@@ -41,6 +41,16 @@ class QueueKeys:
     def staging(self, token: str) -> str:
         return f"{self.name}:staging:{token}"
 
+    def run(self, run: str, part: str = "") -> str:
+        """The record of run `run` (see runs.py), or its `part`: ":stats", ":failed", ":pending"
+        (what it left undone), ":retries" (their attempt counts)."""
+        return f"{self.name}:run:{run}{part}"
+
+    @property
+    def ended_runs(self) -> str:
+        """Sorted set of the runs that ended, scored by when (ms)."""
+        return f"{self.name}:runs"
+
     def all(self) -> list[str]:
         """Every key, in the order the Lua scripts expect them."""
         return [getattr(self, attribute) for attribute, _, _ in _LAYOUT]

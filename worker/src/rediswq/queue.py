@@ -24,6 +24,7 @@ class State(enum.Enum):
     PENDING = "pending"  # items are pending (the caller asked for none)
     WAIT = "wait"  # nothing pending, but other leases are out and may come back
     UNSEALED = "unsealed"  # nothing pending or out, and the seed has not sealed the queue yet
+    OTHER_RUN = "other-run"  # sealed for another run than the caller's (see runs.py)
     DRAINED = "drained"  # sealed, nothing pending, nothing out: the work is done
 
 
@@ -65,6 +66,7 @@ class WorkQueue:
         lease_seconds: float = 60.0,
         max_attempts: int = 5,
         require_seal: bool = True,
+        run: str | None = None,
     ) -> None:
         if lease_seconds <= 0:
             raise ConfigError(f"lease seconds must be positive, got {lease_seconds}")
@@ -77,6 +79,9 @@ class WorkQueue:
         self.lease_ms = max(1, round(lease_seconds * 1000))
         self.max_attempts = max_attempts
         self.require_seal = require_seal
+        # A worker of a run leases only from a queue sealed for that run.
+        self.run_id = run
+        self._seal_arg: str | int = f"={run}" if run else int(require_seal)
         self.scripts = Scripts.register(client)
 
     def step(
@@ -98,7 +103,7 @@ class WorkQueue:
             lease_ms,
             count,
             self.max_attempts,
-            int(self.require_seal),
+            self._seal_arg,
             int(reclaim),
         ]
         args += [lease.id for lease in done]

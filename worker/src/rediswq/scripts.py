@@ -32,6 +32,8 @@ class Scripts:
     release: Script
     reclaim: Script
     seal: Script
+    stage: Script
+    restore: Script
 
     @classmethod
     def register(cls, client: redis.Redis) -> Scripts:

@@ -1,18 +1,39 @@
-"""Filling a queue: stage the items in pipelined batches, then publish and seal in one step."""
+"""Filling a queue for a run: stage the items, then publish them and seal the queue in one step.
+
+Any call here may reach Redis twice: redis-py re-sends a command or a pipeline after a connection
+error or a timeout, also when Redis ran it and only the reply was lost. So every step is safe to
+repeat, and a seed that lost items fails instead of sealing them as complete:
+
+- each seed stages into a list of its own (`Q:staging:<token>`), batch by batch with stage.lua,
+  which appends a batch only at the offset the seed has reached: a re-sent batch changes nothing,
+  and items that vanished meanwhile (Redis restarted without persistence) show as a list shorter
+  than the offset, which stops the seed with an error;
+- seal.lua is told how many items were staged and checks the count before its first write, so a
+  partial seed is never sealed;
+- seal.lua records the seed's token with the run it seals and answers a replay of that token with
+  the first reply: a lost reply to `seed --reset` does not wipe the new items and seal an empty
+  queue, and a seed that has just queued never reports "already sealed".
+
+The run (runs.py) decides what a seed does to a sealed queue: the same run changes nothing; a new
+run ends the current one, moving what it left undone aside.
+"""
 
 from __future__ import annotations
 
 import sys
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
+import redis
+
 from rediswq.errors import ConfigError, QueueError
 from rediswq.queue import WorkQueue
+from rediswq.runs import KEEP_SECONDS, remainder_key, run_id
 
-_BATCH = 1000  # items per RPUSH
+_BATCH = 1000  # items per stage.lua call
 _BATCHES_PER_ROUND_TRIP = 20
 _STAGING_TTL = 3600  # a seed that dies half-way leaves nothing behind for long
 
@@ -21,6 +42,46 @@ _STAGING_TTL = 3600  # a seed that dies half-way leaves nothing behind for long
 class SeedResult:
     queued: int
     already_sealed: bool
+    run: str = ""
+    previous: str = ""  # the run this seed ended, if any
+    moved: int = 0  # items of `previous` left undone and moved aside
+    reset: dict[str, str] | None = None  # what --reset dropped
+    dropped_remainder: int = 0  # an earlier run of the same id had left these aside
+
+    def report(self, queue: str) -> list[str]:
+        """What the seed did, in the lines the `seed` command prints."""
+        if self.already_sealed:
+            return [
+                f"Queue {queue!r} is already sealed for run {self.run}; nothing changed "
+                "(a new list or RUN_LABEL starts a new run; --reset starts over)"
+            ]
+        lines = []
+        if self.reset is not None:
+            dropped = self.reset
+            of_run = f" of run {dropped['dropped_run']}" if dropped["dropped_run"] else ""
+            lines.append(
+                f"Reset: dropped {dropped['dropped_pending']} pending and "
+                f"{dropped['dropped_leased']} leased items, {dropped['dropped_failed']} dead "
+                f"letters and the counters (done {dropped['dropped_done']}){of_run}"
+            )
+        elif self.moved:
+            lines.append(
+                f"Superseded run {self.previous}: moved its {self.moved} unfinished items "
+                f"(pending and leased) to {remainder_key(queue, self.previous)}; "
+                f"`rediswq runs restore {self.previous}` puts them back"
+            )
+        elif self.previous:
+            lines.append(
+                f"Run {self.previous} is over; its counters and dead letters are kept in "
+                f"{queue}:run:{self.previous}:stats and :failed for {KEEP_SECONDS // 86400} days"
+            )
+        if self.dropped_remainder:
+            lines.append(
+                f"Run {self.run} starts again: the {self.dropped_remainder} items an earlier run "
+                "of it had left aside were dropped, since all its items are queued again"
+            )
+        lines.append(f"Queued {self.queued} items in {queue!r} for run {self.run} and sealed it")
+        return lines
 
 
 def read_items(path: str | None) -> list[bytes]:
@@ -51,24 +112,98 @@ def _batches(items: Iterable[bytes]) -> Iterator[list[bytes]]:
         yield batch
 
 
-def seed(queue: WorkQueue, items: Iterable[bytes], *, reset: bool = False) -> SeedResult:
-    """Queue `items` and seal the queue. On a sealed queue nothing changes (unless `reset`)."""
-    if not reset and queue.is_sealed():
-        return SeedResult(queued=0, already_sealed=True)
-    staging = queue.keys.staging(uuid.uuid4().hex)
-    staged = 0
-    with queue.translate_errors():
-        pipe = queue.client.pipeline(transaction=False)
-        for batch in _batches(items):
-            pipe.rpush(staging, *batch)
-            pipe.expire(staging, _STAGING_TTL)
-            staged += len(batch)
-            if len(pipe) >= 2 * _BATCHES_PER_ROUND_TRIP:
-                pipe.execute()
-        pipe.execute()
-    if not staged:  # sealing nothing would tell waiting workers the work is done
+def seed(
+    queue: WorkQueue, items: Sequence[bytes], *, reset: bool = False, run: str | None = None
+) -> SeedResult:
+    """Queue `items` for `run` (by default the items' own run id) and seal the queue.
+
+    On a queue sealed for the same run nothing changes (unless `reset`); a new run ends the
+    current one.
+    """
+    if not items:  # sealing nothing would tell waiting workers the work is done
         raise QueueError("no items to queue")
-    queued = int(queue.run(queue.scripts.seal, [int(reset)], keys=[staging]))
-    if queued < 0:
-        return SeedResult(queued=0, already_sealed=True)
-    return SeedResult(queued=queued, already_sealed=False)
+    run = run or run_id(items)
+    if not reset and _sealed_for(queue) == run:  # spares staging a long list for nothing
+        return SeedResult(queued=0, already_sealed=True, run=run)
+    token = uuid.uuid4().hex
+    staging = queue.keys.staging(token)
+    staged = _stage(queue, staging, items)
+    try:
+        reply = queue.run(
+            queue.scripts.seal, [int(reset), run, token, staged, KEEP_SECONDS], keys=[staging]
+        )
+    except redis.ResponseError as exc:
+        raise _lost(exc) from None
+    outcome, fields = reply[0].decode(), reply[1:]
+    record = {fields[i].decode(): fields[i + 1].decode() for i in range(0, len(fields), 2)}
+    if outcome == "unchanged":
+        return SeedResult(queued=0, already_sealed=True, run=run)
+    return SeedResult(
+        queued=int(record["queued"]),
+        already_sealed=False,
+        run=run,
+        previous=record.get("previous", ""),
+        moved=int(record.get("moved", 0)),
+        reset=_dropped(record) if "dropped_run" in record else None,
+        dropped_remainder=int(record.get("dropped_remainder", 0)),
+    )
+
+
+def _dropped(record: dict[str, str]) -> dict[str, str]:
+    dropped = {k: v for k, v in record.items() if k.startswith("dropped_")}
+    dropped.pop("dropped_remainder", None)
+    return dropped
+
+
+def _sealed_for(queue: WorkQueue) -> str | None:
+    with queue.translate_errors():
+        value = queue.client.get(queue.keys.sealed)
+    return value.decode() if isinstance(value, bytes) else None
+
+
+def _stage(queue: WorkQueue, staging: str, items: Sequence[bytes]) -> int:
+    """Stage `items` in `staging`, `_BATCHES_PER_ROUND_TRIP` batches per pipeline; how many."""
+    keys = [*queue.keys.all(), staging]
+    offset = 0
+    batches: list[tuple[int, list[bytes]]] = []
+    for batch in _batches(items):
+        batches.append((offset, batch))
+        offset += len(batch)
+        if len(batches) == _BATCHES_PER_ROUND_TRIP:
+            _send(queue, keys, batches)
+            batches = []
+    if batches:
+        _send(queue, keys, batches)
+    return offset
+
+
+def _send(queue: WorkQueue, keys: list[str], batches: list[tuple[int, list[bytes]]]) -> None:
+    script = queue.scripts.stage
+    for attempt in range(2):
+        # EVALSHA, not the Script object: in a pipeline that costs a SCRIPT EXISTS round trip
+        # per execute. A server restarted mid-seed answers NOSCRIPT: load, and send again.
+        pipe = queue.client.pipeline(transaction=False)
+        for offset, batch in batches:
+            pipe.evalsha(script.sha, len(keys), *keys, offset, _STAGING_TTL, *batch)
+        try:
+            with queue.translate_errors():
+                pipe.execute()
+            return
+        except redis.exceptions.NoScriptError:
+            if attempt:
+                raise
+            queue.client.script_load(script.script)
+        except redis.ResponseError as exc:
+            raise _lost(exc) from None
+
+
+def _lost(exc: redis.ResponseError) -> Exception:
+    """A QueueError for the scripts' STAGING error (items staged earlier are gone), else `exc`."""
+    text = str(exc)
+    if "STAGING" not in text:
+        return exc
+    found = text.split("STAGING", 1)[1].strip()
+    return QueueError(
+        f"Redis lost items this seed had staged ({found}; restarted without persistence?); "
+        "nothing was sealed: seed again"
+    )

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, TextIO
 
 from rediswq.queue import WorkQueue
+from rediswq.runs import RunInfo, history, remainder_key
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class Status:
     reclaimed: int
     retried: int
     released: int
+    run: RunInfo | None  # the run the queue is sealed for
+    earlier_runs: list[RunInfo]  # newest first, while their records are kept
 
     @property
     def drained(self) -> bool:
@@ -63,6 +66,7 @@ def snapshot(queue: WorkQueue) -> Status:
             )
         )
     counter = {k.decode(): int(v) for k, v in stats.items()}
+    run, earlier_runs = history(queue)
     return Status(
         queue=keys.name,
         sealed=bool(sealed),
@@ -72,6 +76,8 @@ def snapshot(queue: WorkQueue) -> Status:
             name: counter.get(name, 0)
             for name in ("done", "failed", "reclaimed", "retried", "released")
         },
+        run=run,
+        earlier_runs=earlier_runs,
     )
 
 
@@ -94,7 +100,21 @@ def render(status: Status) -> str:
         f"retried    {status.retried}",
         f"released   {status.released}",
     ]
+    if status.run:
+        lines.append(f"run        {status.run.id}  ({status.run.queued} items queued by its seed)")
+    lines += [f"earlier    {_ended(status.queue, run)}" for run in status.earlier_runs]
     return "\n".join(lines)
+
+
+def _ended(queue: str, run: RunInfo) -> str:
+    kept = f"done {run.done}, failed {run.failed} (in {queue}:run:{run.id}:failed)"
+    if run.remainder:
+        return (
+            f"{run.id}  superseded by {run.next}: {run.remainder} items left undone in "
+            f"{remainder_key(queue, run.id)} (`rediswq runs restore {run.id}`); {kept}"
+        )
+    restored = f", its {run.restored} items left undone restored" if run.restored else ""
+    return f"{run.id}  {run.ended}{restored}, then {run.next}; {kept}"
 
 
 def progress_bar(status: Status, width: int = 30) -> str:

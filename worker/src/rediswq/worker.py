@@ -17,6 +17,7 @@ from rediswq.errors import ConfigError, QueueError, signal_exit
 from rediswq.events import QueueEvents
 from rediswq.handlers import Handler
 from rediswq.queue import Lease, Released, State, WorkQueue
+from rediswq.runs import check_run_ended, for_run
 
 Log = Callable[[str], None]
 
@@ -137,10 +138,13 @@ class Worker:
         """Work until the queue is drained (or a signal stops it); log the tutorial's lines."""
         queue = self.queue
         self.log(f"Worker with sessionID: {queue.session}")
+        if queue.run_id:
+            self.log(f"Worker of run {queue.run_id}")
         queue.check_types()
         self.log(f"Initial queue state: empty={queue.is_empty()}")
         done: list[Lease] = []
         waiting_for_seal_since: float | None = None
+        sealed_for_run = False  # a run's worker that saw its seal go is superseded, not early
         next_reclaim = 0.0
         with LeaseKeeper(queue, self.log) as keeper, QueueEvents(queue) as events, self._signals():
             while self.summary.stopped_by is None:
@@ -153,21 +157,26 @@ class Worker:
                 done = []
                 if step.leases:
                     waiting_for_seal_since = None
+                    sealed_for_run = True
                     keeper.hold(step.leases)
                     done = self._work(step.leases, keeper)
                     continue
                 if step.state is State.DRAINED:
                     break
-                if step.state is State.UNSEALED:
+                if step.state is State.OTHER_RUN and sealed_for_run:
+                    check_run_ended(queue)  # raises Superseded if its items were moved aside
+                    break
+                if step.state in (State.UNSEALED, State.OTHER_RUN):
                     waiting_for_seal_since = waiting_for_seal_since or time.monotonic()
                     if time.monotonic() - waiting_for_seal_since > self.seal_timeout:
                         raise QueueError(
-                            f"queue {queue.keys.name!r} was not sealed within "
+                            f"queue {queue.keys.name!r} was not sealed{for_run(queue)} within "
                             f"{self.seal_timeout:g}s;"
                             " did the seed run? (use --no-seal to fill by hand)"
                         )
                 else:
                     waiting_for_seal_since = None
+                    sealed_for_run = True
                 next_reclaim = 0.0
                 events.wait(self.poll_interval)
             if done:  # finished before a signal arrived: hand them in

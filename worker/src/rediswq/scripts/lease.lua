@@ -1,11 +1,14 @@
 -- One step of a worker: hand in finished leases, reclaim expired ones, lease up to `count` items.
--- ARGV: owner, lease_ms, count, max_attempts, require_seal ("1"/"0"), reclaim ("1": put expired
--- leases back first; callers ask now and then, not every step), then the ids to complete.
+-- ARGV: owner, lease_ms, count, max_attempts, require_seal ("1": any seal, "0": none needed,
+-- "=<run>": the seal of that run, see runs.py), reclaim ("1": put expired leases back first;
+-- callers ask now and then, not every step), then the ids to complete.
 -- Returns {state, a completed flag per handed-in id, then id, attempt, item per new lease}, where
 -- state is "leased", "pending" (count was 0), "wait" (nothing pending, but leases are out),
--- "unsealed" (nothing pending, nothing out, not sealed yet) or "drained".
+-- "unsealed" (nothing pending, nothing out, not sealed yet; for a run: no seal at all),
+-- "other-run" (sealed for another run than the caller's: lease nothing) or "drained".
 local owner, lease_ms, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local max_attempts, require_seal = tonumber(ARGV[4]), ARGV[5] == '1'
+local max_attempts, require_seal = tonumber(ARGV[4]), ARGV[5] ~= '0'
+local run = string.match(ARGV[5], '^=(.+)$')
 
 local reply = complete_from(owner, 7)
 table.insert(reply, 1, '')
@@ -13,6 +16,14 @@ table.insert(reply, 1, '')
 local now = now_ms()
 if ARGV[6] == '1' then
   reclaim(now, max_attempts, 100)
+end
+
+if run then
+  local sealed_for = redis.call('GET', sealed)
+  if sealed_for ~= run then
+    reply[1] = sealed_for and 'other-run' or 'unsealed'
+    return reply
+  end
 end
 
 local items = count > 0 and redis.call('LPOP', pending, count)

@@ -1,29 +1,121 @@
--- Publish the staged items and seal the queue in one step, so no worker ever sees a sealed,
--- half-filled queue. KEYS[9] is the staging list. ARGV: reset ("1" clears the queue first).
--- Returns the number of items published, or -1 if the queue was already sealed (nothing changes).
+-- Publish a seed's staged items and seal the queue for its run, in one step, so no worker ever
+-- sees a sealed, half-filled queue. KEYS[9] is the staging list.
+-- ARGV: reset ("1" drops the current run first), run id, token (one per seed), expected (how
+-- many items the seed staged), keep_seconds (how long an ended run's record stays).
+-- Returns {outcome, field, value, ...}: outcome "sealed" or "unchanged" (the queue was already
+-- sealed for this run), then the run's record (see runs.py).
+--
+-- Safe to run twice: the record keeps the token of the seed that made the run, and a replay
+-- (redis-py re-sends a script whose reply was lost) returns the record again, changing nothing.
 local staging = KEYS[9]
-if ARGV[1] == '1' then
-  redis.call('DEL', pending, leases, deadlines, retries, failed, stats, sealed, seq)
+local reset, run, token = ARGV[1] == '1', ARGV[2], ARGV[3]
+local expected, keep = tonumber(ARGV[4]), tonumber(ARGV[5])
+local runs = pending .. ':runs'
+local function record_of(id)
+  return pending .. ':run:' .. id
 end
-if redis.call('EXISTS', sealed) == 1 then
-  redis.call('DEL', staging)
-  return -1
+
+local current = redis.call('GET', sealed)
+if current and redis.call('HGET', record_of(current), 'token') == token then
+  return {'sealed', unpack(redis.call('HGETALL', record_of(current)))}
 end
+
+-- Every check before the first write.
 local kind = redis.call('TYPE', pending).ok
 if kind ~= 'none' and kind ~= 'list' then
   return redis.error_reply('WRONGTYPE queue key holds a ' .. kind .. ', not a list')
 end
-local n = redis.call('LLEN', staging)
-if kind == 'none' and n > 0 then
+local staged = redis.call('LLEN', staging)
+if staged ~= expected then
+  return redis.error_reply('STAGING ' .. staged .. ' of the ' .. expected .. ' staged items are in Redis')
+end
+if current == run and not reset then
+  redis.call('DEL', staging)
+  return {'unchanged', unpack(redis.call('HGETALL', record_of(run)))}
+end
+
+local now = now_ms()
+local record = {'id', run, 'token', token, 'queued', expected, 'sealed_at', now}
+local function note(field, value)
+  local n = #record
+  record[n + 1], record[n + 2] = field, value
+end
+
+if reset then
+  note('dropped_pending', redis.call('LLEN', pending))
+  note('dropped_leased', redis.call('HLEN', leases))
+  note('dropped_failed', redis.call('LLEN', failed))
+  note('dropped_done', redis.call('HGET', stats, 'done') or 0)
+  note('dropped_run', current or '')
+  redis.call('DEL', pending, leases, deadlines, retries, failed, stats, sealed, seq)
+  if current then
+    redis.call('DEL', record_of(current))
+  end
+elseif current then
+  -- The current run ends: what it left undone is moved aside intact, and its counters and
+  -- dead letters are kept, all under its own keys, so the new run starts clean.
+  local old = record_of(current)
+  local moved = 0
+  if redis.call('LLEN', pending) > 0 or redis.call('HLEN', leases) > 0 then
+    -- Leased items go back to the head first, as on a shutdown: the cut attempt is not charged.
+    local ids = redis.call('ZRANGE', deadlines, 0, -1)
+    for i = #ids, 1, -1 do
+      local held = redis.call('HGET', leases, ids[i])
+      if held then
+        local _, attempt, item = parse(held)
+        redis.call('LPUSH', pending, item)
+        push_attempts(item, attempt - 1)
+      end
+    end
+    redis.call('DEL', leases, deadlines)
+    moved = redis.call('LLEN', pending)
+    redis.call('RENAME', pending, old .. ':pending')
+    if redis.call('EXISTS', retries) == 1 then
+      redis.call('RENAME', retries, old .. ':retries')
+    end
+  end
+  for _, suffix in ipairs({':stats', ':failed'}) do
+    local key = pending .. suffix
+    if redis.call('EXISTS', key) == 1 then
+      redis.call('RENAME', key, old .. suffix)
+      redis.call('EXPIRE', old .. suffix, keep)
+    end
+  end
+  redis.call('HSET', old, 'id', current, 'ended_at', now, 'next', run, 'moved', moved,
+    'ended', moved > 0 and 'superseded' or 'drained')
+  if moved > 0 then
+    redis.call('PERSIST', old) -- kept with its remainder, until restored
+  else
+    redis.call('EXPIRE', old, keep)
+  end
+  redis.call('ZADD', runs, now, current)
+  note('previous', current)
+  note('moved', moved)
+end
+
+-- Run `run` starts afresh: an earlier run of the same id (a reverted commit) is history now.
+-- Its remainder, if any, is dropped: every one of its items is queued again by this seed.
+local earlier = record_of(run)
+note('dropped_remainder', redis.call('LLEN', earlier .. ':pending'))
+redis.call('DEL', earlier, earlier .. ':pending', earlier .. ':retries')
+redis.call('ZREM', runs, run)
+for _, id in ipairs(redis.call('ZRANGE', runs, 0, -1)) do
+  if redis.call('EXISTS', record_of(id)) == 0 then
+    redis.call('ZREM', runs, id) -- its record expired
+  end
+end
+
+if redis.call('EXISTS', pending) == 0 then
   redis.call('RENAME', staging, pending)
   redis.call('PERSIST', pending) -- RENAME keeps the staging list's safety TTL
 else
   -- Items pushed by hand before the seed stay ahead of the seeded ones.
-  for start = 0, n - 1, 1000 do
+  for start = 0, staged - 1, 1000 do
     redis.call('RPUSH', pending, unpack(redis.call('LRANGE', staging, start, start + 999)))
   end
   redis.call('DEL', staging)
 end
-redis.call('SET', sealed, now_ms())
+redis.call('SET', sealed, run)
+redis.call('HSET', earlier, unpack(record))
 redis.call('PUBLISH', events, 'sealed')
-return n
+return {'sealed', unpack(redis.call('HGETALL', earlier))}

@@ -1,0 +1,51 @@
+-- Put back what a superseded run left (moved aside by seal.lua): behind what is pending now, each
+-- copy with its attempt count. ARGV: run id, token (one per `runs restore` call), keep_seconds.
+-- Returns {"restored", n} (also to a replay of the same call), {"already", n} or {"none", 0}.
+local run, token, keep = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local info = pending .. ':run:' .. run
+local aside, aside_retries = info .. ':pending', info .. ':retries'
+if redis.call('HGET', info, 'restore_token') == token then
+  return {'restored', tonumber(redis.call('HGET', info, 'restored'))}
+end
+local n = redis.call('LLEN', aside)
+if n == 0 then
+  local restored = redis.call('HGET', info, 'restored')
+  return restored and {'already', tonumber(restored)} or {'none', 0}
+end
+local kind = redis.call('TYPE', pending).ok
+if kind ~= 'none' and kind ~= 'list' then
+  return redis.error_reply('WRONGTYPE queue key holds a ' .. kind .. ', not a list')
+end
+if kind == 'none' and redis.call('EXISTS', retries) == 0 then
+  redis.call('RENAME', aside, pending)
+  if redis.call('EXISTS', aside_retries) == 1 then
+    redis.call('RENAME', aside_retries, retries)
+  end
+else
+  -- A value's counts are a stack whose top belongs to its first copy in the list (common.lua).
+  -- The restored copies come after every copy pending now, so their counts go under the
+  -- current stack, with a 0 for each copy pending now that has no count of its own.
+  local stacks = redis.call('HGETALL', aside_retries)
+  for i = 1, #stacks, 2 do
+    local item, moved = stacks[i], stacks[i + 1]
+    local here = redis.call('HGET', retries, item) or ''
+    local copies = #redis.call('LPOS', pending, item, 'COUNT', 0)
+    local uncounted = copies - select(2, string.gsub(here, '%d+', ''))
+    local parts = {moved}
+    for _ = 1, uncounted do
+      parts[#parts + 1] = '0'
+    end
+    if here ~= '' then
+      parts[#parts + 1] = here
+    end
+    redis.call('HSET', retries, item, table.concat(parts, ' '))
+  end
+  for start = 0, n - 1, 1000 do
+    redis.call('RPUSH', pending, unpack(redis.call('LRANGE', aside, start, start + 999)))
+  end
+  redis.call('DEL', aside, aside_retries)
+end
+redis.call('HSET', info, 'restored', n, 'restore_token', token)
+redis.call('EXPIRE', info, keep) -- now only a record, like any run that ended
+redis.call('PUBLISH', events, 'pending')
+return {'restored', n}
