@@ -106,7 +106,7 @@ def cli_env(**extra: str) -> dict[str, str]:
 _SETTINGS = {
     "REDIS_URL", "REDIS_PASSWORD", "QUEUE_NAME", "LEASE_SECONDS", "WORK_SECONDS", "PREFETCH",
     "MAX_ATTEMPTS", "SEAL_TIMEOUT", "REDIS_WAIT_TIMEOUT", "REQUIRE_SEAL", "HANDLER",
-    "HANDLER_BYTES",
+    "HANDLER_BYTES", "RUN_ITEMS", "RUN_LABEL", "RUN_ID",
 }  # fmt: skip
 
 

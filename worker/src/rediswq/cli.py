@@ -230,9 +230,9 @@ def _worker_run(args: argparse.Namespace) -> str | None:
     elif args.run_items:
         run = run_id(read_items(args.run_items), args.run_label)
     elif args.run_label:
-        raise QueueError("--run-label (RUN_LABEL) names a run only with --run-items (RUN_ITEMS)")
+        raise ConfigError("--run-label (RUN_LABEL) names a run only with --run-items (RUN_ITEMS)")
     if run and not args.require_seal:
-        raise QueueError(
+        raise ConfigError(
             "--no-seal (REQUIRE_SEAL=false) and a run (--run-items or --run-id) contradict: "
             "a run's workers wait for its seal"
         )

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rediswq.errors import QueueError
+from rediswq.errors import EXIT_CONFIG, ConfigError, QueueError
 from rediswq.keys import QueueKeys
 from rediswq.queue import WorkQueue
 
@@ -31,6 +31,10 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 class Superseded(QueueError):
     """A newer run took over the queue while this worker's run was in progress."""
 
+    # No retry can bring the run back: a Job's podFailurePolicy fails it at once, and the
+    # message says where the remainder went.
+    exit_code = EXIT_CONFIG
+
 
 def run_id(items: Sequence[bytes], label: str = "") -> str:
     """The run id of `items` (as read from the items file) with `label`: `[<label>-]<12 hex>`."""
@@ -41,7 +45,7 @@ def run_id(items: Sequence[bytes], label: str = "") -> str:
 def checked(name: str, what: str) -> str:
     """`name` if it is fit for a key name and a log line, else a QueueError naming `what`."""
     if not _NAME.fullmatch(name):
-        raise QueueError(
+        raise ConfigError(
             f"{what} {name!r} must be 1-80 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
         )
