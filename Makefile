@@ -7,10 +7,12 @@ PYTHON   ?= python3
 VENV     := .venv
 BIN      := $(VENV)/bin
 OVERLAY  ?= dev
-OVERLAYS := dev ghcr dockerhub gcr
+OVERLAYS := $(notdir $(patsubst %/,%,$(dir $(wildcard overlays/*/kustomization.yaml))))
 IMAGE    ?= job-wq-2:dev
 KIND_CLUSTER ?= job-wq-2
 NAMESPACE    ?= job-wq-2
+# Empty: the current kubeconfig context (the dev overlay then only to a kind-* context).
+CONTEXT      ?=
 PYTEST_ARGS  ?=
 
 # The venv's tools (kubectl, kind, shellcheck) come first for every recipe and script.
@@ -41,12 +43,13 @@ demo: $(RUNTIME_STAMP) ## Run the whole system locally: embedded Redis, seed, 2 
 
 test: lint unit manifests e2e-docker ## Lint, then every test that can run on this machine
 
-lint: $(DEV_STAMP) ## ruff, mypy --strict, actionlint, shellcheck, yamllint
+lint: $(DEV_STAMP) ## ruff, mypy --strict, actionlint, shellcheck, shfmt, yamllint
 	$(BIN)/ruff check worker e2e
 	$(BIN)/ruff format --check worker e2e
 	$(BIN)/mypy worker/src worker/tests worker/bench e2e
 	$(BIN)/actionlint
 	$(BIN)/shellcheck .ci/run $$(git ls-files '*.sh')
+	$(BIN)/shfmt -i 2 -d $$(git ls-files '*.sh')
 	$(BIN)/yamllint --strict .
 
 unit: $(DEV_STAMP) ## Worker tests against real Redis servers
@@ -79,8 +82,8 @@ kind-up: $(DEV_STAMP) ## Create the kind cluster and load the worker image
 kind-down: ## Delete the kind cluster
 	scripts/kind.sh down $(KIND_CLUSTER)
 
-deploy: $(DEV_STAMP) ## Apply OVERLAY; replaces finished Jobs so re-runs succeed
-	scripts/deploy.sh overlays/$(OVERLAY)
+deploy: $(DEV_STAMP) ## Apply OVERLAY to CONTEXT (default: current); replaces only Jobs whose spec changed
+	CONTEXT="$(CONTEXT)" scripts/deploy.sh overlays/$(OVERLAY)
 
 e2e: $(DEV_STAMP) ## End-to-end on kind: cluster, image, apply, wait, assert logs
 	$(BIN)/pytest -m kind e2e $(PYTEST_ARGS)

@@ -12,7 +12,10 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-OVERLAYS = ("dev", "ghcr", "dockerhub", "gcr")
+# Every directory under overlays/ is one; optional parts are Components in components/.
+OVERLAYS = tuple(sorted(path.parent.name for path in REPO.glob("overlays/*/kustomization.yaml")))
+# What the overlays are rendered from.
+MANIFEST_DIRS = ("base", "seed", "overlays", "components")
 
 Manifest = dict[str, Any]
 
@@ -53,3 +56,21 @@ def find(objects: list[Manifest], kind: str, name: str) -> Manifest:
 def seed_items() -> list[str]:
     lines = (REPO / "seed" / "items.txt").read_text(encoding="utf-8").splitlines()
     return [line for line in lines if line.strip()]
+
+
+def render_tree(root: Path, overlay: str) -> list[Manifest]:
+    """Render `overlay` of a copy of the manifests under `root` (see `manifests_copy`)."""
+    result = subprocess.run(
+        [kubectl(), "kustomize", str(root / "overlays" / overlay)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def manifests_copy(target: Path) -> Path:
+    """A copy of every directory the overlays render from, to change and render again."""
+    for name in MANIFEST_DIRS:
+        shutil.copytree(REPO / name, target / name)
+    return target

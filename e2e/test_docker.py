@@ -253,7 +253,7 @@ def test_a_killed_worker_loses_no_item(system: System, running: Containers) -> N
     before = running.stdout(victim)
     [held] = items_worked_on(before)
     assert QUEUE_EMPTY not in before
-    # restartPolicy OnFailure: the kubelet starts the container again; here, a fresh one.
+    # restartPolicy Never: the Job controller starts a new pod; here, a fresh container.
     survivors = [name for name in workers if name != victim]
     survivors.append(running.start(worker, f"worker-{system.parallelism}"))
 

@@ -1,41 +1,96 @@
 #!/usr/bin/env bash
-# Apply an overlay so that running it again always converges. Jobs are immutable and run once, so
-# before the apply every Job of the overlay that has finished, or whose new spec the API server would
-# reject, is deleted (waiting for its pods to go) and is then created afresh by the apply.
-# The Redis Pod is never replaced here: it holds the queue (docs/deploying.md).
-# Usage: scripts/deploy.sh OVERLAY_DIR
+# Apply an overlay the GitOps way: Git decides what runs, and an unchanged tree changes nothing.
+#   scripts/deploy.sh OVERLAY_DIR
+#   CONTEXT=NAME   deploy to this kubeconfig context (default: the current one); needed to deploy
+#                  the dev overlay, whose password is committed, anywhere but a kind cluster
+# Jobs are immutable. A Job whose new spec the API server rejects as an immutable-field change (new
+# items or run label: a new run; another setting or image) is deleted, waiting for its pods to go,
+# and created afresh by the apply. Any other rejection stops the deploy before anything changed. A
+# Job whose spec is unchanged is never touched, running or finished. Redis is never replaced: its
+# Pod holds the queue (docs/deploying.md).
 set -euo pipefail
 
-if [[ $# -ne 1 ]]; then
-  echo "usage: $0 OVERLAY_DIR" >&2
+die() {
+  echo "${0##*/}: $*" >&2
+  exit 1
+}
+
+usage() {
+  sed -n '3,5s/^# //p' "${BASH_SOURCE[0]}" >&2
   exit 2
+}
+
+[[ $# -eq 1 ]] || usage
+overlay=${1%/}
+[[ -d $overlay ]] || die "no overlay directory $overlay"
+
+context=${CONTEXT:-}
+if [[ -z $context ]]; then
+  context=$(kubectl config current-context) || die "no current kubeconfig context; name one with CONTEXT="
 fi
+target=$(kubectl config view --minify --context "$context" \
+  -o jsonpath='cluster {.clusters[0].name} at {.clusters[0].cluster.server}') ||
+  die "no context $context in the kubeconfig"
+echo "${0##*/}: deploying $overlay to context $context ($target)"
+# kind names its contexts kind-<cluster>. Anywhere else the dev password would protect a real queue.
+if [[ ${overlay##*/} == dev && $context != kind-* && -z ${CONTEXT:-} ]]; then
+  die "refusing to deploy the dev overlay (its password is committed) to $context, not a kind" \
+    "cluster's context (kind-*); to do it anyway, name the context: CONTEXT=$context"
+fi
+
+k() { kubectl --context "$context" "$@"; }
+
+# The causes of an "is invalid" rejection as kubectl prints it, one a line: `The Job "x" is
+# invalid: CAUSE`, or that line ending in ": " and then one "* CAUSE" line each. Nothing for any
+# other error (forbidden, a webhook, a timeout).
+causes() {
+  local header
+  header=$(grep -m 1 -E '^The [A-Za-z]+ "[^"]*" is invalid: ' <<<"$1") || return 0
+  header=${header#*is invalid: }
+  if [[ -n ${header// /} ]]; then
+    echo "$header"
+  else
+    sed -n 's/^\* //p' <<<"$1"
+  fi
+}
+
+# True when the API server rejected the object only because immutable fields would change.
+immutable_only() {
+  local found
+  found=$(causes "$1")
+  [[ -n $found ]] && ! grep -qv ': field is immutable$' <<<"$found"
+}
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-kubectl kustomize "$1" >"$work/all.yaml"
-# One file per object (kustomize separates them with a bare ---), to ask about each Job on its own.
-awk -v dir="$work" 'BEGIN { n = 0 } /^---$/ { n++; next } { print > (dir "/object-" n ".yaml") }' "$work/all.yaml"
+k kustomize "$overlay" >"$work/all.yaml"
+# One file per object (kustomize separates them with a bare ---), to ask about each on its own.
+awk -v dir="$work" 'BEGIN { n = 0 } /^---$/ { n++; next } { print > (dir "/object-" n ".yaml") }' \
+  "$work/all.yaml"
 
+# Every existing object is checked first, so that a refusal changes nothing at all.
+replace=()
 for object in "$work"/object-*.yaml; do
-  grep -qx 'kind: Job' "$object" || continue
-  # Empty when the Job does not exist; otherwise its name and the types of its true conditions.
-  state=$(kubectl get -f "$object" --ignore-not-found \
-    -o jsonpath='{.metadata.name}:{.status.conditions[?(@.status=="True")].type}')
-  [[ -n $state ]] || continue
-  if [[ $state =~ (Complete|Failed) ]]; then
-    reason="it has finished"
-  elif ! kubectl apply --dry-run=server -f "$object" >/dev/null 2>&1; then
-    reason="its new spec cannot be applied to it"
-  else
+  name=$(k get -f "$object" --ignore-not-found -o name) || die "cannot read the object in $object"
+  [[ -n $name ]] || continue
+  if rejected=$(k apply --dry-run=server -f "$object" 2>&1); then
     continue
   fi
-  echo "replacing job ${state%%:*}: $reason"
-  kubectl delete -f "$object" --cascade=foreground --wait --timeout=5m
+  if [[ $name == job.batch/* ]] && immutable_only "$rejected"; then
+    replace+=("$object")
+    echo "${0##*/}: replacing $name: its new spec changes immutable fields ($(causes "$rejected" |
+      sed 's/: .*//' | paste -sd, -))"
+  elif [[ $name == pod/* ]]; then
+    die "the API server rejects the new spec of $name; replacing the Redis Pod empties the" \
+      "queue, see docs/deploying.md (nothing was changed):"$'\n'"$rejected"
+  else
+    die "the API server rejects the new $name (nothing was changed):"$'\n'"$rejected"
+  fi
 done
 
-if ! kubectl apply -f "$work/all.yaml"; then
-  echo "apply failed; if the Redis Pod's spec changed, see docs/deploying.md (replacing it empties the queue)" >&2
-  exit 1
-fi
+# (The odd expansion: bash 3.2, macOS's, calls an empty array unset.)
+for object in ${replace[@]+"${replace[@]}"}; do
+  k delete -f "$object" --cascade=foreground --wait --timeout=5m
+done
+k apply -f "$work/all.yaml"

@@ -15,52 +15,52 @@ readonly repo
 readonly config="$repo/e2e/kind-config.yaml"
 
 usage() {
-    sed -n '3,7s/^# //p' "${BASH_SOURCE[0]}" >&2
-    exit 2
+  sed -n '3,7s/^# //p' "${BASH_SOURCE[0]}" >&2
+  exit 2
 }
 
 die() {
-    echo "kind.sh: $*" >&2
-    exit 1
+  echo "${0##*/}: $*" >&2
+  exit 1
 }
 
 # The sha256 of each kind v0.33.0 release binary, as published beside it (kind-<os>-<arch>.sha256sum).
 kind_sha256() {
-    case "$1" in
-        linux-amd64) echo aee6151561422756b764a4ae28e7f44cda5af5a9eead3cc9985112b1de8d8e0d ;;
-        linux-arm64) echo 20022bee6cfcd5086cb7234d218e3454e6090022f2a8f55d1fa7fcf42c3867a2 ;;
-        darwin-amd64) echo 5a99f26f57246dc9319dd294803313197a0f34d33c525b3ea8b655db5916ece0 ;;
-        darwin-arm64) echo 0c8c7dbe5e23594a198b786c4bc13dacc101fa6196b0cb0b23a1ca44e61f4b4f ;;
-        *) return 1 ;;
-    esac
+  case "$1" in
+  linux-amd64) echo aee6151561422756b764a4ae28e7f44cda5af5a9eead3cc9985112b1de8d8e0d ;;
+  linux-arm64) echo 20022bee6cfcd5086cb7234d218e3454e6090022f2a8f55d1fa7fcf42c3867a2 ;;
+  darwin-amd64) echo 5a99f26f57246dc9319dd294803313197a0f34d33c525b3ea8b655db5916ece0 ;;
+  darwin-arm64) echo 0c8c7dbe5e23594a198b786c4bc13dacc101fa6196b0cb0b23a1ca44e61f4b4f ;;
+  *) return 1 ;;
+  esac
 }
 
 platform() {
-    local os arch
-    case "$(uname -s)" in
-        Linux) os=linux ;;
-        Darwin) os=darwin ;;
-        *) return 1 ;;
-    esac
-    case "$(uname -m)" in
-        x86_64 | amd64) arch=amd64 ;;
-        aarch64 | arm64) arch=arm64 ;;
-        *) return 1 ;;
-    esac
-    echo "$os-$arch"
+  local os arch
+  case "$(uname -s)" in
+  Linux) os=linux ;;
+  Darwin) os=darwin ;;
+  *) return 1 ;;
+  esac
+  case "$(uname -m)" in
+  x86_64 | amd64) arch=amd64 ;;
+  aarch64 | arm64) arch=arm64 ;;
+  *) return 1 ;;
+  esac
+  echo "$os-$arch"
 }
 
 sha256_of() {
-    if command -v sha256sum >/dev/null 2>&1; then
-        sha256sum "$1" | cut -d ' ' -f 1
-    else
-        shasum -a 256 "$1" | cut -d ' ' -f 1
-    fi
+  if command -v sha256sum >/dev/null 2>&1; then
+    sha256sum "$1" | cut -d ' ' -f 1
+  else
+    shasum -a 256 "$1" | cut -d ' ' -f 1
+  fi
 }
 
 install_hint() {
-    cat >&2 <<EOF
-kind.sh: install kind $KIND_VERSION and put it on PATH, for example with
+  cat >&2 <<EOF
+${0##*/}: install kind $KIND_VERSION and put it on PATH, for example with
   go install sigs.k8s.io/kind@$KIND_VERSION
 or by downloading kind-<os>-<arch> from
   https://github.com/kubernetes-sigs/kind/releases/tag/$KIND_VERSION
@@ -69,80 +69,80 @@ EOF
 }
 
 kind_bin() {
-    local found
-    if found=$(command -v kind) && [[ " $("$found" version 2>/dev/null) " == *" $KIND_VERSION "* ]]; then
-        echo "$found"
-        return
-    fi
-    local plat want dest tmp got
-    if ! plat=$(platform); then
-        install_hint
-        die "kind publishes no binary for $(uname -s)/$(uname -m)"
-    fi
-    want=$(kind_sha256 "$plat")
-    dest="$repo/.cache/kind/$KIND_VERSION/kind"
-    if [[ -x $dest && $(sha256_of "$dest") == "$want" ]]; then
-        echo "$dest"
-        return
-    fi
-    mkdir -p "$(dirname "$dest")"
-    tmp=$(mktemp "$dest.XXXXXX")
-    echo "kind.sh: fetching kind $KIND_VERSION ($plat)" >&2
-    if ! curl -fsSL --retry 3 -o "$tmp" \
-        "https://github.com/kubernetes-sigs/kind/releases/download/$KIND_VERSION/kind-$plat"; then
-        rm -f "$tmp"
-        install_hint
-        die "could not download kind $KIND_VERSION"
-    fi
-    got=$(sha256_of "$tmp")
-    if [[ $got != "$want" ]]; then
-        rm -f "$tmp"
-        die "kind-$plat has sha256 $got, expected $want; not using it"
-    fi
-    chmod 0755 "$tmp"
-    mv -f "$tmp" "$dest"
+  local found
+  if found=$(command -v kind) && [[ " $("$found" version 2>/dev/null) " == *" $KIND_VERSION "* ]]; then
+    echo "$found"
+    return
+  fi
+  local plat want dest tmp got
+  if ! plat=$(platform); then
+    install_hint
+    die "kind publishes no binary for $(uname -s)/$(uname -m)"
+  fi
+  want=$(kind_sha256 "$plat")
+  dest="$repo/.cache/kind/$KIND_VERSION/kind"
+  if [[ -x $dest && $(sha256_of "$dest") == "$want" ]]; then
     echo "$dest"
+    return
+  fi
+  mkdir -p "$(dirname "$dest")"
+  tmp=$(mktemp "$dest.XXXXXX")
+  echo "${0##*/}: fetching kind $KIND_VERSION ($plat)" >&2
+  if ! curl -fsSL --retry 3 -o "$tmp" \
+    "https://github.com/kubernetes-sigs/kind/releases/download/$KIND_VERSION/kind-$plat"; then
+    rm -f "$tmp"
+    install_hint
+    die "could not download kind $KIND_VERSION"
+  fi
+  got=$(sha256_of "$tmp")
+  if [[ $got != "$want" ]]; then
+    rm -f "$tmp"
+    die "kind-$plat has sha256 $got, expected $want; not using it"
+  fi
+  chmod 0755 "$tmp"
+  mv -f "$tmp" "$dest"
+  echo "$dest"
 }
 
 up() {
-    local cluster=$1 image=$2 kind clusters
-    command -v docker >/dev/null 2>&1 || die "docker not found on PATH: kind runs its node in Docker"
-    kind=$(kind_bin)
-    # Captured first: grep -q leaving a pipe early would make pipefail report a failed `kind`.
-    clusters=$("$kind" get clusters 2>/dev/null)
-    if grep -qx -- "$cluster" <<<"$clusters"; then
-        echo "kind.sh: cluster $cluster exists; reusing it" >&2
-        "$kind" export kubeconfig --name "$cluster"
-    else
-        "$kind" create cluster --name "$cluster" --config "$config" --wait 120s
-    fi
-    docker build -t "$image" "$repo/worker"
-    "$kind" load docker-image "$image" --name "$cluster"
+  local cluster=$1 image=$2 kind clusters
+  command -v docker >/dev/null 2>&1 || die "docker not found on PATH: kind runs its node in Docker"
+  kind=$(kind_bin)
+  # Captured first: grep -q leaving a pipe early would make pipefail report a failed `kind`.
+  clusters=$("$kind" get clusters 2>/dev/null)
+  if grep -qx -- "$cluster" <<<"$clusters"; then
+    echo "${0##*/}: cluster $cluster exists; reusing it" >&2
+    "$kind" export kubeconfig --name "$cluster"
+  else
+    "$kind" create cluster --name "$cluster" --config "$config" --wait 120s
+  fi
+  docker build -t "$image" "$repo/worker"
+  "$kind" load docker-image "$image" --name "$cluster"
 }
 
 main() {
-    local kind
-    case "${1:-}" in
-        up)
-            [[ $# -eq 3 ]] || usage
-            up "$2" "$3"
-            ;;
-        down)
-            [[ $# -eq 2 ]] || usage
-            kind=$(kind_bin)
-            "$kind" delete cluster --name "$2"
-            ;;
-        logs)
-            [[ $# -eq 3 ]] || usage
-            kind=$(kind_bin)
-            "$kind" export logs "$3" --name "$2"
-            ;;
-        bin)
-            [[ $# -eq 1 ]] || usage
-            kind_bin
-            ;;
-        *) usage ;;
-    esac
+  local kind
+  case "${1:-}" in
+  up)
+    [[ $# -eq 3 ]] || usage
+    up "$2" "$3"
+    ;;
+  down)
+    [[ $# -eq 2 ]] || usage
+    kind=$(kind_bin)
+    "$kind" delete cluster --name "$2"
+    ;;
+  logs)
+    [[ $# -eq 3 ]] || usage
+    kind=$(kind_bin)
+    "$kind" export logs "$3" --name "$2"
+    ;;
+  bin)
+    [[ $# -eq 1 ]] || usage
+    kind_bin
+    ;;
+  *) usage ;;
+  esac
 }
 
 main "$@"

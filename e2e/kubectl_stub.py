@@ -1,0 +1,86 @@
+"""A stand-in `kubectl` for testing scripts/deploy.sh's decisions without a cluster.
+
+No API server runs on a machine without a cluster, so this answers as one would: which objects
+exist, and what a server-side dry-run apply says about each, with the error texts kubectl prints
+for real rejections (e2e/test_deploy.py quotes their sources). Every call is recorded. `kustomize`
+is passed to the real kubectl. The cluster e2e (e2e/test_kind.py) runs deploy.sh for real.
+
+Reads the scenario from the JSON file named by $KUBECTL_STUB (keys: context, cluster, server,
+existing: ["Kind/name"], rejections: {"Kind/name": "text"}), appends each call's argv to
+$KUBECTL_STUB.calls as a JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def _object(path: str) -> str:
+    [obj] = [doc for doc in yaml.safe_load_all(Path(path).read_text(encoding="utf-8")) if doc]
+    return f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+def _resource(ref: str) -> str:
+    """`kubectl get -o name`'s spelling: job.batch/job-wq-2, pod/redis."""
+    kind, name = ref.split("/", 1)
+    group = {"Job": ".batch", "NetworkPolicy": ".networking.k8s.io"}.get(kind, "")
+    return f"{kind.lower()}{group}/{name}"
+
+
+def _config(scenario: dict[str, Any], args: list[str]) -> int:
+    if args[:1] == ["current-context"]:
+        print(scenario["context"])
+        return 0
+    if args[:1] == ["view"] and "--minify" in args:
+        context = args[args.index("--context") + 1]
+        if context != scenario["context"]:
+            print(f"error: context was not found for specified context: {context}", file=sys.stderr)
+            return 1
+        print(f"cluster {scenario['cluster']} at {scenario['server']}", end="")
+        return 0
+    raise SystemExit(f"kubectl stub: unexpected config call {args}")
+
+
+def main(argv: list[str]) -> int:
+    state = Path(os.environ["KUBECTL_STUB"])
+    scenario = json.loads(state.read_text(encoding="utf-8"))
+    with open(f"{state}.calls", "a", encoding="utf-8") as calls:
+        calls.write(json.dumps(argv) + "\n")
+    args = list(argv)
+    if args[:1] == ["--context"]:
+        if args[1] != scenario["context"]:
+            raise SystemExit(f"kubectl stub: called for context {args[1]}")
+        args = args[2:]
+    if args[:1] == ["kustomize"]:
+        return subprocess.run([os.environ["KUBECTL_REAL"], *args], check=False).returncode
+    if args[:1] == ["config"]:
+        return _config(scenario, args[1:])
+    target = args[args.index("-f") + 1] if "-f" in args else ""
+    verb = args[0]
+    if verb == "get":
+        ref = _object(target)
+        if ref in scenario["existing"]:
+            print(_resource(ref))
+        return 0
+    if verb == "apply" and "--dry-run=server" in args:
+        rejection = scenario["rejections"].get(_object(target))
+        if rejection is None:
+            print(f"{_resource(_object(target))} unchanged (server dry run)")
+            return 0
+        print(rejection, file=sys.stderr)
+        return 1
+    if verb in ("apply", "delete"):
+        print(f"{verb} {target}: done")
+        return 0
+    raise SystemExit(f"kubectl stub: unexpected call {argv}")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
