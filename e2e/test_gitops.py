@@ -1,0 +1,196 @@
+"""The Flux and Argo CD entry points in clusters/: valid against the controllers' CRD schemas, and
+what they promise (Redis before the Jobs, no waiting on a run, only changed Jobs replaced).
+
+The schemas come from $CRD_SCHEMAS_DIR (files `<group>/<kind>_<version>.json`), by default
+../shared/schemas/crds beside the repository when it is there, else from the public CRDs catalog
+when it can be reached; with neither the schema test skips and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from functools import cache
+from pathlib import Path
+
+import pytest
+import yaml
+from rendering import REPO, Manifest, kubectl, render
+
+SCHEMAS = "CRD_SCHEMAS_DIR"
+CATALOG = "https://raw.githubusercontent.com/datreeio/CRDs-catalog/main"
+CLUSTERS = REPO / "clusters"
+ENVIRONMENTS = sorted(path.name for path in CLUSTERS.iterdir() if path.is_dir())
+FLUX_KUSTOMIZATION = "kustomize.toolkit.fluxcd.io/v1"
+REDIS, JOBS = "job-wq-2-redis", "job-wq-2-jobs"
+
+environments = pytest.mark.parametrize("env", ENVIRONMENTS)
+
+
+def flux_objects(env: str) -> list[Manifest]:
+    """What Flux applies from clusters/<env>/flux, rendered as it renders it."""
+    done = subprocess.run(
+        [kubectl(), "kustomize", str(CLUSTERS / env / "flux")],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def argo_objects(env: str) -> list[Manifest]:
+    text = (CLUSTERS / env / "argocd" / "application.yaml").read_text(encoding="utf-8")
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def flux_kustomizations(env: str) -> dict[str, Manifest]:
+    return {
+        obj["metadata"]["name"]: obj
+        for obj in flux_objects(env)
+        if obj["apiVersion"] == FLUX_KUSTOMIZATION and obj["kind"] == "Kustomization"
+    }
+
+
+@cache
+def schema_root() -> str:
+    """Where the CRD schemas are read from: a directory, or the catalog's URL."""
+    configured = os.environ.get(SCHEMAS)
+    if configured:
+        if not Path(configured).is_dir():
+            pytest.fail(f"{SCHEMAS}={configured} is not a directory")
+        return configured
+    beside = REPO.parent / "shared" / "schemas" / "crds"
+    if beside.is_dir():
+        return str(beside)
+    try:
+        with urllib.request.urlopen(f"{CATALOG}/README.md", timeout=10):  # noqa: S310 (https)
+            return CATALOG
+    except (urllib.error.URLError, TimeoutError) as error:
+        pytest.skip(
+            f"no CRD schemas: {SCHEMAS} unset, no {beside}, and {CATALOG} unreachable ({error})"
+        )
+
+
+def schema_for(obj: Manifest) -> str:
+    group, version = obj["apiVersion"].split("/")
+    return f"{schema_root()}/{group}/{obj['kind'].lower()}_{version}.json"
+
+
+def check_jsonschema() -> str:
+    return str(Path(sys.executable).with_name("check-jsonschema"))
+
+
+def gitops_objects() -> list[tuple[str, Manifest]]:
+    found = []
+    for env in ENVIRONMENTS:
+        found += [(f"{env}/flux", obj) for obj in flux_objects(env)]
+        found += [(f"{env}/argocd", obj) for obj in argo_objects(env)]
+    return found
+
+
+@pytest.mark.parametrize(
+    ("where", "obj"),
+    gitops_objects(),
+    ids=[f"{where}:{obj['kind']}/{obj['metadata']['name']}" for where, obj in gitops_objects()],
+)
+def test_every_object_is_valid_against_its_crd_schema(
+    where: str, obj: Manifest, tmp_path: Path
+) -> None:
+    instance = tmp_path / "object.json"
+    instance.write_text(json.dumps(obj), encoding="utf-8")
+    done = subprocess.run(
+        [check_jsonschema(), "--schemafile", schema_for(obj), str(instance)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, f"{where}: {done.stdout}{done.stderr}"
+
+
+@environments
+def test_flux_starts_redis_first_and_never_waits_for_a_run(env: str) -> None:
+    kustomizations = flux_kustomizations(env)
+    assert set(kustomizations) == {REDIS, JOBS}
+    redis, jobs = kustomizations[REDIS]["spec"], kustomizations[JOBS]["spec"]
+    assert redis["wait"] is True, "the Jobs must start only once Redis is healthy"
+    assert "dependsOn" not in redis
+    assert jobs["dependsOn"] == [{"name": REDIS}]
+    assert jobs["wait"] is False, "a Job is healthy only when complete: a long run would time out"
+    assert not jobs.get("healthChecks"), "a health check on a Job waits for the whole run"
+    for spec in (redis, jobs):
+        assert spec["prune"] is True
+        assert not spec.get("force"), "force only where needed: the Jobs' own annotation"
+        assert spec["timeout"] and spec["interval"]
+
+
+@environments
+def test_flux_sources_and_paths_resolve(env: str) -> None:
+    objects = flux_objects(env)
+    sources = {(o["kind"], o["metadata"]["name"]) for o in objects if "source" in o["apiVersion"]}
+    for spec in (k["spec"] for k in flux_kustomizations(env).values()):
+        assert (spec["sourceRef"]["kind"], spec["sourceRef"]["name"]) in sources
+        overlay = REPO / spec["path"]
+        assert (overlay / "kustomization.yaml").is_file(), spec["path"]
+    [argo] = argo_objects(env)
+    assert (REPO / argo["spec"]["source"]["path"] / "kustomization.yaml").is_file()
+
+
+def with_patches(overlay: Path, patches: list[Manifest], root: Path) -> set[tuple[str, str]]:
+    """The (kind, name) of what Flux applies: the overlay with the Kustomization's patches."""
+    root.mkdir()
+    # kustomize takes only relative paths to other directories.
+    resource = os.path.relpath(overlay, root)
+    (root / "kustomization.yaml").write_text(
+        yaml.safe_dump({"resources": [resource], "patches": patches}), encoding="utf-8"
+    )
+    done = subprocess.run(
+        [kubectl(), "kustomize", str(root)], check=True, capture_output=True, text=True
+    )
+    return {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(done.stdout) if d}
+
+
+@environments
+def test_flux_splits_the_overlay_between_redis_and_jobs_without_overlap(
+    env: str, tmp_path: Path
+) -> None:
+    kustomizations = flux_kustomizations(env)
+    overlay = REPO / kustomizations[REDIS]["spec"]["path"]
+    assert kustomizations[JOBS]["spec"]["path"] == kustomizations[REDIS]["spec"]["path"]
+    parts = {
+        name: with_patches(overlay, k["spec"].get("patches", []), tmp_path / name)
+        for name, k in kustomizations.items()
+    }
+    everything = {(o["kind"], o["metadata"]["name"]) for o in render(overlay.name)}
+    assert parts[REDIS] | parts[JOBS] == everything, "an object of the overlay is never applied"
+    assert not parts[REDIS] & parts[JOBS], "an object owned by both would flap between them"
+    assert ("Pod", "redis") in parts[REDIS]
+    assert {kind for kind, _ in parts[JOBS]} == {"Job", "ConfigMap"}
+
+
+def test_the_environments_differ_only_in_source_and_overlay() -> None:
+    def shape(env: str) -> dict[str, Manifest]:
+        found = {}
+        for name, obj in flux_kustomizations(env).items():
+            spec = {k: v for k, v in obj["spec"].items() if k not in ("path", "sourceRef")}
+            found[name] = {**spec, "source": obj["spec"]["sourceRef"]["name"]}
+        return found
+
+    first, *others = ENVIRONMENTS
+    for env in others:
+        assert shape(env) == shape(first), f"clusters/{env} and clusters/{first} drifted apart"
+
+
+@environments
+def test_argo_cd_replaces_only_out_of_sync_jobs(env: str) -> None:
+    [app] = argo_objects(env)
+    policy = app["spec"]["syncPolicy"]
+    options = policy["syncOptions"]
+    assert "ApplyOutOfSyncOnly=true" in options, "else every sync recreates the Force=true Jobs"
+    assert not [o for o in options if o.startswith(("Replace=", "Force="))], "Jobs only"
+    assert policy["automated"]["prune"] is True
+    assert app["spec"]["destination"]["namespace"] == "job-wq-2"
