@@ -1,0 +1,133 @@
+"""A seed under faults: a lost reply makes redis-py send a script or a pipeline again, and a Redis
+without persistence can restart mid-seed. Each test drives the fault for real, through the fault
+proxy on loopback or by restarting a real server, against each server kind installed."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from conftest import pending_of, rediswq
+from faults import Command, FaultProxy, evalsha
+from rediswq import WorkQueue, seed
+from rediswq.connection import connect
+from rediswq.server import EmbeddedRedis
+
+
+def loaded(queue: WorkQueue) -> WorkQueue:
+    """`queue`, its scripts loaded on the server: else the first call of each is answered
+    NOSCRIPT, and a fault aimed at it would hit that answer, not a run of the script."""
+    for script in vars(queue.scripts).values():
+        queue.client.script_load(script.script)
+    return queue
+
+
+@pytest.fixture
+def through_proxy(fault_proxy: FaultProxy, queue_name: str) -> Iterator[WorkQueue]:
+    """A queue whose client (with the retries users get) talks through the fault proxy."""
+    client = connect(fault_proxy.url)
+    yield loaded(WorkQueue(client, queue_name))
+    client.close()
+
+
+def staging_command(queue: WorkQueue) -> Callable[[Command], bool]:
+    """Matches any command on one of the queue's staging lists."""
+    prefix = f"{queue.keys.name}:staging:".encode()
+    return lambda args: any(arg.startswith(prefix) for arg in args[1:])
+
+
+def test_a_lost_reply_to_seed_reset_does_not_seal_an_empty_queue(
+    fault_proxy: FaultProxy, through_proxy: WorkQueue
+) -> None:
+    queue = through_proxy
+    seed(queue, [b"old-1", b"old-2"])
+    lost = fault_proxy.lose_reply(evalsha(queue.scripts.seal))
+    new = [f"new-{n}".encode() for n in range(3000)]
+    result = seed(queue, new, reset=True)
+    assert lost.fired.is_set(), "the fault did not fire: the test proves nothing"
+    assert result.queued == 3000
+    assert pending_of(queue) == new
+    assert queue.is_sealed()
+
+
+def test_a_lost_reply_to_staging_queues_each_item_once(
+    fault_proxy: FaultProxy, through_proxy: WorkQueue
+) -> None:
+    queue = through_proxy
+    lost = fault_proxy.lose_reply(staging_command(queue))
+    items = [f"item-{n}".encode() for n in range(3000)]
+    result = seed(queue, items)
+    assert lost.fired.is_set(), "the fault did not fire: the test proves nothing"
+    assert result.queued == 3000
+    assert pending_of(queue) == items
+
+
+def test_a_lost_reply_to_the_seal_still_reports_what_this_seed_queued(
+    fault_proxy: FaultProxy, queue_name: str, tmp_path: Path
+) -> None:
+    items = tmp_path / "items.txt"
+    items.write_text("apple\nbanana\n", encoding="utf-8")
+    probe = loaded(WorkQueue(redis.Redis(port=fault_proxy.upstream_port), queue_name))
+    lost = fault_proxy.lose_reply(evalsha(probe.scripts.seal))
+    result = rediswq("seed", str(items), "--redis-url", fault_proxy.url, "--queue", queue_name)
+    assert lost.fired.is_set(), "the fault did not fire: the test proves nothing"
+    assert result.returncode == 0, result.stderr
+    assert "nothing changed" not in result.stdout
+    assert result.stdout.splitlines()[-1].startswith(f"Queued 2 items in {queue_name!r}")
+    assert pending_of(probe) == [b"apple", b"banana"]
+
+
+def test_a_seed_that_loses_staged_items_to_a_restart_fails_and_seals_nothing(
+    fresh_server: EmbeddedRedis, queue_name: str, tmp_path: Path
+) -> None:
+    """Redis without persistence restarts mid-seed: what was staged is gone, the rest is not."""
+    items = tmp_path / "items.txt"
+    items.write_text("".join(f"item-{n:07d}\n" for n in range(1_000_000)), encoding="utf-8")
+    watcher = redis.Redis(port=fresh_server.port)
+    restarted = threading.Event()
+
+    def restart_mid_seed() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with contextlib.suppress(redis.RedisError):  # the watcher's, while it restarts
+                staged = [watcher.llen(key) for key in watcher.scan_iter(f"{queue_name}:staging:*")]
+                if staged and staged[0] >= 100_000:
+                    fresh_server.restart()  # --save "" and no AOF: everything is gone
+                    restarted.set()
+                    return
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=restart_mid_seed)
+    thread.start()
+    result = rediswq(
+        "seed", str(items), "--redis-url", fresh_server.url, "--queue", queue_name, timeout=300
+    )
+    thread.join()
+    assert restarted.is_set(), "the seed finished before the restart: the test proves nothing"
+    assert result.returncode == 1, result.stdout
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("rediswq: error: Redis lost items this seed had staged")
+    assert "nothing was sealed" in line
+    after = redis.Redis(port=fresh_server.port)
+    assert after.exists(f"{queue_name}:sealed") == 0
+    assert after.llen(queue_name) == 0
+
+
+def test_the_seal_checks_the_staged_count_before_it_writes(
+    fresh_server: EmbeddedRedis, queue_name: str
+) -> None:
+    """Staged items lost between the last batch and the seal: the seal refuses, changing nothing."""
+    queue = WorkQueue(connect(fresh_server.url), queue_name)
+    seed(queue, [b"old"], run="old")
+    staging = queue.keys.staging("lost-one")
+    queue.client.rpush(staging, b"a", b"b")  # a seed staged 3; one vanished
+    before = {key: queue.client.dump(key) for key in queue.client.keys("*")}
+    with pytest.raises(redis.ResponseError, match="STAGING 2 of the 3 staged items"):
+        queue.run(queue.scripts.seal, [1, "new", "token", 3, 60], keys=[staging])
+    assert {key: queue.client.dump(key) for key in queue.client.keys("*")} == before
