@@ -6,9 +6,14 @@ writes of one short line are atomic, so many processes can share the file.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import threading
 import time
 from typing import TextIO
+
+from rediswq import Reject
 
 
 def _record(line: str) -> None:
@@ -57,3 +62,29 @@ def recorded(path: str) -> list[str]:
             return file.read().splitlines()
     except FileNotFoundError:
         return []
+
+
+def fail_always(item: str) -> None:
+    raise ValueError(f"no luck with {item}")
+
+
+def reject_bad(item: str) -> str:
+    if item.startswith("bad"):
+        raise Reject(f"{item} can never work")
+    return item.upper()
+
+
+def block_in_c(item: str) -> None:
+    """Hang where no Python exception can reach: in libc's sleep(), in a thread that ignores
+    every exception, while the main thread waits for it."""
+
+    def hang() -> None:
+        while True:
+            with contextlib.suppress(BaseException):  # the point: nothing stops this thread
+                ctypes.CDLL(None).sleep(3600)
+
+    if item.startswith("hang"):
+        thread = threading.Thread(target=hang)
+        thread.start()
+        thread.join()
+    _record(item)

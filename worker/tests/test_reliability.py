@@ -50,7 +50,7 @@ def test_eight_workers_do_twenty_thousand_items_exactly_once(
     assert stats_of(queue) == {"done": 20_000}
     assert queue.counts() == (0, 0)
     assert all(out.rstrip().endswith("Queue empty, exiting") for out in outputs)
-    done_per_worker = [int(out.split("done=")[1].split()[0]) for out in outputs]
+    done_per_worker = [int(out.split("\nDone ")[1].split()[0]) for out in outputs]
     assert sum(done_per_worker) == 20_000
 
 
@@ -140,5 +140,5 @@ def test_the_worker_process_exits_zero_after_dead_lettering(
     assert worker.returncode == 0, out
     assert sorted(recorded(str(record))) == ["ok-1", "ok-2"]
     assert queue.client.lrange(queue.keys.failed, 0, -1) == [b"poison-pill"]
-    assert "done=2 failed_attempts=2 dead_lettered=1" in out
+    assert "Done 2 items; 2 failed attempts, 1 item dead-lettered, 0 lost leases" in out
     assert os.linesep.join(out.splitlines()[-1:]) == "Queue empty, exiting"

@@ -80,7 +80,7 @@ def test_the_same_list_twice_redoes_nothing(deploy: Deployment) -> None:
     assert again.returncode == 0, again.stderr
     assert "already sealed for run" in again.stdout and "nothing changed" in again.stdout
     out = ran(deploy.worker(items))
-    assert "Processed 0 items" in out
+    assert "Done 0 items" in out
     assert sorted(deploy.worked_on()) == ["apple", "banana"]
 
 

@@ -5,6 +5,7 @@
 
 from rediswq.compat import RedisWQ
 from rediswq.errors import ConfigError, QueueError
+from rediswq.handlers import Reject
 from rediswq.queue import Lease, Released, State, Step, WorkQueue
 from rediswq.seeding import SeedResult, seed
 from rediswq.status import Status, snapshot
@@ -14,6 +15,7 @@ __all__ = [
     "Lease",
     "QueueError",
     "RedisWQ",
+    "Reject",
     "Released",
     "SeedResult",
     "State",

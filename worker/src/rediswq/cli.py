@@ -1,4 +1,5 @@
-"""The `rediswq` command: worker, seed, status, local. Flags override environment variables."""
+"""The `rediswq` command: worker, seed, status, failed, results, local. Flags override environment
+variables."""
 
 from __future__ import annotations
 
@@ -17,9 +18,13 @@ import redis
 
 from rediswq.connection import connect, describe, wait_until_ready
 from rediswq.errors import ConfigError, QueueError, signal_exit
-from rediswq.handlers import load, sleeper, taking_bytes
+from rediswq.execution import TimeLimited
+from rediswq.handlers import HandlerSpec
 from rediswq.local import run_local
 from rediswq.queue import WorkQueue
+from rediswq.reports import add_report_commands
+from rediswq.results import ResultStore, encoded
+from rediswq.retry import Backoff
 from rediswq.runs import checked, restore, run_id
 from rediswq.seeding import read_items, seed
 from rediswq.status import render, snapshot, watch
@@ -52,6 +57,14 @@ def _number(
 positive = _number(float, minimum=0, strict=True)
 non_negative = _number(float, minimum=0, strict=False)
 at_least_one = _number(int, minimum=1, strict=False)
+
+
+def backoff(text: str) -> Backoff:
+    try:
+        return Backoff.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
 
 # One Lua call unpacks two values per item; this keeps well inside Lua's stack.
 MAX_PREFETCH = 1000
@@ -102,6 +115,49 @@ def _setting(
     )
 
 
+def _add_work(parser: argparse.ArgumentParser, work_seconds: str) -> None:
+    """What a worker does with each item; `local` passes the same flags to its workers."""
+    _setting(
+        parser, "--work-seconds", "WORK_SECONDS", work_seconds,
+        "how long the default handler works on an item", kind=non_negative,
+    )  # fmt: skip
+    _setting(
+        parser, "--handler", "HANDLER", "",
+        "module:function called with each item instead of sleeping",
+    )  # fmt: skip
+    parser.add_argument(
+        "--bytes", dest="as_bytes", action="store_true",
+        default=_env_flag("HANDLER_BYTES", False),
+        help="pass items to the handler as bytes, not str (env HANDLER_BYTES)",
+    )  # fmt: skip
+    _setting(
+        parser, "--prefetch", "PREFETCH", "1",
+        f"items leased per round trip, up to {MAX_PREFETCH}", kind=prefetch_count,
+    )  # fmt: skip
+    _setting(
+        parser, "--item-timeout", "ITEM_TIMEOUT", "0",
+        "seconds one item may take, then its attempt fails (0: no limit; a limit runs the "
+        "handler in a child process)", kind=non_negative,
+    )  # fmt: skip
+    _setting(
+        parser, "--retry-backoff", "RETRY_BACKOFF", "1,60",
+        "seconds before a failed item's next attempt: BASE[,MAX], doubled per attempt, with "
+        "jitter; off to retry at once", kind=backoff,
+    )  # fmt: skip
+    parser.add_argument(
+        "--results", action="store_true", default=_env_flag("RESULTS", False),
+        help="keep handlers' return values in <queue>:results (env RESULTS)",
+    )  # fmt: skip
+    _setting(
+        parser, "--results-max-bytes", "RESULTS_MAX_BYTES", "65536",
+        "larger results are not kept (and are logged)", kind=at_least_one,
+    )  # fmt: skip
+    _setting(
+        parser, "--results-ttl", "RESULTS_TTL", "604800",
+        "seconds the results are kept after the last one", kind=at_least_one,
+    )  # fmt: skip
+
+
 def _add_connection(parser: argparse.ArgumentParser) -> None:
     _setting(
         parser, "--redis-url", "REDIS_URL", "redis://redis:6379/0",
@@ -141,26 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="lease and work items until the queue is drained")
     _add_connection(worker)
-    _setting(
-        worker, "--work-seconds", "WORK_SECONDS", "10",
-        "how long the default handler works on an item", kind=non_negative,
-    )  # fmt: skip
-    _setting(
-        worker, "--prefetch", "PREFETCH", "1",
-        f"items leased per round trip, up to {MAX_PREFETCH}", kind=prefetch_count,
-    )  # fmt: skip
+    _add_work(worker, work_seconds="10")
     _setting(
         worker, "--seal-timeout", "SEAL_TIMEOUT", "600",
         "seconds to wait for the seed to seal the queue", kind=non_negative,
-    )  # fmt: skip
-    _setting(
-        worker, "--handler", "HANDLER", "",
-        "module:function called with each item instead of sleeping",
-    )  # fmt: skip
-    worker.add_argument(
-        "--bytes", dest="as_bytes", action="store_true",
-        default=_env_flag("HANDLER_BYTES", False),
-        help="pass items to the handler as bytes, not str (env HANDLER_BYTES)",
     )  # fmt: skip
     worker.add_argument(
         "--no-seal", dest="require_seal", action="store_false",
@@ -196,13 +236,17 @@ def build_parser() -> argparse.ArgumentParser:
     shown.add_argument("--watch", action="store_true", help="a live progress bar until drained")
     status.set_defaults(run=_status)
 
+    add_report_commands(commands, _add_connection, _queue)
+
     local = commands.add_parser("local", help="run everything here: embedded Redis, seed, workers")
     local.add_argument("--items", default="seed/items.txt", help="items file")
     local.add_argument("--workers", type=at_least_one, default="2", help="worker processes")
     _setting(local, "--queue", "QUEUE_NAME", "job2", "the queue's name")
-    local.add_argument(
-        "--work-seconds", type=non_negative, default="0.5", help="seconds of work per item"
-    )
+    _add_work(local, work_seconds="0.5")
+    _setting(
+        local, "--max-attempts", "MAX_ATTEMPTS", "5",
+        "attempts before an item goes to <queue>:failed", kind=at_least_one,
+    )  # fmt: skip
     local.set_defaults(run=_local)
     return parser
 
@@ -245,10 +289,23 @@ def _worker(args: argparse.Namespace) -> int:
     # before the handler is imported: what the handler's module holds (an open file, say) is still
     # collected, and so flushed and closed, at exit.
     gc.freeze()
-    func = load(args.handler) if args.handler else sleeper(args.work_seconds)
-    handler = taking_bytes(func, as_bytes=args.as_bytes)
+    spec = HandlerSpec(args.handler, args.as_bytes, args.work_seconds)
+    handler = spec.load()  # also with a time limit: a bad handler fails here, before any item
     queue = _queue(args, require_seal=args.require_seal, run=_worker_run(args))
-    worker = Worker(queue, handler, prefetch=int(args.prefetch), seal_timeout=args.seal_timeout)
+    results = (
+        ResultStore(queue, int(args.results_max_bytes), int(args.results_ttl))
+        if args.results
+        else None
+    )
+    executor = (
+        TimeLimited(spec, args.item_timeout, encoded if results else None)
+        if args.item_timeout
+        else None
+    )
+    worker = Worker(
+        queue, handler, prefetch=int(args.prefetch), seal_timeout=args.seal_timeout,
+        backoff=args.retry_backoff, results=results, executor=executor,
+    )  # fmt: skip
     return exit_code(worker.run())
 
 
@@ -286,9 +343,27 @@ def _local(args: argparse.Namespace) -> int:
         args.items,
         workers=int(args.workers),
         queue_name=args.queue,
-        work_seconds=args.work_seconds,
+        worker_args=_worker_argv(args),
+        results=args.results,
         out=sys.stdout,
     )
+
+
+def _worker_argv(args: argparse.Namespace) -> list[str]:
+    """The work flags of `local`, as its workers' command line."""
+    argv = [
+        "--work-seconds", str(args.work_seconds), "--prefetch", str(int(args.prefetch)),
+        "--item-timeout", str(args.item_timeout), "--retry-backoff", str(args.retry_backoff),
+        "--results-max-bytes", str(int(args.results_max_bytes)),
+        "--results-ttl", str(int(args.results_ttl)), "--max-attempts", str(int(args.max_attempts)),
+    ]  # fmt: skip
+    if args.handler:
+        argv += ["--handler", args.handler]
+    if args.as_bytes:
+        argv.append("--bytes")
+    if args.results:
+        argv.append("--results")
+    return argv
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,6 +17,9 @@ _LAYOUT = (
     ("stats", ":stats", "hash"),
     ("sealed", ":sealed", "string"),
     ("seq", ":seq", "string"),
+    ("delayed", ":delayed", "zset"),
+    ("failures", ":failed:info", "hash"),
+    ("results", ":results", "hash"),
 )
 
 
@@ -31,6 +34,9 @@ class QueueKeys:
     stats: str = field(init=False)
     sealed: str = field(init=False)
     seq: str = field(init=False)
+    delayed: str = field(init=False)  # failed items waiting for their retry, by due time
+    failures: str = field(init=False)  # each dead letter's last error, by item
+    results: str = field(init=False)  # handlers' return values, by item (--results)
 
     def __post_init__(self) -> None:
         if not self.name.strip():

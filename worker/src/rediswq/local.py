@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -12,12 +13,14 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from rediswq.connection import connect
+from rediswq.deadletter import DeadLetters
 from rediswq.queue import WorkQueue
+from rediswq.results import as_json, stored_results
 from rediswq.seeding import read_items, seed
 from rediswq.server import EmbeddedRedis
 from rediswq.status import Status, progress_bar, snapshot
 
-_SUMMARY = re.compile(r"^Processed \d+ items: done=(\d+)")
+_SUMMARY = re.compile(r"^Done (\d+) items?;")
 
 
 @dataclass
@@ -52,11 +55,11 @@ def _stream(worker: WorkerProcess, console: Console) -> None:
 
 
 def _start_worker(
-    number: int, url: str, queue: str, work_seconds: float, console: Console
+    number: int, url: str, queue: str, worker_args: list[str], console: Console
 ) -> WorkerProcess:
     process = subprocess.Popen(
         [sys.executable, "-m", "rediswq", "worker", "--redis-url", url, "--queue", queue,
-         "--work-seconds", str(work_seconds), "--redis-wait-timeout", "10"],
+         "--redis-wait-timeout", "10", *worker_args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -68,7 +71,13 @@ def _start_worker(
 
 
 def run_local(
-    items_path: str, *, workers: int, queue_name: str, work_seconds: float, out: TextIO
+    items_path: str,
+    *,
+    workers: int,
+    queue_name: str,
+    worker_args: list[str],
+    results: bool = False,
+    out: TextIO,
 ) -> int:
     """Seed `items_path`, drain it with `workers` processes, print a summary; 0 if all done."""
     console = Console(out)
@@ -80,7 +89,7 @@ def run_local(
         queued = seed(queue, items).queued
         console.line(f"Queued {queued} items from {items_path} in {queue_name!r}, sealed")
         pool = [
-            _start_worker(n, server.url, queue_name, work_seconds, console)
+            _start_worker(n, server.url, queue_name, worker_args, console)
             for n in range(1, workers + 1)
         ]
         last = ""
@@ -94,6 +103,12 @@ def run_local(
             worker.process.wait()
         final = snapshot(queue)
         console.line(f"progress {progress_bar(final)}")
+        # The server goes away with this command: show what it kept.
+        for letter in DeadLetters(queue).listing():
+            console.line(f"dead letter {letter.item!r}: {letter.error}")
+        if results:
+            for item, stored in sorted(stored_results(queue)):
+                console.line(f"result {json.dumps(as_json(item, stored), ensure_ascii=False)}")
     return _summarize(console, pool, final, queued, time.monotonic() - started)
 
 

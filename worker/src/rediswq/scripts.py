@@ -15,7 +15,7 @@ from redis.exceptions import NoScriptError
 _PRELUDE = "common.lua"
 
 
-def _source(name: str) -> str:
+def source(name: str) -> str:
     folder = files("rediswq") / "scripts"
     # Redis scripts cannot include one another; prepending the shared functions keeps each
     # script a single atomic call without copying the record format into every file.
@@ -38,7 +38,7 @@ class Scripts:
     @classmethod
     def register(cls, client: redis.Redis) -> Scripts:
         return cls(
-            **{name: client.register_script(_source(name)) for name in cls.__dataclass_fields__}
+            **{name: client.register_script(source(name)) for name in cls.__dataclass_fields__}
         )
 
 

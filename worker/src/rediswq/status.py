@@ -25,6 +25,7 @@ class Status:
     sealed: bool
     pending: int
     in_flight: list[InFlight]
+    delayed: int  # failed items waiting for their retry
     done: int
     failed: int
     reclaimed: int
@@ -35,7 +36,7 @@ class Status:
 
     @property
     def drained(self) -> bool:
-        return self.sealed and self.pending == 0 and not self.in_flight
+        return self.sealed and self.pending == 0 and not self.in_flight and self.delayed == 0
 
     def as_json(self) -> dict[str, Any]:
         return {**asdict(self), "drained": self.drained}
@@ -51,7 +52,8 @@ def snapshot(queue: WorkQueue) -> Status:
         pipe.hgetall(keys.stats)
         pipe.exists(keys.sealed)
         pipe.time()
-        pending, leases, deadlines, stats, sealed, (secs, micros) = pipe.execute()
+        pipe.zcard(keys.delayed)
+        pending, leases, deadlines, stats, sealed, (secs, micros), delayed = pipe.execute()
     now_ms = secs * 1000 + micros // 1000
     in_flight = []
     for lease_id, deadline in deadlines:
@@ -72,6 +74,7 @@ def snapshot(queue: WorkQueue) -> Status:
         sealed=bool(sealed),
         pending=int(pending),
         in_flight=in_flight,
+        delayed=int(delayed),
         **{
             name: counter.get(name, 0)
             for name in ("done", "failed", "reclaimed", "retried", "released")
@@ -94,6 +97,7 @@ def render(status: Status) -> str:
         for f in status.in_flight
     ]
     lines += [
+        f"delayed    {status.delayed}  (failed, waiting for their retry)",
         f"done       {status.done}",
         f"failed     {status.failed}  (dead letters in {status.queue}:failed)",
         f"reclaimed  {status.reclaimed}",
@@ -119,7 +123,7 @@ def _ended(queue: str, run: RunInfo) -> str:
 
 def progress_bar(status: Status, width: int = 30) -> str:
     finished = status.done + status.failed
-    total = finished + status.pending + len(status.in_flight)
+    total = finished + status.pending + len(status.in_flight) + status.delayed
     filled = width * finished // total if total else 0
     return (
         f"[{'#' * filled}{'.' * (width - filled)}] {finished}/{total} "

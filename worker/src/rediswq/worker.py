@@ -13,13 +13,19 @@ from types import FrameType
 
 import redis
 
+from rediswq.deadletter import DeadLetters, Settled
 from rediswq.errors import ConfigError, QueueError, signal_exit
 from rediswq.events import QueueEvents
+from rediswq.execution import Executor, Failure, InProcess, Outcome
 from rediswq.handlers import Handler
-from rediswq.queue import Lease, Released, State, WorkQueue
+from rediswq.queue import Lease, State, WorkQueue
+from rediswq.results import ResultStore, encoded
+from rediswq.retry import Backoff
 from rediswq.runs import check_run_ended, for_run
 
 Log = Callable[[str], None]
+
+NO_BACKOFF = Backoff(0, 0)
 
 # How often a busy worker also reclaims expired leases; an idle one does on every poll.
 _RECLAIM_EVERY = 0.5
@@ -38,6 +44,10 @@ def log_line(line: str) -> None:
 
 def shown(item: bytes) -> str:
     return item.decode("utf-8", "backslashreplace")
+
+
+def counted(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 class Shutdown(BaseException):
@@ -59,9 +69,10 @@ class Summary:
 
     def line(self) -> str:
         return (
-            f"Processed {self.done + self.failed_attempts} items: done={self.done} "
-            f"failed_attempts={self.failed_attempts} dead_lettered={self.dead_lettered} "
-            f"lost={self.lost}"
+            f"Done {counted(self.done, 'item')}; "
+            f"{counted(self.failed_attempts, 'failed attempt')}, "
+            f"{counted(self.dead_lettered, 'item')} dead-lettered, "
+            f"{counted(self.lost, 'lost lease')}"
         )
 
 
@@ -121,12 +132,19 @@ class Worker:
         prefetch: int = 1,
         seal_timeout: float = 600.0,
         poll_interval: float = 0.25,
+        backoff: Backoff = NO_BACKOFF,
+        results: ResultStore | None = None,
+        executor: Executor | None = None,
         log: Log = log_line,
     ) -> None:
+        """`executor` runs the handler (default: in this thread); `results` keeps its values."""
         if prefetch < 1:
             raise ConfigError(f"prefetch must be at least 1, got {prefetch}")
         self.queue = queue
-        self.handler = handler
+        self.executor = executor or InProcess(handler, encoded if results else None)
+        self.backoff = backoff
+        self.results = results
+        self.dead_letters = DeadLetters(queue)
         self.prefetch = prefetch
         self.seal_timeout = seal_timeout
         self.poll_interval = poll_interval
@@ -181,6 +199,7 @@ class Worker:
                 events.wait(self.poll_interval)
             if done:  # finished before a signal arrived: hand them in
                 self._count_completed(done, queue.complete(*done))
+        self.executor.close()
         self.log(self.summary.line())
         if self.summary.stopped_by is None:
             self.log("Queue empty, exiting")
@@ -197,38 +216,56 @@ class Worker:
                 break
             self.log(f"Working on {shown(lease.item)}")
             try:
-                self._run_handler(lease.item)
+                outcome = self._attempt(lease.item)
             except Shutdown:
                 self._release_unstarted(leases[index:], keeper)
                 break
-            except Exception as exc:
+            if outcome.failure is not None:
                 keeper.drop([lease])
-                self._fail(lease, exc)
-            else:
-                succeeded.append(lease)
+                self._fail(lease, outcome.failure)
+                continue
+            if outcome.result is not None and self.results is not None:
+                self._keep(lease.item, outcome.result, self.results)
+            succeeded.append(lease)
         return succeeded
 
-    def _run_handler(self, item: bytes) -> None:
+    def _attempt(self, item: bytes) -> Outcome:
         self._in_handler = True
         try:
             # A signal that came just before the flag was set would not interrupt the handler.
             if self.summary.stopped_by is not None:
                 raise Shutdown(self.summary.stopped_by)
-            self.handler(item)
+            return self.executor.run(item)
         finally:
             self._in_handler = False
 
-    def _fail(self, lease: Lease, exc: Exception) -> None:
+    def _keep(self, item: bytes, stored: bytes, results: ResultStore) -> None:
+        if results.too_big(stored):
+            self.log(
+                f"Result of {shown(item)} not kept: {len(stored) - 1} bytes, more than "
+                f"{results.max_bytes}"
+            )
+        else:
+            results.keep(item, stored)
+
+    def _fail(self, lease: Lease, failure: Failure) -> None:
         self.summary.failed_attempts += 1
-        (outcome,) = self.queue.release(lease, failed=True)
+        delay = self.backoff.delay(lease.attempt)
+        settled = self.dead_letters.settle(lease, failure, delay)
         where = {
-            Released.REQUEUED: "will be retried",
-            Released.DEAD_LETTERED: f"moved to {self.queue.keys.failed}",
-            Released.NOT_HELD: "lease already lost",
-        }[outcome]
-        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        self.log(f"Failed on {shown(lease.item)} (attempt {lease.attempt}; {where}): {reason}")
-        if outcome is Released.DEAD_LETTERED:
+            Settled.REQUEUED: "will be retried",
+            Settled.DELAYED: f"retry in {delay:.1f}s",
+            Settled.DEAD_LETTERED: f"moved to {self.queue.keys.failed}",
+            Settled.NOT_HELD: "lease already lost",
+        }[settled]
+        if failure.permanent and settled is Settled.DEAD_LETTERED:
+            where = f"rejected, {where}"
+        self.log(
+            f"Failed on {shown(lease.item)} (attempt {lease.attempt}; {where}): {failure.reason}"
+        )
+        if failure.traceback:  # once per attempt, whole: the dead letter keeps only its end
+            self.log(failure.traceback)
+        if settled is Settled.DEAD_LETTERED:
             self.summary.dead_lettered += 1
 
     def _release_unstarted(self, leases: list[Lease], keeper: LeaseKeeper) -> None:

@@ -4,6 +4,7 @@
 -- Keys, in the same order for every script:
 local pending, leases, deadlines, retries, failed, stats, sealed, seq =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local delayed, failures, results = KEYS[9], KEYS[10], KEYS[11]
 
 -- Waiting workers listen here, so they need not poll fast: see events.py.
 local events = pending .. ':events'
@@ -69,6 +70,17 @@ local function put_back(item, attempts, max_attempts)
   -- copy leased next takes its own count, not another copy's.
   push_attempts(item, attempts)
   return 0
+end
+
+-- Failed items whose retry delay has passed go back to the head of the queue, earliest first.
+-- A delayed entry is "<lease id>\n<attempt>\n<item>": the id keeps copies of one item apart.
+local function promote(now, limit)
+  local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, limit)
+  for i = #due, 1, -1 do
+    local _, attempt, item = parse(due[i])
+    put_back(item, attempt, math.huge)
+    redis.call('ZREM', delayed, due[i])
+  end
 end
 
 -- Complete the leases ARGV[first..] that `owner` holds: one HMGET/HDEL/ZREM for the lot.

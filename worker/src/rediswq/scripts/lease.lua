@@ -3,7 +3,8 @@
 -- "=<run>": the seal of that run, see runs.py), reclaim ("1": put expired leases back first;
 -- callers ask now and then, not every step), then the ids to complete.
 -- Returns {state, a completed flag per handed-in id, then id, attempt, item per new lease}, where
--- state is "leased", "pending" (count was 0), "wait" (nothing pending, but leases are out),
+-- state is "leased", "pending" (count was 0), "wait" (nothing pending, but leases are out or
+-- failed items wait for their retry),
 -- "unsealed" (nothing pending, nothing out, not sealed yet; for a run: no seal at all),
 -- "other-run" (sealed for another run than the caller's: lease nothing) or "drained".
 local owner, lease_ms, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -16,6 +17,7 @@ table.insert(reply, 1, '')
 local now = now_ms()
 if ARGV[6] == '1' then
   reclaim(now, max_attempts, 100)
+  promote(now, 100)
 end
 
 if run then
@@ -48,7 +50,7 @@ if items then
   reply[1] = 'leased'
 elseif redis.call('LLEN', pending) > 0 then
   reply[1] = 'pending'
-elseif redis.call('ZCARD', deadlines) > 0 then
+elseif redis.call('ZCARD', deadlines) > 0 or redis.call('EXISTS', delayed) == 1 then
   reply[1] = 'wait'
 elseif require_seal and redis.call('EXISTS', sealed) == 0 then
   reply[1] = 'unsealed'

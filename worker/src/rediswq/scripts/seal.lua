@@ -1,5 +1,5 @@
 -- Publish a seed's staged items and seal the queue for its run, in one step, so no worker ever
--- sees a sealed, half-filled queue. KEYS[9] is the staging list.
+-- sees a sealed, half-filled queue. The last key is the staging list.
 -- ARGV: reset ("1" drops the current run first), run id, token (one per seed), expected (how
 -- many items the seed staged), keep_seconds (how long an ended run's record stays).
 -- Returns {outcome, field, value, ...}: outcome "sealed" or "unchanged" (the queue was already
@@ -7,7 +7,7 @@
 --
 -- Safe to run twice: the record keeps the token of the seed that made the run, and a replay
 -- (redis-py re-sends a script whose reply was lost) returns the record again, changing nothing.
-local staging = KEYS[9]
+local staging = KEYS[#KEYS]
 local reset, run, token = ARGV[1] == '1', ARGV[2], ARGV[3]
 local expected, keep = tonumber(ARGV[4]), tonumber(ARGV[5])
 local runs = pending .. ':runs'
@@ -34,6 +34,9 @@ if current == run and not reset then
   return {'unchanged', unpack(redis.call('HGETALL', record_of(run)))}
 end
 
+-- Items waiting for a retry are part of what is left: back in the list, as for a shutdown.
+promote(math.huge, -1)
+
 local now = now_ms()
 local record = {'id', run, 'token', token, 'queued', expected, 'sealed_at', now}
 local function note(field, value)
@@ -47,7 +50,8 @@ if reset then
   note('dropped_failed', redis.call('LLEN', failed))
   note('dropped_done', redis.call('HGET', stats, 'done') or 0)
   note('dropped_run', current or '')
-  redis.call('DEL', pending, leases, deadlines, retries, failed, stats, sealed, seq)
+  redis.call('DEL', pending, leases, deadlines, retries, failed, stats, sealed, seq, failures,
+    results)
   if current then
     redis.call('DEL', record_of(current))
   end
@@ -74,7 +78,7 @@ elseif current then
       redis.call('RENAME', retries, old .. ':retries')
     end
   end
-  for _, suffix in ipairs({':stats', ':failed'}) do
+  for _, suffix in ipairs({':stats', ':failed', ':failed:info', ':results'}) do
     local key = pending .. suffix
     if redis.call('EXISTS', key) == 1 then
       redis.call('RENAME', key, old .. suffix)

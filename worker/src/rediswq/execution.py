@@ -1,0 +1,179 @@
+"""Running the handler on one item, in this process or under a time limit: one `Outcome` each."""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Protocol
+
+from rediswq.errors import QueueError
+from rediswq.handlers import Handler, HandlerSpec, Reject
+
+# How much of a traceback a dead letter keeps; the log has the whole of it.
+_TRACEBACK_LINES = 20
+
+Encode = Callable[[object], bytes | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    type: str
+    message: str
+    traceback: str  # the whole traceback, as printed; empty if there was no exception
+    permanent: bool = False  # no retry can help: the item goes to the dead letters now
+
+    @classmethod
+    def of(cls, exc: BaseException) -> Failure:
+        return cls(
+            type(exc).__name__,
+            str(exc),
+            "".join(traceback.format_exception(exc)).rstrip("\n"),
+            isinstance(exc, Reject),
+        )
+
+    @property
+    def reason(self) -> str:
+        return f"{self.type}: {self.message}".splitlines()[0] if self.message else self.type
+
+    def last_lines(self) -> str:
+        return "\n".join(self.traceback.splitlines()[-_TRACEBACK_LINES:])
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One attempt: a result (stored with --results; None if none) or a failure."""
+
+    result: bytes | None = None
+    failure: Failure | None = None
+
+
+DONE = Outcome()
+
+
+class Executor(Protocol):
+    def run(self, item: bytes) -> Outcome: ...
+
+    def close(self) -> None: ...
+
+
+def attempt(handler: Handler, item: bytes, encode: Encode | None) -> Outcome:
+    """Call the handler; its exceptions are the outcome, a BaseException (a shutdown) is not."""
+    try:
+        value = handler(item)
+        if encode is None:
+            return DONE
+        return Outcome(encode(value))
+    except Exception as exc:
+        return Outcome(failure=Failure.of(exc))
+
+
+class InProcess:
+    """The default: the handler runs in the worker's own thread, at no cost per item."""
+
+    def __init__(self, handler: Handler, encode: Encode | None = None) -> None:
+        self._handler = handler
+        self._encode = encode
+
+    def run(self, item: bytes) -> Outcome:
+        return attempt(self._handler, item, self._encode)
+
+    def close(self) -> None:
+        pass
+
+
+class TimeLimited:
+    """The handler runs in a child process that is killed when an item runs past `limit`.
+
+    Nothing inside a process can stop a thread blocked in C code or a handler that swallows
+    exceptions, but SIGKILL ends any process. One child serves item after item (a pipe round trip
+    per item, not a process start); a new one is started after a kill. Started with "spawn": the
+    worker has threads (the lease keeper), and a fork could copy a lock one of them holds.
+    """
+
+    def __init__(self, spec: HandlerSpec, limit: float, encode: Encode | None = None) -> None:
+        if limit <= 0:
+            raise QueueError(f"item timeout must be positive, got {limit:g}")
+        self._spec = spec
+        self._limit = limit
+        self._encode = encode
+        self._child: BaseProcess | None = None
+        self._conn: Connection | None = None
+
+    def run(self, item: bytes) -> Outcome:
+        conn = self._started()
+        try:
+            conn.send_bytes(item)
+            if not conn.poll(self._limit):
+                self._stop()
+                return Outcome(
+                    failure=Failure("TimeoutError", f"timed out after {self._limit:g} s", "")
+                )
+            outcome: Outcome = conn.recv()
+            return outcome
+        except (EOFError, OSError):  # the child died: a crash in C code, os._exit, OOM kill
+            died = f"the handler's process died (exit {self._stop()})"
+            return Outcome(failure=Failure("ChildProcessError", died, ""))
+        except BaseException:  # a shutdown signal: the item goes back, its child with it
+            self._stop()
+            raise
+
+    def close(self) -> None:
+        self._stop()
+
+    def _started(self) -> Connection:
+        if self._conn is not None:
+            return self._conn
+        context = multiprocessing.get_context("spawn")
+        ours, theirs = context.Pipe()
+        child = context.Process(
+            target=_serve, args=(theirs, self._spec, self._encode), name="handler", daemon=True
+        )
+        child.start()
+        theirs.close()
+        # The handler's import is not charged to the first item's time limit.
+        try:
+            ready = ours.recv()
+        except EOFError:
+            child.join()
+            raise QueueError(
+                f"the handler's process exited at start (exit {child.exitcode})"
+            ) from None
+        if isinstance(ready, Failure):
+            child.join()
+            raise QueueError(ready.message)
+        self._child, self._conn = child, ours
+        return ours
+
+    def _stop(self) -> int | None:
+        child, conn = self._child, self._conn
+        self._child = self._conn = None
+        if conn is not None:
+            conn.close()
+        if child is None:
+            return None
+        child.kill()
+        child.join()
+        return child.exitcode
+
+
+def _serve(conn: Connection, spec: HandlerSpec, encode: Encode | None) -> None:
+    """The child: load the handler once, then an `Outcome` for each item until the pipe closes."""
+    # Ctrl-C reaches the whole process group; the worker decides what happens to the item.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        handler = spec.load()
+    except QueueError as exc:
+        conn.send(Failure("QueueError", str(exc), ""))
+        return
+    conn.send(True)
+    while True:
+        try:
+            item = conn.recv_bytes()
+        except EOFError:
+            return
+        conn.send(attempt(handler, item, encode))

@@ -1,0 +1,34 @@
+-- A failed attempt: the item goes back now, waits for its retry, or becomes a dead letter whose
+-- record says why.
+-- ARGV: owner, max_attempts, lease id, delay_ms (0: back at once), permanent ("1": no retry),
+-- record (a JSON object: the error and the worker; this adds the attempts and the time).
+-- Returns 0 put back, 1 dead-lettered, 2 delayed, -1 not held (the lease was lost). Run twice
+-- (a retry after a lost reply), the second run finds the lease gone and changes nothing.
+local owner, max_attempts, id = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local delay_ms, permanent = tonumber(ARGV[4]), ARGV[5] == '1'
+local ok, info = pcall(cjson.decode, ARGV[6])
+if not ok or type(info) ~= 'table' then
+  return redis.error_reply('ERR the dead-letter record is not a JSON object')
+end
+local record = owned(owner, id)
+if not record then
+  return -1
+end
+forget(id)
+local _, attempt, item = parse(record)
+local now = now_ms()
+if permanent or attempt >= max_attempts then
+  info.attempts = attempt
+  info.time = now / 1000
+  redis.call('RPUSH', failed, item)
+  redis.call('HSET', failures, item, cjson.encode(info))
+  redis.call('HINCRBY', stats, 'failed', 1)
+  return 1
+end
+redis.call('HINCRBY', stats, 'retried', 1)
+if delay_ms > 0 then
+  redis.call('ZADD', delayed, now + delay_ms, id .. '\n' .. attempt .. '\n' .. item)
+  return 2
+end
+put_back(item, attempt, max_attempts)
+return 0

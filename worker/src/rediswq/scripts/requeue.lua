@@ -1,0 +1,37 @@
+-- Dead letters back to the head of the queue, with fresh attempts.
+-- ARGV: all ("1": every dead letter), then the items to requeue (one copy each time an item is
+-- named). Returns {"requeued", n}, or {"missing", items...} and changes nothing if a named item
+-- is not (or not that often) among the dead letters.
+local items
+if ARGV[1] == '1' then
+  items = redis.call('LRANGE', failed, 0, -1)
+  redis.call('DEL', failed, failures)
+else
+  items = {unpack(ARGV, 2)}
+  local wanted, missing = {}, {'missing'}
+  for _, item in ipairs(items) do
+    wanted[item] = (wanted[item] or 0) + 1
+  end
+  for item, n in pairs(wanted) do
+    if #redis.call('LPOS', failed, item, 'COUNT', n) < n then
+      missing[#missing + 1] = item
+    end
+  end
+  if #missing > 1 then
+    return missing
+  end
+  for _, item in ipairs(items) do
+    redis.call('LREM', failed, 1, item)
+  end
+  for item in pairs(wanted) do
+    if not redis.call('LPOS', failed, item) then
+      redis.call('HDEL', failures, item)
+    end
+  end
+end
+-- The status counts dead letters as finished; these are not any more.
+redis.call('HINCRBY', stats, 'failed', -#items)
+for i = #items, 1, -1 do
+  put_back(items[i], 0, math.huge)
+end
+return {'requeued', #items}

@@ -1,0 +1,137 @@
+"""Dead letters that explain themselves: records, `rediswq failed`, requeue, purge, reset."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from conftest import QueueFactory, cli_env, pending_of, rediswq
+from recording import recorded
+from rediswq import Reject, WorkQueue, seed
+from rediswq.deadletter import DeadLetters
+from rediswq.server import EmbeddedRedis
+from rediswq.worker import Worker
+
+
+class Log(list[str]):
+    def __call__(self, line: str) -> None:
+        self.append(line)
+
+
+def _dead_letter(make_queue: QueueFactory, *items: bytes) -> WorkQueue:
+    """A drained queue whose `items` failed their one attempt."""
+    queue: WorkQueue = make_queue(max_attempts=1)
+    seed(queue, list(items))
+    _fail_all(queue)
+    return queue
+
+
+def _fail_all(queue: WorkQueue) -> None:
+    def handler(item: bytes) -> None:
+        raise KeyError(item.decode())
+
+    Worker(queue, handler, log=Log()).run()
+
+
+def test_a_dead_letter_keeps_the_error_attempts_time_and_pod(
+    server: EmbeddedRedis, make_queue: QueueFactory, tmp_path: Path
+) -> None:
+    queue = make_queue()
+    seed(queue, [b"good", b"poison-1"])
+    url = ("--redis-url", server.url, "--queue", queue.keys.name)
+    env = cli_env(RECORD_FILE=str(tmp_path / "done"), HOSTNAME="job-wq-2-abcde")
+    before = time.time()
+    worker = rediswq(
+        "worker", *url, "--handler", "recording:fail_on_poison", "--max-attempts", "2",
+        "--retry-backoff", "off", env=env,
+    )  # fmt: skip
+    assert worker.returncode == 0, worker.stderr
+    listed = rediswq("failed", *url, "--json")
+    assert listed.returncode == 0, listed.stderr
+    (letter,) = json.loads(listed.stdout)
+    assert letter["item"] == "poison-1"
+    assert letter["error"] == "ValueError: cannot digest poison-1"
+    assert letter["attempts"] == 2
+    assert before - 1 <= letter["time"] <= time.time() + 1
+    assert letter["worker"].startswith("job-wq-2-abcde (pid ")
+    # The end of the traceback: the handler's own frame and the exception.
+    lines = letter["traceback"].splitlines()
+    assert "in fail_on_poison" in letter["traceback"]
+    assert lines[-1] == "ValueError: cannot digest poison-1"
+    text = rediswq("failed", *url)
+    assert "'poison-1': ValueError: cannot digest poison-1" in text.stdout
+    assert "after 2 attempt(s)" in text.stdout and "on job-wq-2-abcde" in text.stdout
+
+
+def test_reject_dead_letters_at_once(make_queue: QueueFactory) -> None:
+    queue = make_queue(max_attempts=5)
+    seed(queue, [b"fine", b"bad"])
+    tries: list[bytes] = []
+
+    def handler(item: bytes) -> None:
+        tries.append(item)
+        if item == b"bad":
+            raise Reject("malformed, retrying cannot help")
+
+    log = Log()
+    summary = Worker(queue, handler, log=log).run()
+    assert tries == [b"fine", b"bad"]
+    assert (summary.done, summary.failed_attempts, summary.dead_lettered) == (1, 1, 1)
+    assert f"Failed on bad (attempt 1; rejected, moved to {queue.keys.failed})" in "\n".join(log)
+    (letter,) = DeadLetters(queue).listing()
+    assert (letter.error, letter.attempts) == ("Reject: malformed, retrying cannot help", 1)
+
+
+def test_requeue_puts_named_dead_letters_back_with_fresh_attempts(
+    server: EmbeddedRedis, make_queue: QueueFactory, tmp_path: Path
+) -> None:
+    queue = _dead_letter(make_queue, b"a", b"b", b"a")
+    url = ("--redis-url", server.url, "--queue", queue.keys.name)
+    assert [letter.item for letter in DeadLetters(queue).listing()] == ["a", "b", "a"]
+
+    missing = rediswq("failed", *url, "requeue", "a", "zzz")
+    assert missing.returncode == 1
+    assert missing.stderr.strip().endswith(
+        f"not among the dead letters of {queue.keys.name!r}: 'zzz'"
+    )
+    assert pending_of(queue) == []  # nothing changed
+
+    requeued = rediswq("failed", *url, "requeue", "a")
+    assert requeued.returncode == 0, requeued.stderr
+    assert requeued.stdout.strip() == f"Requeued 1 dead letter in {queue.keys.name!r}"
+    assert pending_of(queue) == [b"a"]
+    assert [letter.item for letter in DeadLetters(queue).listing()] == ["b", "a"]
+
+    # And a worker does it again, from attempt 1, until it fails again.
+    env = cli_env(RECORD_FILE=str(tmp_path / "done"))
+    worker = rediswq("worker", *url, "--handler", "recording:record", env=env)
+    assert worker.returncode == 0, worker.stderr
+    assert recorded(str(tmp_path / "done")) == ["a"]
+    assert [letter.item for letter in DeadLetters(queue).listing()] == ["b", "a"]
+
+
+def test_requeue_all_then_purge(server: EmbeddedRedis, make_queue: QueueFactory) -> None:
+    queue = _dead_letter(make_queue, b"x", b"y")
+    url = ("--redis-url", server.url, "--queue", queue.keys.name)
+    assert rediswq("failed", *url, "requeue", "--all").stdout.startswith("Requeued 2 dead letters")
+    assert pending_of(queue) == [b"x", b"y"]
+    assert DeadLetters(queue).listing() == []
+    assert queue.client.hlen(queue.keys.failures) == 0
+    # Worked again, they fail again, each at attempt 1 of 1: the attempts started afresh.
+    _fail_all(queue)
+    assert [(d.item, d.attempts) for d in DeadLetters(queue).listing()] == [("x", 1), ("y", 1)]
+    purged = rediswq("failed", *url, "purge")
+    assert purged.stdout.strip() == f"Purged 2 dead letters from {queue.keys.name!r}"
+    assert rediswq("failed", *url).stdout.strip() == f"No dead letters in {queue.keys.name!r}"
+    usage = rediswq("failed", *url, "purge", "x")
+    assert usage.returncode == 1 and "takes no items" in usage.stderr
+
+
+def test_seed_reset_says_what_it_dropped(server: EmbeddedRedis, make_queue: QueueFactory) -> None:
+    queue = _dead_letter(make_queue, b"x", b"y")
+    url = ("--redis-url", server.url, "--queue", queue.keys.name)
+    reset = rediswq("seed", "--reset", *url, stdin=b"fresh\n")
+    assert reset.returncode == 0, reset.stderr
+    assert "Reset: dropped 0 pending and 0 leased items, 2 dead letters" in reset.stdout
+    assert DeadLetters(queue).listing() == []

@@ -1,0 +1,87 @@
+"""A per-item time limit: a handler stuck where no exception reaches cannot hold its item."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+from conftest import QueueFactory, cli_env, rediswq, spawn_worker
+from recording import recorded
+from rediswq import seed
+from rediswq.deadletter import DeadLetters
+from rediswq.server import EmbeddedRedis
+
+
+def test_a_handler_hung_in_c_code_is_killed_at_the_limit(
+    server: EmbeddedRedis, make_queue: QueueFactory, tmp_path: Path
+) -> None:
+    queue = make_queue()
+    seed(queue, [b"a", b"hang-1", b"b"])
+    env = cli_env(RECORD_FILE=str(tmp_path / "done"))
+    started = time.monotonic()
+    worker = rediswq(
+        "worker", "--redis-url", server.url, "--queue", queue.keys.name,
+        "--handler", "recording:block_in_c", "--item-timeout", "1", "--max-attempts", "2",
+        "--retry-backoff", "0.2", env=env, timeout=60,
+    )  # fmt: skip
+    took = time.monotonic() - started
+    assert worker.returncode == 0, worker.stdout + worker.stderr
+    assert recorded(str(tmp_path / "done")) == ["a", "b"]
+    assert worker.stdout.count("TimeoutError: timed out after 1 s") == 2
+    assert "Done 2 items; 2 failed attempts, 1 item dead-lettered" in worker.stdout
+    (letter,) = DeadLetters(queue).listing()
+    assert (letter.item, letter.error, letter.attempts) == (
+        "hang-1",
+        "TimeoutError: timed out after 1 s",
+        2,
+    )
+    assert queue.counts() == (0, 0)  # nothing held
+    assert took < 30  # two limits, a process start each, and a loaded machine
+
+
+def test_a_handler_whose_process_dies_fails_its_attempt(
+    server: EmbeddedRedis, make_queue: QueueFactory, tmp_path: Path
+) -> None:
+    (tmp_path / "dying.py").write_text(
+        "import os\n\ndef work(item):\n    if item == 'die':\n        os._exit(7)\n",
+        encoding="utf-8",
+    )
+    queue = make_queue()
+    seed(queue, [b"die", b"live"])
+    env = cli_env(PYTHONPATH=str(tmp_path))
+    worker = rediswq(
+        "worker", "--redis-url", server.url, "--queue", queue.keys.name, "--handler",
+        "dying:work", "--item-timeout", "30", "--max-attempts", "1", env=env,
+    )  # fmt: skip
+    assert worker.returncode == 0, worker.stdout + worker.stderr
+    assert "ChildProcessError: the handler's process died (exit 7)" in worker.stdout
+    assert "Done 1 item; 1 failed attempt, 1 item dead-lettered" in worker.stdout
+
+
+def test_sigterm_during_a_limited_item_puts_it_back_uncharged(
+    server: EmbeddedRedis, make_queue: QueueFactory, tmp_path: Path
+) -> None:
+    queue = make_queue()
+    seed(queue, [b"hang-1"])
+    env = cli_env(RECORD_FILE=str(tmp_path / "done"))
+    worker = spawn_worker(
+        server.url, queue.keys.name, "--handler", "recording:block_in_c", "--item-timeout", "60",
+        env=env,
+    )  # fmt: skip
+    assert worker.stdout is not None
+    for line in worker.stdout:
+        if line.startswith("Working on"):
+            break
+    time.sleep(0.3)
+    worker.send_signal(signal.SIGTERM)
+    out, _ = worker.communicate(timeout=15)
+    assert worker.returncode == 128 + signal.SIGTERM, out
+    (lease,) = queue.lease()
+    assert (lease.item, lease.attempt) == (b"hang-1", 1)
+
+
+def test_bad_item_timeouts_are_usage_errors(server: EmbeddedRedis) -> None:
+    run = rediswq("worker", "--redis-url", server.url, "--item-timeout", "-1")
+    assert run.returncode == 3  # a setting no retry can fix
+    assert "--item-timeout" in run.stderr
