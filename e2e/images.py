@@ -135,14 +135,17 @@ def image_id(engine: str, image: str) -> str | None:
     return done.stdout.strip().removeprefix("sha256:") if done.returncode == 0 else None
 
 
-def build_image(builder: Builder, tag: str, build_args: Mapping[str, str]) -> None:
-    """worker/Dockerfile built as users build it, with the base only chosen by build argument."""
+def build_image(
+    builder: Builder, tag: str, build_args: Mapping[str, str], context: Path = DOCKERFILE.parent
+) -> None:
+    """worker/Dockerfile (or `context`'s) built as users build it, with the base only chosen by
+    build argument."""
     before = image_id("docker", tag)
     before_built = image_id(builder.engine, tag) if builder.via_podman else None
     argv = [*builder.command, "--tag", tag, *pip_secrets()]
     for name, value in build_args.items():
         argv += ["--build-arg", f"{name}={value}"]
-    run([*argv, str(DOCKERFILE.parent)], env=builder.env, timeout=BUILD_TIMEOUT)
+    run([*argv, str(context)], env=builder.env, timeout=BUILD_TIMEOUT)
     if builder.via_podman:
         built = image_id("podman", tag)
         # Same config, same ID in both engines: a warm run skips the copy.

@@ -1,0 +1,1 @@
+"""The thumbnails example: a handler for `rediswq worker` (see ../README.md)."""
