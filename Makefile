@@ -46,7 +46,9 @@ test: lint unit manifests e2e-docker ## Lint, then every test that can run on th
 lint: $(DEV_STAMP) ## ruff, mypy --strict, actionlint, shellcheck, shfmt, yamllint
 	$(BIN)/ruff check worker e2e examples
 	$(BIN)/ruff format --check worker e2e examples
-	$(BIN)/mypy worker/src worker/tests worker/bench e2e examples/thumbnails
+	$(BIN)/mypy worker/src worker/tests worker/bench examples/thumbnails
+	# Apart: each test tree has its own conftest module.
+	$(BIN)/mypy e2e
 	$(BIN)/actionlint
 	$(BIN)/shellcheck .ci/run $$(git ls-files '*.sh')
 	$(BIN)/shfmt -i 2 -d $$(git ls-files '*.sh')

@@ -62,6 +62,11 @@ def main(argv: list[str]) -> int:
         return subprocess.run([os.environ["KUBECTL_REAL"], *args], check=False).returncode
     if args[:1] == ["config"]:
         return _config(scenario, args[1:])
+    return _object_call(scenario, args)
+
+
+def _object_call(scenario: dict[str, Any], args: list[str]) -> int:
+    """get, apply (dry run or not), delete and wait, as an API server with `scenario` answers."""
     target = args[args.index("-f") + 1] if "-f" in args else ""
     verb = args[0]
     if verb == "get":
@@ -71,15 +76,15 @@ def main(argv: list[str]) -> int:
         return 0
     if verb == "apply" and "--dry-run=server" in args:
         rejection = scenario["rejections"].get(_object(target))
-        if rejection is None:
-            print(f"{_resource(_object(target))} unchanged (server dry run)")
-            return 0
-        print(rejection, file=sys.stderr)
-        return 1
-    if verb in ("apply", "delete"):
+        if rejection is not None:
+            print(rejection, file=sys.stderr)
+            return 1
+        print(f"{_resource(_object(target))} unchanged (server dry run)")
+        return 0
+    if verb in ("apply", "delete", "wait"):
         print(f"{verb} {target}: done")
         return 0
-    raise SystemExit(f"kubectl stub: unexpected call {argv}")
+    raise SystemExit(f"kubectl stub: unexpected call {args}")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,5 @@
-"""The system as containers on a local Docker engine, under the rendered dev overlay's constraints.
-
-The worker image is built from worker/Dockerfile as users build it; only its base is chosen,
-through the PYTHON_IMAGE build argument: the pinned upstream image where it can be pulled, else a
-local Debian one from e2e/images/build-bases.sh. Redis, the seed and the workers then run as the
-dev overlay's pods would: same user and groups, read-only root filesystem with the emptyDirs as
-tmpfs, no capabilities, no-new-privileges, limits, environment, and Redis answering to its
-Service name `redis` with the password from the Secret.
+"""The system as containers on a local Docker engine (e2e/dockersystem.py says how they run): the
+image, a drained queue, a killed worker.
 
 Skips, saying why, where no engine or builder can be had; E2E_DOCKER=1 makes that a failure.
 """
@@ -14,135 +8,34 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import subprocess
 import tarfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, NoReturn
 
 import pytest
-from containers import FORCE, Containers, Unavailable, containers, docker, require_engine
-from images import build_image, dockerfile_arg, find_builder, image_present, local_bases
-from podspec import Spec, pod_spec
-from rendering import REPO, Manifest, find, render, seed_items
+from containers import Containers, docker
+from dockersystem import (
+    SEED_TIMEOUT,
+    WORKER_TIMEOUT,
+    System,
+    finish,
+    queue_status,
+    report,
+    start_redis,
+)
+from rendering import REPO, seed_items
 from worklog import QUEUE_EMPTY, assert_all_done, assert_drained, items_worked_on
 
 # The first test also pays for the base images and the image build, cold.
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
 
-OVERLAY = "dev"
-TAG = "localhost/job-wq-2-e2e/worker:test"
-# The only changes to the rendered environment: the tutorial's 10 s of "work" per item shortened
-# to keep the run short, and (kill case only) a short lease so the killed worker's item comes
-# back in seconds rather than the overlay's minute.
-WORK_SECONDS = "2"
+# The tutorial's lease is a minute; the kill case shortens it so that the killed worker's item
+# comes back in seconds.
 KILL_LEASE_SECONDS = "6"
-READY_TIMEOUT = 60
-SEED_TIMEOUT = 180
-# 9 items of 2 s over 2 workers is about 10 s; the rest is start-up and, when killed, the lease.
-WORKER_TIMEOUT = 180
 # A slim Python base is about 130 MB; a full one (about 1 GB) or a left-over toolchain is not.
 MAX_IMAGE_MB = 200
 KILLED = 128 + 9  # SIGKILL
-
-
-def unavailable(reason: str) -> NoReturn:
-    if os.environ.get(FORCE) == "1":
-        pytest.fail(f"container e2e cannot run: {reason}")
-    pytest.skip(f"{reason} (set {FORCE}=1 to fail instead of skipping)")
-
-
-def report(request: pytest.FixtureRequest, line: str) -> None:
-    """Numbers the run should show even when it passes: written past pytest's capture."""
-    plugins = request.config.pluginmanager
-    terminal, capture = plugins.getplugin("terminalreporter"), plugins.getplugin("capturemanager")
-    if terminal is None or capture is None:  # e.g. an xdist worker: no terminal of its own
-        print(line)
-        return
-    with capture.global_and_fixture_disabled():
-        terminal.write_line(f"\n[e2e-docker] {line}")
-
-
-@dataclass(frozen=True)
-class System:
-    image: str
-    redis: Spec
-    seed: Spec
-    worker: Spec
-    parallelism: int
-    worker_user: str
-
-
-@pytest.fixture(scope="module")
-def system(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> System:
-    """The dev overlay's pods as container specs, and the worker image they run."""
-    objects = render(OVERLAY)
-    scratch = tmp_path_factory.mktemp("volumes")
-
-    def template(job: str) -> Manifest:
-        return find(objects, "Job", job)["spec"]["template"]["spec"]  # type: ignore[no-any-return]
-
-    redis = pod_spec(find(objects, "Pod", "redis")["spec"], objects, scratch)
-    python = dockerfile_arg("PYTHON_IMAGE")
-    try:
-        require_engine()
-        builder = find_builder()
-        start = time.monotonic()
-        wanted = {"python": (builder.engine, python), "redis": ("docker", redis.image)}
-        missing = [name for name, (engine, ref) in wanted.items() if not image_present(engine, ref)]
-        local = local_bases(missing, podman=builder.via_podman)
-    except Unavailable as exc:
-        unavailable(str(exc))
-    for name, (_, ref) in wanted.items():
-        shown = f"{local[name]} (local stand-in: {ref} cannot be pulled)" if name in local else ref
-        report(request, f"{name} image: {shown}")
-    report(request, f"base images ready in {time.monotonic() - start:.1f} s")
-
-    start = time.monotonic()
-    build_image(builder, TAG, {"PYTHON_IMAGE": local["python"]} if "python" in local else {})
-    took = time.monotonic() - start
-    report(request, f"worker image built in {took:.1f} s by {builder.description}")
-
-    worker_job = find(objects, "Job", "job-wq-2")
-    context = template("job-wq-2")["securityContext"]
-    return System(
-        image=TAG,
-        redis=redis.with_image(local.get("redis", redis.image)),
-        seed=pod_spec(template("job-wq-2-seed"), objects, scratch).with_image(TAG),
-        worker=pod_spec(template("job-wq-2"), objects, scratch)
-        .with_image(TAG)
-        .with_env(WORK_SECONDS=WORK_SECONDS),
-        parallelism=int(worker_job["spec"]["parallelism"]),
-        worker_user=f"{context['runAsUser']}:{context['runAsGroup']}",
-    )
-
-
-@pytest.fixture
-def running(system: System) -> Iterator[Containers]:
-    with containers("job-wq-2-e2e") as made:
-        yield made
-
-
-def start_redis(made: Containers, system: System) -> str:
-    # The Service's name, as the settings ConfigMap's REDIS_URL expects it.
-    name = made.start(system.redis, "redis", aliases=["redis"])
-    made.wait_ready(name, system.redis, READY_TIMEOUT)
-    return name
-
-
-def finish(made: Containers, spec: Spec, name: str) -> tuple[int, str]:
-    """Run a one-off container of `spec` to its end: its exit code and its container name."""
-    started = made.start(spec, name)
-    return made.wait(started, SEED_TIMEOUT), started
-
-
-def queue_status(made: Containers, system: System) -> dict[str, Any]:
-    code, name = finish(made, system.worker.with_args("status", "--json"), "status")
-    assert code == 0, f"rediswq status exited {code}"
-    return json.loads(made.stdout(name))  # type: ignore[no-any-return]
 
 
 def test_the_image_is_slim_non_root_and_runs(

@@ -71,9 +71,13 @@ awk -v dir="$work" 'BEGIN { n = 0 } /^---$/ { n++; next } { print > (dir "/objec
 
 # Every existing object is checked first, so that a refusal changes nothing at all.
 replace=()
+namespaces=()
 for object in "$work"/object-*.yaml; do
   name=$(k get -f "$object" --ignore-not-found -o name) || die "cannot read the object in $object"
-  [[ -n $name ]] || continue
+  if [[ -z $name ]]; then
+    grep -qx 'kind: Namespace' "$object" && namespaces+=("$object")
+    continue
+  fi
   if rejected=$(k apply --dry-run=server -f "$object" 2>&1); then
     continue
   fi
@@ -92,5 +96,10 @@ done
 # (The odd expansion: bash 3.2, macOS's, calls an empty array unset.)
 for object in ${replace[@]+"${replace[@]}"}; do
   k delete -f "$object" --cascade=foreground --wait --timeout=5m
+done
+# A new namespace first: the API server refuses pods in it until its default ServiceAccount exists.
+for object in ${namespaces[@]+"${namespaces[@]}"}; do
+  k apply -f "$object"
+  k wait --for=create --timeout=60s -n "$(sed -n 's/^  name: //p' "$object")" serviceaccount/default
 done
 k apply -f "$work/all.yaml"
