@@ -5,6 +5,8 @@ items file mounted in both (RUN_ITEMS in the worker)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
 from collections import Counter
@@ -16,9 +18,10 @@ import pytest
 import redis
 from conftest import QueueFactory, cli_env, pending_of, rediswq, spawn_worker, stats_of
 from recording import recorded
-from rediswq import State, seed
-from rediswq.runs import restore, run_id
+from rediswq import State, WorkQueue, seed
+from rediswq.runs import Superseded, restore, run_id
 from rediswq.server import EmbeddedRedis
+from rediswq.worker import Worker
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,9 @@ def test_a_new_list_mid_run_moves_the_remainder_aside_restorably(deploy: Deploym
     assert remainder in line and f"rediswq runs restore {old_run}" in line
     out = old_worker.communicate(timeout=30)[0]
     assert old_worker.returncode not in (0, None), out
-    assert f"run {old_run} was superseded by run" in out
+    assert f"run {old_run} was superseded in queue" in out and remainder in out
+    shown = rediswq("status", *deploy.where).stdout
+    assert f"superseded by {run_id([b'new-1', b'new-2'])}" in shown
     ran(deploy.worker(new))
     assert "new-1" in deploy.worked_on() and "new-2" in deploy.worked_on()
     restored = rediswq("runs", "restore", old_run, *deploy.where)
@@ -233,5 +238,36 @@ def test_run_settings_that_cannot_work_are_named(deploy: Deployment) -> None:
     no_seal = rediswq("worker", *deploy.where, "--run-items", str(items), "--no-seal")
     assert no_seal.returncode != 0 and "contradict" in no_seal.stderr
     bad = deploy.seed(items, "--run-label", "a b")
-    assert bad.returncode != 0 and "run label 'a b' must be" in bad.stderr
+    assert bad.returncode == 3 and "run label 'a b' must be" in bad.stderr
     assert redis.Redis.from_url(deploy.url).exists(deploy.queue) == 0
+
+
+def test_a_worker_whose_run_ended_drained_before_the_next_seed_exits_0(
+    deploy: Deployment, client: redis.Redis
+) -> None:
+    old = deploy.items("a", ["apple"])
+    assert deploy.seed(old).returncode == 0
+    (held,) = WorkQueue(client, deploy.queue).lease()  # another worker's lease: this one waits
+    waiting = deploy.worker(old)
+    time.sleep(3)  # started, and waiting on the lease
+    os.kill(waiting.pid, signal.SIGSTOP)  # so its next look comes after both steps below
+    try:
+        assert WorkQueue(client, deploy.queue).complete(held) == [False]  # another session's
+        client.hdel(f"{deploy.queue}:leases", held.id)
+        client.zrem(f"{deploy.queue}:deadlines", held.id)  # done: the holder's complete, by hand
+        assert deploy.seed(deploy.items("b", ["banana"])).returncode == 0
+    finally:
+        os.kill(waiting.pid, signal.SIGCONT)
+    out = ran(waiting)  # exit 0: its run was over, nothing of it was moved
+    assert "Done 0 items" in out
+
+
+def test_a_worker_whose_run_was_reset_away_stops(make_queue: QueueFactory) -> None:
+    seed(make_queue(), [b"a-1", b"a-2"], run="a")
+
+    def handler(item: bytes) -> None:
+        seed(make_queue(), [b"b-1"], run="b", reset=True)
+
+    worker = Worker(make_queue(run="a"), handler, log=lambda line: None)
+    with pytest.raises(Superseded, match=r"dropped .* by a reset; it is now sealed for run b"):
+        worker.run()

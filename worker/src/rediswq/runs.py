@@ -72,17 +72,19 @@ def for_run(queue: WorkQueue) -> str:
 
 
 def check_run_ended(queue: WorkQueue) -> None:
-    """Return if the worker's run, sealed before, ended with nothing left undone; raise
-    Superseded if a newer run moved what was left aside (or nothing says otherwise)."""
-    run = str(queue.run_id)
+    """Return if the worker's run, sealed before, ended with nothing left undone; else raise
+    Superseded, saying where its remainder went."""
+    run, name = str(queue.run_id), queue.keys.name
     with queue.translate_errors():
         moved = queue.client.hget(queue.keys.run(run), "moved")
     if moved == b"0":
         return
+    now = f"it is now sealed for run {_sealed_run(queue) or '?'}"
+    if moved is None:  # no record: `seed --reset` dropped the run
+        raise Superseded(f"run {run} was dropped from queue {name!r} by a reset; {now}")
     raise Superseded(
-        f"run {run} was superseded by run {_sealed_run(queue) or '?'} in queue "
-        f"{queue.keys.name!r}: what it left undone is in {remainder_key(queue.keys.name, run)}; "
-        f"`rediswq runs restore {run}` puts it back"
+        f"run {run} was superseded in queue {name!r} ({now}): what it left undone is in "
+        f"{remainder_key(name, run)}; `rediswq runs restore {run}` puts it back"
     )
 
 
