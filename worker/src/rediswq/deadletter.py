@@ -71,6 +71,7 @@ class DeadLetters:
         }
         args = [
             self.queue.session,
+            self.queue.next_request(),
             self.queue.max_attempts,
             lease.id,
             round(delay * 1000),

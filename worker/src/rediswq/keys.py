@@ -20,6 +20,7 @@ _LAYOUT = (
     ("delayed", ":delayed", "zset"),
     ("failures", ":failed:info", "hash"),
     ("results", ":results", "hash"),
+    ("replies", ":replies", "hash"),
 )
 
 
@@ -37,6 +38,7 @@ class QueueKeys:
     delayed: str = field(init=False)  # failed items waiting for their retry, by due time
     failures: str = field(init=False)  # each dead letter's last error, by item
     results: str = field(init=False)  # handlers' return values, by item (--results)
+    replies: str = field(init=False)
 
     def __post_init__(self) -> None:
         if not self.name.strip():
@@ -64,3 +66,14 @@ class QueueKeys:
     def expected_types(self) -> dict[str, str]:
         """Redis type of each key that exists; 'none' is fine for all of them."""
         return {getattr(self, attribute): kind for attribute, _, kind in _LAYOUT}
+
+
+def lua_binding() -> str:
+    """The Lua lines that bind each key to its name and its Redis type (see scripts.py)."""
+    names = [attribute for attribute, _, _ in _LAYOUT]
+    kinds = ", ".join(f"[{attribute}] = '{kind}'" for attribute, _, kind in _LAYOUT)
+    return (
+        f"local {', '.join(names)} = unpack(KEYS, 1, {len(names)})\n"
+        f"local layout_size = {len(names)}\n"
+        f"local kind_of = {{{kinds}}}\n"
+    )

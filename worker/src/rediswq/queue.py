@@ -1,8 +1,27 @@
-"""The finite work queue: lease, complete, extend, release, reclaim (see the README's protocol)."""
+"""The finite work queue: lease, complete, extend, release, reclaim (see the README's protocol).
+
+Retries and replays. redis-py sends a call again after a dropped connection or a timeout, and
+the first copy may have run: its reply was lost, or a stalled server runs it late. So every call
+here is safe to run twice, and this is the one place that says how:
+- A step that changes what a worker holds (lease, complete, release, and deadletter.py's failed
+  attempt) carries a request id: the session and a sequence number. The script keeps, per
+  session, the last request id and the essentials of its reply (state, flags, lease ids; not the
+  items). A second copy of that request gets the first reply again, the leases rebuilt from their
+  records, instead of running again; an older copy (one that reached Redis after a newer
+  request) is refused. So a lost reply never leaves leases nobody works on, and never makes a
+  completed lease look lost.
+- extend only moves the deadlines of leases the session holds, and reclaim puts back leases
+  whose deadline passed: running either twice changes nothing more, so they carry no id. The
+  seed's scripts (stage, seal) carry their own token (seeding.py).
+Chosen over not retrying (a worker would then fail on every blip and its leases expire) and over
+reading the state back after an error (a second round trip the script can do in place).
+A session's steps come from one thread at a time; extend may run from another (the lease keeper).
+"""
 
 from __future__ import annotations
 
 import enum
+import itertools
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -83,6 +102,7 @@ class WorkQueue:
         self.run_id = run
         self._seal_arg: str | int = f"={run}" if run else int(require_seal)
         self.scripts = Scripts.register(client)
+        self._requests = itertools.count(1)  # request ids, see the module's docstring
 
     def step(
         self,
@@ -100,6 +120,7 @@ class WorkQueue:
         lease_ms = self.lease_ms if lease_seconds is None else max(1, round(lease_seconds * 1000))
         args: list[Any] = [
             self.session,
+            self.next_request(),
             lease_ms,
             count,
             self.max_attempts,
@@ -115,14 +136,17 @@ class WorkQueue:
         ]
         return Step(_STATES[reply[0]], leases, [flag == 1 for flag in reply[1:first]])
 
+    def next_request(self) -> int:
+        """A new request id of this session, for a script that remembers its reply."""
+        return next(self._requests)
+
     def lease(self, count: int = 1) -> list[Lease]:
         return self.step(count).leases
 
     def complete(self, *leases: Lease) -> list[bool]:
         """True for each lease this session still held; False if it expired and was re-leased."""
-        return [
-            bool(f) for f in self.run(self.scripts.complete, [self.session, *self._ids(leases)])
-        ]
+        args = [self.session, self.next_request(), *self._ids(leases)]
+        return [bool(f) for f in self.run(self.scripts.complete, args)]
 
     def extend(self, *leases: Lease) -> list[bool]:
         """Renew the leases' deadlines; False for each lease this session no longer holds."""
@@ -135,7 +159,9 @@ class WorkQueue:
         failed=True: the attempt failed and counts toward max_attempts (then the dead letters).
         failed=False: the item was never worked on (a shutdown); the attempt is not charged.
         """
-        args = [self.session, self.max_attempts, int(failed), *self._ids(leases)]
+        args = [
+            self.session, self.next_request(), self.max_attempts, int(failed), *self._ids(leases)
+        ]  # fmt: skip
         return [Released(int(f)) for f in self.run(self.scripts.release, args)]
 
     def reclaim(self, limit: int = 1000) -> int:

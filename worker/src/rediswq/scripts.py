@@ -12,14 +12,21 @@ import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
+from rediswq.keys import lua_binding
+
 _PRELUDE = "common.lua"
 
 
 def source(name: str) -> str:
+    """The script `name`: its shebang line, the key binding, the shared functions, its body."""
     folder = files("rediswq") / "scripts"
+    shebang, body = (folder / f"{name}.lua").read_text().split("\n", 1)
+    if not shebang.startswith("#!lua"):
+        raise ValueError(f"scripts/{name}.lua must start with a #!lua line")
     # Redis scripts cannot include one another; prepending the shared functions keeps each
-    # script a single atomic call without copying the record format into every file.
-    return (folder / _PRELUDE).read_text() + (folder / f"{name}.lua").read_text()
+    # script a single atomic call without copying the record format into every file. The
+    # shebang must stay the first line: it carries the flags Redis checks before running.
+    return "\n".join((shebang, lua_binding(), (folder / _PRELUDE).read_text(), body))
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,63 @@
 -- Prepended to every script (see scripts.py), so each script stays one atomic step
--- while sharing the record format and the put-back rule.
---
--- Keys, in the same order for every script:
-local pending, leases, deadlines, retries, failed, stats, sealed, seq =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local delayed, failures, results = KEYS[9], KEYS[10], KEYS[11]
+-- while sharing the record format and the put-back rule. Before it, scripts.py binds the keys
+-- (pending, leases, ..., in the order of keys.py) and `kind_of`, each key's Redis type.
 
 -- Waiting workers listen here, so they need not poll fast: see events.py.
 local events = pending .. ':events'
+
+-- A wake-up is a courtesy: a user whose ACL allows no channels still works (by polling), and a
+-- refused PUBLISH must not abort a step after its first write.
+local function notify(message)
+  redis.pcall('PUBLISH', events, message)
+end
+
+-- Every script calls this with each key it may write, before its first write: Redis does not
+-- roll back, so a WRONGTYPE error after a write would leave a step half done (items popped
+-- and never leased).
+local function check(...)
+  for _, key in ipairs({...}) do
+    local kind = redis.call('TYPE', key).ok
+    if kind ~= 'none' and kind ~= kind_of[key] then
+      return error({err = 'WRONGTYPE ' .. key .. ' holds a ' .. kind .. ', not a ' .. kind_of[key]})
+    end
+  end
+end
+
+-- Replays (see queue.py): the reply essentials of `owner`'s last request, if `request` is that
+-- one (a copy that redis-py sent again), or an error if `request` is older (a copy that
+-- reached Redis late, whose caller has moved on); nil for a new request. The second value says
+-- whether the owner has a memory at all.
+local function replayed(owner, request)
+  local memory = redis.call('HGET', replies, owner)
+  if not memory then
+    return nil, false
+  end
+  local last, essentials = string.match(memory, '^(%d+) (.*)$')
+  last = tonumber(last)
+  if request > last then
+    return nil, true
+  elseif request < last then
+    return error({err = 'STALE request ' .. request .. ' of ' .. owner .. ' came after ' .. last})
+  end
+  return essentials, true
+end
+
+local function remember(owner, request, essentials)
+  redis.call('HSET', replies, owner, request .. ' ' .. essentials)
+end
+
+-- Numbers (flags, ids, outcomes) as the text `remember` keeps, and back.
+local function joined(numbers)
+  return table.concat(numbers, ',')
+end
+
+local function split(text)
+  local numbers = {}
+  for number in string.gmatch(text, '-?%d+') do
+    numbers[#numbers + 1] = tonumber(number)
+  end
+  return numbers
+end
 
 -- Deadlines come from the server's clock, never a worker's.
 local function now_ms()
@@ -65,7 +115,7 @@ local function put_back(item, attempts, max_attempts)
     return 1
   end
   redis.call('LPUSH', pending, item)
-  redis.call('PUBLISH', events, 'pending')
+  notify('pending')
   -- Pushed even when 0: put-back copies sit at the head in the order of this stack, so each
   -- copy leased next takes its own count, not another copy's.
   push_attempts(item, attempts)

@@ -1,7 +1,18 @@
+#!lua flags=allow-oom
 -- Complete leases, only for their current holder.
--- ARGV: owner, then lease ids. Returns 1 per id that was still held by owner, else 0.
-local flags = complete_from(ARGV[1], 2)
-if redis.call('ZCARD', deadlines) == 0 and redis.call('LLEN', pending) == 0 then
-  redis.call('PUBLISH', events, 'drained') -- waiting workers look again, and may stop
+-- ARGV: owner, request (see queue.py), then lease ids. Returns 1 per id that was still held by
+-- owner, else 0.
+-- Allowed over maxmemory: it deletes the leases' records, and writes only a counter and the
+-- owner's reply memory, both of a fixed size. Completing is how the workers free memory.
+local owner, request = ARGV[1], tonumber(ARGV[2])
+check(pending, leases, deadlines, stats, replies)
+local memory = replayed(owner, request)
+if memory then
+  return split(memory)
 end
+local flags = complete_from(owner, 3)
+if redis.call('ZCARD', deadlines) == 0 and redis.call('LLEN', pending) == 0 then
+  notify('drained') -- waiting workers look again, and may stop
+end
+remember(owner, request, joined(flags))
 return flags

@@ -1,34 +1,59 @@
+#!lua
 -- One step of a worker: hand in finished leases, reclaim expired ones, lease up to `count` items.
--- ARGV: owner, lease_ms, count, max_attempts, require_seal ("1": any seal, "0": none needed,
--- "=<run>": the seal of that run, see runs.py), reclaim ("1": put expired leases back first;
--- callers ask now and then, not every step), then the ids to complete.
+-- ARGV: owner, request (see queue.py), lease_ms, count, max_attempts, require_seal ("1": any
+-- seal, "0": none needed, "=<run>": the seal of that run, see runs.py), reclaim ("1": put expired
+-- leases back first; callers ask now and then, not every step), then the ids to complete.
 -- Returns {state, a completed flag per handed-in id, then id, attempt, item per new lease}, where
 -- state is "leased", "pending" (count was 0), "wait" (nothing pending, but leases are out or
 -- failed items wait for their retry),
 -- "unsealed" (nothing pending, nothing out, not sealed yet; for a run: no seal at all),
 -- "other-run" (sealed for another run than the caller's: lease nothing) or "drained".
-local owner, lease_ms, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local max_attempts, require_seal = tonumber(ARGV[4]), ARGV[5] ~= '0'
-local run = string.match(ARGV[5], '^=(.+)$')
+-- Not allowed over maxmemory (no allow-oom flag): leasing adds records. See the README.
+local owner, request, lease_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local count, max_attempts, require_seal = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6] ~= '0'
+local run = string.match(ARGV[6], '^=(.+)$')
+local first_done = 8
 
-local reply = complete_from(owner, 7)
-table.insert(reply, 1, '')
+check(pending, leases, deadlines, retries, stats, seq, replies)
+if ARGV[7] == '1' then
+  check(failed, delayed)
+end
+
+-- The same request again: the same state and flags, and the leases it took that the owner
+-- still holds, rebuilt from their records (a lease reclaimed meanwhile is no longer its).
+local memory, known = replayed(owner, request)
+if memory then
+  local state, flags, ids = string.match(memory, '^([%a-]+) ([^ ]*) (.*)$')
+  local reply = split(flags)
+  table.insert(reply, 1, state)
+  for _, id in ipairs(split(ids)) do
+    local record = owned(owner, id)
+    if record then
+      local _, attempt, item = parse(record)
+      reply[#reply + 1], reply[#reply + 2], reply[#reply + 3] = id, attempt, item
+    end
+  end
+  return reply
+end
+
+local last_id = redis.call('GET', seq) or 0
+if not tonumber(last_id) then
+  return error({err = 'WRONGTYPE ' .. seq .. ' holds no integer'})
+end
+local sealed_for = run and redis.call('GET', sealed)
+local other_run = run and sealed_for ~= run
+
+local flags = complete_from(owner, first_done)
+local reply = {'', unpack(flags)}
 
 local now = now_ms()
-if ARGV[6] == '1' then
+if ARGV[7] == '1' then
   reclaim(now, max_attempts, 100)
   promote(now, 100)
 end
 
-if run then
-  local sealed_for = redis.call('GET', sealed)
-  if sealed_for ~= run then
-    reply[1] = sealed_for and 'other-run' or 'unsealed'
-    return reply
-  end
-end
-
-local items = count > 0 and redis.call('LPOP', pending, count)
+local ids = {}
+local items = count > 0 and not other_run and redis.call('LPOP', pending, count)
 if items then
   -- Batched writes: a prefetch of k items costs a handful of calls, not a few per item.
   local first_id = redis.call('INCRBY', seq, #items) - #items
@@ -38,6 +63,7 @@ if items then
   for i, item in ipairs(items) do
     local id = first_id + i
     local attempt = (retried and pop_attempts(item) or 0) + 1
+    ids[i] = id
     records[2 * i - 1] = id
     records[2 * i] = prefix .. attempt .. '\n' .. item
     deadline_args[2 * i - 1] = deadline
@@ -48,6 +74,8 @@ if items then
   redis.call('HSET', leases, unpack(records))
   redis.call('ZADD', deadlines, unpack(deadline_args))
   reply[1] = 'leased'
+elseif other_run then
+  reply[1] = sealed_for and 'other-run' or 'unsealed'
 elseif redis.call('LLEN', pending) > 0 then
   reply[1] = 'pending'
 elseif redis.call('ZCARD', deadlines) > 0 or redis.call('EXISTS', delayed) == 1 then
@@ -56,6 +84,11 @@ elseif require_seal and redis.call('EXISTS', sealed) == 0 then
   reply[1] = 'unsealed'
 else
   reply[1] = 'drained'
-  redis.call('PUBLISH', events, 'drained')
+  notify('drained')
+end
+-- A step that changed nothing is safe to run again; a worker that only waited for the seed
+-- leaves no memory behind.
+if known or #flags > 0 or #ids > 0 then
+  remember(owner, request, reply[1] .. ' ' .. joined(flags) .. ' ' .. joined(ids))
 end
 return reply

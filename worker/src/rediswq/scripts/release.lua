@@ -1,9 +1,18 @@
+#!lua
 -- Give held leases back to the head of the queue, in the order they were leased.
--- ARGV: owner, max_attempts, charge ("1": the attempt failed and counts; "0": it never ran),
--- then lease ids. Returns per id: 0 put back, 1 dead-lettered, -1 not held (lease was lost).
-local owner, max_attempts, charge = ARGV[1], tonumber(ARGV[2]), ARGV[3] == '1'
+-- ARGV: owner, request (see queue.py), max_attempts, charge ("1": the attempt failed and counts;
+-- "0": it never ran), then lease ids. Returns per id: 0 put back, 1 dead-lettered, -1 not held
+-- (lease was lost).
+-- Not allowed over maxmemory: an item put back may add a retry count.
+local owner, request = ARGV[1], tonumber(ARGV[2])
+local max_attempts, charge = tonumber(ARGV[3]), ARGV[4] == '1'
+check(pending, leases, deadlines, retries, failed, stats, replies)
+local memory = replayed(owner, request)
+if memory then
+  return split(memory)
+end
 local reply = {}
-for i = #ARGV, 4, -1 do
+for i = #ARGV, 5, -1 do
   local record = owned(owner, ARGV[i])
   local outcome = -1
   if record then
@@ -17,6 +26,7 @@ for i = #ARGV, 4, -1 do
       redis.call('HINCRBY', stats, 'released', 1)
     end
   end
-  reply[i - 3] = outcome
+  reply[i - 4] = outcome
 end
+remember(owner, request, joined(reply))
 return reply

@@ -1,7 +1,9 @@
+#!lua
 -- Dead letters back to the head of the queue, with fresh attempts.
 -- ARGV: all ("1": every dead letter), then the items to requeue (one copy each time an item is
 -- named). Returns {"requeued", n}, or {"missing", items...} and changes nothing if a named item
 -- is not (or not that often) among the dead letters.
+check(pending, retries, failed, stats, failures)
 local items
 if ARGV[1] == '1' then
   items = redis.call('LRANGE', failed, 0, -1)

@@ -1,3 +1,4 @@
+#!lua
 -- Put back what a superseded run left (moved aside by seal.lua): behind what is pending now, each
 -- copy with its attempt count. ARGV: run id, token (one per `runs restore` call), keep_seconds.
 -- Returns {"restored", n} (also to a replay of the same call), {"already", n} or {"none", 0}.
@@ -47,5 +48,5 @@ else
 end
 redis.call('HSET', info, 'restored', n, 'restore_token', token)
 redis.call('EXPIRE', info, keep) -- now only a record, like any run that ended
-redis.call('PUBLISH', events, 'pending')
+notify('pending')
 return {'restored', n}

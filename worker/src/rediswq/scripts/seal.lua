@@ -1,3 +1,4 @@
+#!lua
 -- Publish a seed's staged items and seal the queue for its run, in one step, so no worker ever
 -- sees a sealed, half-filled queue. The last key is the staging list.
 -- ARGV: reset ("1" drops the current run first), run id, token (one per seed), expected (how
@@ -51,7 +52,7 @@ if reset then
   note('dropped_done', redis.call('HGET', stats, 'done') or 0)
   note('dropped_run', current or '')
   redis.call('DEL', pending, leases, deadlines, retries, failed, stats, sealed, seq, failures,
-    results)
+    results, replies)
   if current then
     redis.call('DEL', record_of(current))
   end
@@ -121,5 +122,5 @@ else
 end
 redis.call('SET', sealed, run)
 redis.call('HSET', earlier, unpack(record))
-redis.call('PUBLISH', events, 'sealed')
+notify('sealed')
 return {'sealed', unpack(redis.call('HGETALL', earlier))}

@@ -1,3 +1,4 @@
+#!lua
 -- Append one batch of a seed to its staging list, once. The last key is the staging list.
 -- ARGV: offset (how many items the seed staged before this batch), ttl_seconds, then the items.
 -- A replay of a batch that is already there (redis-py re-sends a pipeline whose reply was lost)

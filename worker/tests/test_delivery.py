@@ -1,0 +1,151 @@
+"""The delivery guarantee (README, "Delivery guarantee") under a lost reply, a stalled server and a
+reconnect: every step redis-py may send twice counts once."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import Counter
+
+import pytest
+from conftest import stats_of
+from faults import FaultProxy, command, evalsha
+from rediswq import Released, WorkQueue, seed
+from rediswq.connection import connect
+from rediswq.errors import QueueError
+from rediswq.scripts import source
+from rediswq.server import EmbeddedRedis
+from rediswq.worker import Summary, Worker
+
+ITEMS = [f"item-{n:03d}".encode() for n in range(60)]
+
+
+class Log(list[str]):
+    def __call__(self, line: str) -> None:
+        self.append(line)
+
+
+def loaded(queue: WorkQueue) -> WorkQueue:
+    """`queue`, with its scripts already on the server: the first call of each would otherwise
+    be a NOSCRIPT error, whose reply is not the one a test means to lose."""
+    for script in vars(queue.scripts).values():
+        queue.client.script_load(script.script)
+    return queue
+
+
+def drained_once(queue: WorkQueue, worked: list[bytes], log: Log, summary: Summary) -> None:
+    """Each item ran once and was counted once, by the worker and in Redis, and nothing was
+    reported lost."""
+    assert Counter(worked) == Counter(ITEMS)
+    assert stats_of(queue) == {"done": len(ITEMS)}
+    assert (summary.done, summary.lost, summary.dead_lettered) == (len(ITEMS), 0, 0)
+    assert queue.counts() == (0, 0)
+    assert not [line for line in log if line.startswith(("Lease on", "Failed on"))]
+
+
+@pytest.mark.parametrize("nth", [1, 7])
+def test_a_lost_reply_to_a_lease_step_orphans_no_lease(
+    fault_proxy: FaultProxy, fresh_server: EmbeddedRedis, nth: int
+) -> None:
+    name = "q"
+    seed(WorkQueue(connect(fresh_server.url), name), ITEMS)
+    # One attempt and a short lease: a lease the first call took and nobody works on would
+    # expire and be dead-lettered without running.
+    queue = loaded(WorkQueue(connect(fault_proxy.url), name, max_attempts=1, lease_seconds=1))
+    lost = fault_proxy.lose_reply(evalsha(queue.scripts.lease), nth=nth)
+    worked: list[bytes] = []
+    log = Log()
+    summary = Worker(queue, worked.append, prefetch=3, log=log).run()
+    assert lost.fired.is_set()
+    drained_once(queue, worked, log, summary)
+
+
+def test_a_lost_reply_to_complete_still_says_completed(
+    fault_proxy: FaultProxy, fresh_server: EmbeddedRedis
+) -> None:
+    queue = loaded(WorkQueue(connect(fault_proxy.url), "q"))
+    seed(queue, [b"a", b"b"])
+    leases = queue.lease(2)
+    fault_proxy.lose_reply(evalsha(queue.scripts.complete))
+    assert queue.complete(*leases) == [True, True]
+    assert stats_of(queue) == {"done": 2}
+
+
+def test_a_lost_reply_to_a_failed_release_still_says_dead_lettered(
+    fault_proxy: FaultProxy, fresh_server: EmbeddedRedis
+) -> None:
+    queue = loaded(WorkQueue(connect(fault_proxy.url), "q", max_attempts=1))
+    seed(queue, [b"poison", b"fine"])
+    poison, fine = queue.lease(2)
+    fault_proxy.lose_reply(evalsha(queue.scripts.release))
+    assert queue.release(poison, failed=True) == [Released.DEAD_LETTERED]
+    fault_proxy.lose_reply(evalsha(queue.scripts.release))
+    assert queue.release(fine, failed=False) == [Released.REQUEUED]
+    assert queue.client.lrange(queue.keys.failed, 0, -1) == [b"poison"]
+    assert queue.client.lrange(queue.keys.pending, 0, -1) == [b"fine"]
+    assert stats_of(queue) == {"failed": 1, "released": 1, "retried": 0}
+
+
+def test_a_server_stopped_longer_than_the_socket_timeout_costs_no_item(
+    fresh_server: EmbeddedRedis,
+) -> None:
+    # The reply to the step sent while the server is stopped times out; redis-py reconnects and
+    # sends it again; once the server runs again, it finds both copies waiting.
+    queue = WorkQueue(connect(fresh_server.url, timeout=0.5), "q", max_attempts=1, lease_seconds=4)
+    seed(queue, ITEMS)
+    worked: list[bytes] = []
+
+    def handler(item: bytes) -> None:
+        worked.append(item)
+        if len(worked) == 20:  # the next step goes to a stopped server
+            fresh_server.pause()
+            threading.Timer(1.5, fresh_server.resume).start()
+
+    log = Log()
+    summary = Worker(queue, handler, prefetch=2, log=log).run()
+    drained_once(queue, worked, log, summary)
+
+
+def test_a_key_of_the_wrong_type_mid_run_loses_no_item(fresh_server: EmbeddedRedis) -> None:
+    queue = WorkQueue(connect(fresh_server.url), "q", lease_seconds=1)
+    seed(queue, ITEMS)
+    worked: list[bytes] = []
+    saved: list[bytes] = []
+
+    def handler(item: bytes) -> None:
+        worked.append(item)
+        if len(worked) == 20:  # someone reuses the counter's name for a hash
+            saved.append(queue.client.getdel(queue.keys.seq))
+            queue.client.hset(queue.keys.seq, "oops", 1)
+
+    with pytest.raises(QueueError, match="holds a hash"):
+        Worker(queue, handler, prefetch=4).run()
+    queue.client.delete(queue.keys.seq)
+    queue.client.set(queue.keys.seq, saved[0])
+    after = WorkQueue(connect(fresh_server.url), "q", lease_seconds=1)
+    Worker(after, worked.append, prefetch=4).run()
+    assert set(worked) == set(ITEMS)  # the step that failed had popped nothing
+    assert stats_of(after)["done"] == len(ITEMS)
+
+
+def test_a_lost_reply_to_a_failed_attempt_still_says_dead_lettered(
+    fault_proxy: FaultProxy, fresh_server: EmbeddedRedis
+) -> None:
+    queue = loaded(WorkQueue(connect(fault_proxy.url), "q", max_attempts=1))
+    seed(queue, [b"poison", *ITEMS])
+    fail = hashlib.sha1(source("fail").encode()).hexdigest()
+    queue.client.script_load(source("fail"))
+    lost = fault_proxy.lose_reply(command("EVALSHA", fail))
+
+    def handler(item: bytes) -> None:
+        if item == b"poison":
+            raise ValueError("indigestible")
+
+    log = Log()
+    summary = Worker(queue, handler, log=log).run()
+    assert lost.fired.is_set()
+    assert (summary.done, summary.dead_lettered, summary.lost) == (len(ITEMS), 1, 0)
+    assert [line for line in log if line.startswith("Failed on")] == [
+        "Failed on poison (attempt 1; moved to q:failed): ValueError: indigestible"
+    ]
+    assert stats_of(queue) == {"done": len(ITEMS), "failed": 1}
