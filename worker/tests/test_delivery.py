@@ -115,7 +115,9 @@ def test_a_key_of_the_wrong_type_mid_run_loses_no_item(fresh_server: EmbeddedRed
     def handler(item: bytes) -> None:
         worked.append(item)
         if len(worked) == 20:  # someone reuses the counter's name for a hash
-            saved.append(queue.client.getdel(queue.keys.seq))
+            value = queue.client.getdel(queue.keys.seq)
+            assert isinstance(value, bytes)
+            saved.append(value)
             queue.client.hset(queue.keys.seq, "oops", 1)
 
     with pytest.raises(QueueError, match="holds a hash"):
