@@ -22,7 +22,7 @@ RUNTIME_STAMP := $(VENV)/.runtime
 DEV_STAMP     := $(VENV)/.dev
 
 .PHONY: help demo test lint unit manifests render validate bench lock image kind-up kind-down \
-        deploy e2e e2e-docker clean
+        deploy e2e e2e-flux e2e-docker clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -58,7 +58,7 @@ unit: $(DEV_STAMP) ## Worker tests against real Redis servers
 	$(BIN)/pytest worker/tests $(PYTEST_ARGS)
 
 manifests: $(DEV_STAMP) ## Render every overlay, validate the schemas, check the objects; e2e's unit tests
-	$(BIN)/pytest -m "not kind and not docker" e2e $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not kind and not docker and not flux" e2e $(PYTEST_ARGS)
 
 render: $(DEV_STAMP) ## Print the rendered manifests of OVERLAY (default dev)
 	@$(BIN)/kubectl kustomize overlays/$(OVERLAY)
@@ -87,8 +87,11 @@ kind-down: ## Delete the kind cluster
 deploy: $(DEV_STAMP) ## Apply OVERLAY to CONTEXT (default: current); replaces only Jobs whose spec changed
 	CONTEXT="$(CONTEXT)" scripts/deploy.sh overlays/$(OVERLAY)
 
-e2e: $(DEV_STAMP) ## End-to-end on kind: cluster, image, apply, wait, assert logs
+e2e: $(DEV_STAMP) ## End-to-end on kind (E2E_CLUSTER=current: the current context): deploy, assert logs
 	$(BIN)/pytest -m kind e2e $(PYTEST_ARGS)
+
+e2e-flux: $(DEV_STAMP) ## Flux on kind reconciles clusters/dev/flux from a local OCI registry (needs flux)
+	$(BIN)/pytest -m flux e2e $(PYTEST_ARGS)
 
 e2e-docker: $(DEV_STAMP) ## End-to-end as containers on a local Docker engine (skips without one)
 	$(BIN)/pytest -m docker e2e $(PYTEST_ARGS)

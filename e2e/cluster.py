@@ -1,4 +1,5 @@
-"""The kind cluster of the kind e2e tests: whether one can run here, making it, and reading Jobs."""
+"""The cluster of the cluster e2e tests: a kind cluster made here, or the current context's; whether
+one can run here, making it, and reading Jobs."""
 
 from __future__ import annotations
 
@@ -6,11 +7,10 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -22,15 +22,31 @@ KIND_SH = REPO / "scripts" / "kind.sh"
 KIND_CONFIG = REPO / "e2e" / "kind-config.yaml"
 # Set in CI, where a missing Docker or node image is a broken runner, not a reason to skip.
 FORCE = "E2E_KIND"
+# Another node image than the kind config's, by digest: another Kubernetes minor.
+NODE_IMAGE = "E2E_KIND_NODE_IMAGE"
+# "current": the current kubeconfig context's cluster instead of a kind cluster made here.
+TARGET = "E2E_CLUSTER"
+# Images for a cluster that cannot have the kind-loaded one: a registry it pulls from or mirrors.
+WORKER_IMAGE = "E2E_WORKER_IMAGE"
+REDIS_IMAGE = "E2E_REDIS_IMAGE"
+# The worker's image name in base/ and seed/, which every overlay sets.
+WORKER = "job-wq-2"
 # A first pull of the node image is several hundred MB; an unreachable registry fails in seconds.
 PULL_TIMEOUT = 600
 POLL_SECONDS = 2.0
+SEED_JOB = "job-wq-2-seed"
+WORKER_JOB = "job-wq-2"
+# Includes the node's first pull of the Redis image.
+SEED_TIMEOUT = 300
+# 9 items of 10 s over 2 workers is about 45 s; the rest is scheduling and start-up.
+WORKER_TIMEOUT = 300
 
 
 def node_image() -> str:
-    """The pinned node image, read from the kind config that `make kind-up` uses too."""
+    """$E2E_KIND_NODE_IMAGE (CI's matrix of Kubernetes minors), else the image pinned in the kind
+    config that `make kind-up` uses too."""
     cfg = yaml.safe_load(KIND_CONFIG.read_text(encoding="utf-8"))
-    return str(cfg["nodes"][0]["image"])
+    return os.environ.get(NODE_IMAGE) or str(cfg["nodes"][0]["image"])
 
 
 def _attempt(args: Sequence[str], timeout: float) -> str | None:
@@ -78,10 +94,13 @@ def kind_binary() -> Path:
 
 @dataclass
 class Cluster:
-    """A kind cluster made with pytest-kind-ng, plus a Kubernetes API client for it."""
+    """A cluster to test on, a Kubernetes API client for it, and how to delete it: only for a
+    cluster the fixture created itself, never for one it found."""
 
-    kind: Any  # pytest_kind.KindCluster, which has no type information
+    context: str
+    kubeconfig: Path | None  # None: kubectl's own ($KUBECONFIG, ~/.kube/config)
     api: client.ApiClient
+    delete: Callable[[], None] | None = None
 
     @property
     def core(self) -> client.CoreV1Api:
@@ -91,52 +110,117 @@ class Cluster:
     def batch(self) -> client.BatchV1Api:
         return client.BatchV1Api(self.api)
 
-    def kubectl(self, *args: str) -> str:
-        return str(self.kind.kubectl(*args, stderr=subprocess.STDOUT))
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment in which kubectl (and scripts/deploy.sh) talk to this cluster."""
+        return {**os.environ, **({"KUBECONFIG": str(self.kubeconfig)} if self.kubeconfig else {})}
 
-    def delete(self) -> None:
-        self.kind.delete()
+    def kubectl(self, *args: str) -> str:
+        """kubectl's output (stderr included); CalledProcessError with it on failure."""
+        return subprocess.run(
+            [kubectl(), "--context", self.context, *args],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            check=True,
+        ).stdout
+
+
+def target() -> str:
+    """Where the cluster e2e runs: a kind cluster it creates ("kind"), or the current context."""
+    wanted = os.environ.get(TARGET, "kind")
+    if wanted not in ("kind", "current"):
+        raise ValueError(f"{TARGET} must be kind or current, not {wanted!r}")
+    return wanted
+
+
+def current() -> Cluster:
+    """The current kubeconfig context's cluster, as it is: never created, never deleted."""
+    done = subprocess.run(
+        [kubectl(), "config", "current-context"], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        pytest.fail(f"{TARGET}=current, but kubectl has no current context: {done.stderr.strip()}")
+    context = done.stdout.strip()
+    api = config.new_client_from_config(context=context)  # type: ignore[no-untyped-call]
+    return Cluster(context, None, api)
 
 
 def create(name: str, image: str) -> Cluster:
-    """Create (or reuse) the cluster, build the worker image and load it onto the node."""
+    """A kind cluster with the worker image on its node. One that already exists is reused and
+    kept; one created here is deleted again if anything after its creation fails."""
     kind = kind_binary()
-    made = KindCluster(name, kind_path=kind, kubectl_path=Path(kubectl()))
+    # kind's --image (which pytest-kind-ng passes) wins over the config's node image.
+    made = KindCluster(name, image=node_image(), kind_path=kind, kubectl_path=Path(kubectl()))
     existing = subprocess.run(
         [str(kind), "get", "clusters"], capture_output=True, text=True, check=True
     ).stdout.split()
-    if name in existing:
+    existed = name in existing
+    if existed:
         # pytest-kind-ng only writes its kubeconfig when it creates the cluster itself.
-        subprocess.run(
-            [
-                str(kind),
-                "export",
-                "kubeconfig",
-                "--name",
-                name,
-                "--kubeconfig",
-                str(made.kubeconfig_path),
-            ],
-            check=True,
+        export = [str(kind), "export", "kubeconfig", "--name", name]
+        subprocess.run([*export, "--kubeconfig", str(made.kubeconfig_path)], check=True)
+    try:
+        made.create(config_file=KIND_CONFIG)
+        # kubernetes.config has no annotations, unlike kubernetes.client.
+        api = config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(made.kubeconfig_path)
         )
-    made.create(config_file=KIND_CONFIG)
-    # kubernetes.config has no annotations, unlike kubernetes.client.
-    api = config.new_client_from_config(  # type: ignore[no-untyped-call]
-        config_file=str(made.kubeconfig_path)
-    )
-    cluster = Cluster(made, api)
-    cluster.kubectl("wait", "--for=condition=Ready", "nodes", "--all", "--timeout=180s")
-    subprocess.run(["docker", "build", "-t", image, str(REPO / "worker")], check=True)
-    made.load_docker_image(image)
+        cluster = Cluster(f"kind-{name}", Path(made.kubeconfig_path), api)
+        cluster.kubectl("wait", "--for=condition=Ready", "nodes", "--all", "--timeout=180s")
+        # One image manifest, no provenance or SBOM attestations: `kind load` cannot import the
+        # multi-manifest archive Docker's containerd image store saves otherwise (kind #3795).
+        build = ["docker", "build", "--provenance=false", "--sbom=false", "-t", image]
+        subprocess.run([*build, str(REPO / "worker")], check=True)
+        made.load_docker_image(image)
+    except BaseException:
+        if not existed:
+            made.delete()
+        raise
+    cluster.delete = None if existed else made.delete
     return cluster
 
 
-def apply(cluster: Cluster, overlay: str, attempts: int = 5) -> None:
+def overlay(root: Path, workdir: Path) -> Path:
+    """The dev overlay of the manifests under `root`, with the images $E2E_WORKER_IMAGE and
+    $E2E_REDIS_IMAGE when set (a cluster that mirrors images): a directory to apply."""
+    images = [
+        override(name, os.environ[variable])
+        for name, variable in ((WORKER, WORKER_IMAGE), ("redis", REDIS_IMAGE))
+        if os.environ.get(variable)
+    ]
+    dev = root / "overlays" / "dev"
+    if not images:
+        return dev
+    # Named dev too: scripts/deploy.sh guards the dev overlay by that name.
+    wrapped = workdir / "dev"
+    wrapped.mkdir(parents=True)
+    kustomization = {"resources": [os.path.relpath(dev, wrapped)], "images": images}
+    (wrapped / "kustomization.yaml").write_text(yaml.safe_dump(kustomization), encoding="utf-8")
+    return wrapped
+
+
+def override(name: str, reference: str) -> dict[str, str]:
+    """A kustomize `images:` entry that makes image `name` the full `reference`; with a digest
+    the digest alone pins it."""
+    rest, _, digest = reference.partition("@")
+    slash, colon = rest.rfind("/"), rest.rfind(":")
+    new_name, tag = (rest[:colon], rest[colon + 1 :]) if colon > slash else (rest, "")
+    entry = {"name": name, "newName": new_name}
+    if digest:
+        entry["digest"] = digest
+    elif tag:
+        entry["newTag"] = tag
+    return entry
+
+
+def apply(cluster: Cluster, directory: Path, attempts: int = 5) -> None:
     """kubectl apply -k, retried: a Pod applied together with its new namespace can be refused
     until the namespace's default ServiceAccount exists."""
     for attempt in range(1, attempts + 1):
         try:
-            cluster.kubectl("apply", "-k", str(REPO / "overlays" / overlay))
+            cluster.kubectl("apply", "-k", str(directory))
             return
         except subprocess.CalledProcessError as error:
             if attempt == attempts:
@@ -190,6 +274,34 @@ def pod_log(cluster: Cluster, pod: str, namespace: str) -> str:
 def restarts(pod: client.V1Pod) -> int:
     statuses = (pod.status.container_statuses if pod.status else None) or []
     return sum(status.restart_count for status in statuses)
+
+
+def assert_complete(job: client.V1Job) -> None:
+    state = finished(job) or "unfinished"
+    name = job.metadata.name if job.metadata else None
+    assert state.startswith("Complete"), f"Job {name} did not succeed: {state}"
+
+
+def assert_clean_exits(pods: list[client.V1Pod]) -> None:
+    phases = {pod_name(pod): pod.status.phase if pod.status else None for pod in pods}
+    assert set(phases.values()) == {"Succeeded"}, f"worker pods not all Succeeded: {phases}"
+    # A restarted container's earlier log is gone, so its items could not be accounted for.
+    restarted = {pod_name(pod): restarts(pod) for pod in pods if restarts(pod)}
+    assert not restarted, f"worker containers restarted: {restarted}"
+
+
+def job_uids(cluster: Cluster, namespace: str) -> dict[str, str]:
+    jobs = cluster.batch.list_namespaced_job(namespace).items
+    return {str(job.metadata.name): str(job.metadata.uid) for job in jobs if job.metadata}
+
+
+def finished_run(cluster: Cluster, namespace: str) -> dict[str, str]:
+    """Once both Jobs completed: each worker pod's log."""
+    assert_complete(wait_for_job(cluster, SEED_JOB, namespace, SEED_TIMEOUT))
+    assert_complete(wait_for_job(cluster, WORKER_JOB, namespace, WORKER_TIMEOUT))
+    pods = job_pods(cluster, WORKER_JOB, namespace)
+    assert_clean_exits(pods)
+    return {pod_name(pod): pod_log(cluster, pod_name(pod), namespace) for pod in pods}
 
 
 DIAGNOSTICS = (

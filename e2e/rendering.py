@@ -60,11 +60,13 @@ def seed_items() -> list[str]:
 
 def render_tree(root: Path, overlay: str) -> list[Manifest]:
     """Render `overlay` of a copy of the manifests under `root` (see `manifests_copy`)."""
+    return render_dir(root / "overlays" / overlay)
+
+
+def render_dir(directory: Path) -> list[Manifest]:
+    """The objects of any kustomization directory."""
     result = subprocess.run(
-        [kubectl(), "kustomize", str(root / "overlays" / overlay)],
-        check=True,
-        capture_output=True,
-        text=True,
+        [kubectl(), "kustomize", str(directory)], check=True, capture_output=True, text=True
     )
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 

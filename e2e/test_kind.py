@@ -1,47 +1,58 @@
-"""The proof on a real cluster: the dev overlay on kind drains the queue, even when a worker dies.
+"""The proof on a real cluster: the dev overlay drains the queue, even when a worker dies, and Git
+drives the runs through scripts/deploy.sh (run A; the same tree again, Job UIDs unchanged; run B).
 
-Skips, saying why, where kind cannot run (no Docker, or no way to get the pinned node image);
-E2E_KIND=1 makes those failures instead, as CI wants. `--keep-cluster` keeps the cluster afterwards.
+On a kind cluster made here (skips, saying why, where kind cannot run: no Docker, or no way to get
+the pinned node image; E2E_KIND=1 makes those failures, as CI wants; `--keep-cluster` keeps it), or
+with E2E_CLUSTER=current on the current kubeconfig context's cluster, which is never created or
+deleted, with the images from E2E_WORKER_IMAGE and E2E_REDIS_IMAGE when set. Either way the tests
+own the namespace job-wq-2: they delete and recreate it.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from cluster import (
+    SEED_JOB,
+    SEED_TIMEOUT,
+    WORKER_JOB,
+    WORKER_TIMEOUT,
     Cluster,
     apply,
+    assert_clean_exits,
+    assert_complete,
     create,
+    current,
     diagnosed,
-    finished,
+    finished_run,
     job_pods,
+    job_uids,
+    overlay,
     pod_log,
     pod_name,
     reset,
-    restarts,
+    target,
     unavailable_reason,
     wait_for_job,
 )
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from rendering import find, render, seed_items
+from rendering import REPO, find, kubectl, manifests_copy, render, seed_items
 from worklog import assert_all_done, assert_drained, items_worked_on
 
 # The first test also pays for pulling the node image, creating the cluster and building the image.
-pytestmark = [pytest.mark.kind, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.kind, pytest.mark.timeout(2400)]
 
 OVERLAY = "dev"
-SEED_JOB = "job-wq-2-seed"
-WORKER_JOB = "job-wq-2"
 CLUSTER = os.environ.get("E2E_KIND_CLUSTER", "job-wq-2-e2e")
-# Includes the node's first pull of the Redis image.
-SEED_TIMEOUT = 300
-# 9 items of 10 s over 2 workers is about 45 s; the rest is scheduling and start-up.
-WORKER_TIMEOUT = 300
+DEPLOY = REPO / "scripts" / "deploy.sh"
+# Run B: "apple" again, which a new run works on again.
+NEW_ITEMS = ["kiwi", "lime", "apple", "mango", "papaya"]
 
 
 @dataclass(frozen=True)
@@ -51,42 +62,34 @@ class Deployed:
 
 
 @pytest.fixture(scope="module")
-def kind(request: pytest.FixtureRequest) -> Iterator[tuple[Cluster, str]]:
-    """The cluster with the dev overlay's image on its node, and the overlay's namespace."""
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """The cluster, with the dev overlay's image on its node when it is a kind cluster made here."""
+    if target() == "current":
+        yield current()
+        return
     reason = unavailable_reason()
     if reason:
         pytest.skip(reason)
-    objects = render(OVERLAY)
-    find(objects, "Job", SEED_JOB)
-    worker = find(objects, "Job", WORKER_JOB)
-    image = worker["spec"]["template"]["spec"]["containers"][0]["image"]
-    made = create(CLUSTER, image)
-    yield made, worker["metadata"]["namespace"]
-    if not request.config.getoption("keep_cluster"):
-        made.delete()
+    worker = find(render(OVERLAY), "Job", WORKER_JOB)
+    made = create(CLUSTER, worker["spec"]["template"]["spec"]["containers"][0]["image"])
+    try:
+        yield made
+    finally:
+        if made.delete is not None and not request.config.getoption("keep_cluster"):
+            made.delete()
+
+
+@pytest.fixture(scope="module")
+def namespace() -> str:
+    return str(find(render(OVERLAY), "Job", WORKER_JOB)["metadata"]["namespace"])
 
 
 @pytest.fixture
-def deployed(kind: tuple[Cluster, str]) -> Deployed:
+def deployed(cluster: Cluster, namespace: str, tmp_path: Path) -> Deployed:
     """A fresh namespace with the dev overlay applied: Redis, the seed Job, the worker Job."""
-    made, namespace = kind
-    reset(made, namespace)
-    apply(made, OVERLAY)
-    return Deployed(made, namespace)
-
-
-def assert_complete(job: client.V1Job) -> None:
-    state = finished(job) or "unfinished"
-    name = job.metadata.name if job.metadata else None
-    assert state.startswith("Complete"), f"Job {name} did not succeed: {state}"
-
-
-def assert_clean_exits(pods: list[client.V1Pod]) -> None:
-    phases = {pod_name(pod): pod.status.phase if pod.status else None for pod in pods}
-    assert set(phases.values()) == {"Succeeded"}, f"worker pods not all Succeeded: {phases}"
-    # A restarted container's earlier log is gone, so its items could not be accounted for.
-    restarted = {pod_name(pod): restarts(pod) for pod in pods if restarts(pod)}
-    assert not restarted, f"worker containers restarted: {restarted}"
+    reset(cluster, namespace)
+    apply(cluster, overlay(REPO, tmp_path))
+    return Deployed(cluster, namespace)
 
 
 def first_item_in_progress(deployed: Deployed, timeout: float) -> tuple[str, str]:
@@ -145,3 +148,48 @@ def test_a_deleted_worker_loses_no_item(deployed: Deployed) -> None:
         assert again, f"{held!r}, held by the deleted {victim}, was never worked on again"
         # The deleted worker completed nothing, so the others must have done every item, once.
         assert_drained(logs, items)
+
+
+def deploy_sh(cluster: Cluster, directory: Path) -> str:
+    """scripts/deploy.sh as a user runs it, naming the cluster's context: its output."""
+    env = {**cluster.env, "CONTEXT": cluster.context}
+    env["PATH"] = f"{Path(kubectl()).parent}{os.pathsep}{env['PATH']}"
+    done = subprocess.run(
+        [str(DEPLOY), str(directory)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    print(done.stdout, done.stderr)
+    assert done.returncode == 0, f"deploy.sh exited {done.returncode}:\n{done.stderr}"
+    return done.stdout
+
+
+def test_git_drives_the_runs_through_deploy_sh(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    reset(cluster, namespace)
+    with diagnosed(cluster, namespace):
+        # 1. First deploy: run A, the committed items, each worked on once.
+        deploy_sh(cluster, overlay(REPO, tmp_path / "a"))
+        assert_drained(finished_run(cluster, namespace), seed_items())
+        uids = job_uids(cluster, namespace)
+        pods = {pod_name(p) for p in job_pods(cluster, WORKER_JOB, namespace)}
+
+        # 2. The same tree again: nothing replaced, nothing re-run.
+        said = deploy_sh(cluster, overlay(REPO, tmp_path / "again"))
+        assert "replacing" not in said, said
+        assert job_uids(cluster, namespace) == uids, "a no-op deploy replaced a Job"
+        assert {pod_name(p) for p in job_pods(cluster, WORKER_JOB, namespace)} == pods
+
+        # 3. A commit with new items: both Jobs replaced, run B worked on, each item once.
+        root = manifests_copy(tmp_path / "repo")
+        (root / "seed" / "items.txt").write_text("\n".join(NEW_ITEMS) + "\n", encoding="utf-8")
+        said = deploy_sh(cluster, overlay(root, tmp_path / "b"))
+        for job in (SEED_JOB, WORKER_JOB):
+            assert f"replacing job.batch/{job}: " in said, said
+        replaced = job_uids(cluster, namespace)
+        assert set(replaced) == set(uids) and not set(replaced.values()) & set(uids.values())
+        assert_drained(finished_run(cluster, namespace), NEW_ITEMS)
