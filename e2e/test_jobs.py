@@ -6,12 +6,24 @@ thing changed, so no cluster is needed.
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
 from podspec import quantity
 from rediswq.errors import EXIT_CONFIG, EXIT_USAGE
-from rendering import OVERLAYS, REPO, Manifest, find, manifests_copy, render, render_tree
+from rediswq.runs import run_id
+from rediswq.seeding import read_items
+from rendering import (
+    OVERLAYS,
+    REPO,
+    Manifest,
+    find,
+    manifests_copy,
+    render,
+    render_tree,
+    seed_items,
+)
 
 JOBS = ("job-wq-2-seed", "job-wq-2")
 SETTINGS = REPO / "base" / "settings.env"
@@ -48,13 +60,16 @@ def env(container: Manifest) -> dict[str, str]:
     return {var["name"]: var["value"] for var in container.get("env", []) if "value" in var}
 
 
-def run_of(objects: list[Manifest]) -> tuple[str, str]:
-    """What names the run in the rendered objects: the items' content and the run label, the
-    same for both Jobs."""
+def run_of(objects: list[Manifest]) -> str:
+    """The run id the seed and the workers compute from what the rendered objects give them (the
+    mounted items file, RUN_LABEL), as rediswq computes it; the same for both Jobs."""
     runs = set()
     for job in JOBS:
         items = find(objects, "ConfigMap", items_configmap(objects, job))["data"]["items.txt"]
-        runs.add((items, settings(objects, job)["RUN_LABEL"]))
+        with tempfile.TemporaryDirectory() as scratch:
+            path = Path(scratch) / "items.txt"
+            path.write_text(items, encoding="utf-8")
+            runs.add(run_id(read_items(str(path)), settings(objects, job)["RUN_LABEL"]))
     assert len(runs) == 1, f"the seed and the workers name different runs: {runs}"
     return runs.pop()
 
@@ -75,7 +90,8 @@ def test_both_jobs_read_the_items_from_the_same_generated_configmap(overlay: str
 def test_the_run_label_is_an_explicit_setting_empty_by_default() -> None:
     lines = SETTINGS.read_text(encoding="utf-8").splitlines()
     assert "RUN_LABEL=" in lines, "base/settings.env must set RUN_LABEL explicitly"
-    assert run_of(render("dev"))[1] == ""
+    committed = [line.encode() for line in seed_items()]
+    assert run_of(render("dev")) == run_id(committed), "not the committed items' run, unlabelled"
 
 
 def changed(tmp_path: Path, path: str, old: str, new: str) -> list[Manifest]:
