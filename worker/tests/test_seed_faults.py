@@ -1,6 +1,6 @@
-"""A seed under faults: a lost reply makes redis-py send a script or a pipeline again, and a Redis
-without persistence can restart mid-seed. Each test drives the fault for real, through the fault
-proxy on loopback or by restarting a real server, against each server kind installed."""
+"""A seed (and a restore) under faults: a lost reply makes redis-py send a script or a pipeline
+again, and a Redis without persistence can restart mid-seed. Each test drives the fault for real,
+through the fault proxy on loopback or by restarting a real server, on each kind installed."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from conftest import pending_of, rediswq
 from faults import Command, FaultProxy, evalsha
 from rediswq import WorkQueue, seed
 from rediswq.connection import connect
+from rediswq.runs import restore
 from rediswq.server import EmbeddedRedis
 
 
@@ -80,6 +81,18 @@ def test_a_lost_reply_to_the_seal_still_reports_what_this_seed_queued(
     assert "nothing changed" not in result.stdout
     assert result.stdout.splitlines()[-1].startswith(f"Queued 2 items in {queue_name!r}")
     assert pending_of(probe) == [b"apple", b"banana"]
+
+
+def test_a_lost_reply_to_a_restore_still_reports_what_it_restored(
+    fault_proxy: FaultProxy, through_proxy: WorkQueue
+) -> None:
+    queue = through_proxy
+    seed(queue, [b"a", b"b"], run="old")
+    seed(queue, [b"c"], run="new")  # supersedes "old" with both items pending
+    lost = fault_proxy.lose_reply(evalsha(queue.scripts.restore))
+    assert restore(queue, "old") == 2
+    assert lost.fired.is_set(), "the fault did not fire: the test proves nothing"
+    assert pending_of(queue) == [b"c", b"a", b"b"]
 
 
 def test_a_seed_that_loses_staged_items_to_a_restart_fails_and_seals_nothing(
