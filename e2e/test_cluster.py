@@ -1,9 +1,12 @@
-"""The cluster e2e's own logic that needs no cluster: images for a cluster that mirrors them."""
+"""The cluster e2e's own logic that needs no cluster: images for a cluster that mirrors them, and
+which clusters it may delete."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
+import cluster
 import pytest
 from cluster import REDIS_IMAGE, WORKER_IMAGE, overlay, override
 from rendering import REPO, Manifest, render_dir
@@ -57,3 +60,53 @@ def test_image_variables_replace_the_images_of_the_dev_overlay(
         "seed": "mirror.example:5000/job-wq-2:0.3",
         "redis": f"mirror.example:5000/redis@{DIGEST}",
     }
+
+
+# A kubeconfig whose API server is nowhere: everything after the cluster's creation fails.
+NOWHERE = """apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:9"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: kind-x, context: {cluster: c, user: u}}]
+current-context: kind-x
+"""
+
+
+def stand_in_kind(directory: Path, existing: list[str]) -> tuple[Path, Path]:
+    """A `kind` that knows the clusters `existing`, writes NOWHERE as any kubeconfig it is asked
+    for, and records its calls: its path and that of its record."""
+    kubeconfig, calls = directory / "nowhere.yaml", directory / "kind.calls"
+    kubeconfig.write_text(NOWHERE, encoding="utf-8")
+    script = directory / "kind"
+    script.write_text(
+        f"""#!/bin/sh
+echo "$*" >> "{calls}"
+case "$1 $2" in
+  "get clusters") printf '%s\\n' {" ".join(existing)} ;;
+  "create cluster") for arg; do
+      case "$arg" in --kubeconfig=*) cp "{kubeconfig}" "${{arg#--kubeconfig=}}" ;; esac
+    done ;;
+  "export kubeconfig") cp "{kubeconfig}" "$7" ;;
+esac
+""",
+        encoding="utf-8",
+    )
+    script.chmod(0o755)
+    return script, calls
+
+
+@pytest.mark.parametrize("existed", [False, True])
+def test_a_cluster_is_deleted_only_when_made_here_even_if_its_setup_fails(
+    existed: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kind, calls = stand_in_kind(tmp_path, ["x"] if existed else [])
+    monkeypatch.setattr(cluster, "kind_binary", lambda: kind)
+    monkeypatch.chdir(tmp_path)  # pytest-kind-ng keeps its files under the working directory
+    with pytest.raises(subprocess.CalledProcessError):
+        cluster.create("x", "job-wq-2:dev")  # fails waiting for the nodes: no API server
+    made = "create cluster --name=x" in calls.read_text()
+    deleted = "delete cluster --name=x" in calls.read_text()
+    assert made == (not existed)
+    assert deleted == (not existed), calls.read_text()
+    if made:  # on the pinned node image (or E2E_KIND_NODE_IMAGE's), whatever the config says
+        assert f"--image={cluster.node_image()}" in calls.read_text()
