@@ -85,3 +85,40 @@ def test_bad_item_timeouts_are_usage_errors(server: EmbeddedRedis) -> None:
     run = rediswq("worker", "--redis-url", server.url, "--item-timeout", "-1")
     assert run.returncode == 3  # a setting no retry can fix
     assert "--item-timeout" in run.stderr
+
+
+def _handler_processes(pid: int) -> list[int]:
+    """The worker's children that run the handler (not multiprocessing's resource tracker)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"spawn_main" in command and b"resource_tracker" not in command:
+                found.append(int(child))
+    return found
+
+
+def test_the_handlers_process_dies_with_a_killed_worker(
+    server: EmbeddedRedis, make_queue: QueueFactory, tmp_path: Path
+) -> None:
+    queue = make_queue()
+    seed(queue, [b"hang-1"])
+    worker = spawn_worker(
+        server.url, queue.keys.name, "--handler", "recording:block_in_c", "--item-timeout", "60",
+        env=cli_env(RECORD_FILE=str(tmp_path / "done")),
+    )  # fmt: skip
+    assert worker.stdout is not None
+    for line in worker.stdout:
+        if line.startswith("Working on"):
+            break
+    deadline = time.monotonic() + 30
+    while not (children := _handler_processes(worker.pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)  # "Working on" comes before the handler's process is started
+    [child] = children
+    time.sleep(0.5)  # into the handler
+    worker.kill()
+    worker.communicate(timeout=10)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{child}").exists(), "the hung handler outlived its worker"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
 import signal
+import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +16,8 @@ from typing import Protocol
 
 from rediswq.errors import QueueError
 from rediswq.handlers import Handler, HandlerSpec, Reject
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 # How much of a traceback a dead letter keeps; the log has the whole of it.
 _TRACEBACK_LINES = 20
@@ -92,7 +97,11 @@ class TimeLimited:
     Nothing inside a process can stop a thread blocked in C code or a handler that swallows
     exceptions, but SIGKILL ends any process. One child serves item after item (a pipe round trip
     per item, not a process start); a new one is started after a kill. Started with "spawn": the
-    worker has threads (the lease keeper), and a fork could copy a lock one of them holds.
+    worker has threads (the lease keeper), and a fork could copy a lock one of them holds. As with
+    any spawned process, a program that uses this class itself must guard its main module with
+    `if __name__ == "__main__":` (the `rediswq` command does).
+
+    Measured here with a no-op handler: 40 us per item, 0.15-0.25 s per process start.
     """
 
     def __init__(self, spec: HandlerSpec, limit: float, encode: Encode | None = None) -> None:
@@ -161,10 +170,23 @@ class TimeLimited:
         return child.exitcode
 
 
+def _die_with_parent() -> None:
+    """A worker killed outright (SIGKILL, an OOM kill) cannot stop its child; on Linux the kernel
+    does. Elsewhere the child ends at its next item, when it finds the pipe closed."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
 def _serve(conn: Connection, spec: HandlerSpec, encode: Encode | None) -> None:
     """The child: load the handler once, then an `Outcome` for each item until the pipe closes."""
     # Ctrl-C reaches the whole process group; the worker decides what happens to the item.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
     try:
         handler = spec.load()
     except QueueError as exc:
