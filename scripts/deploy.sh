@@ -98,6 +98,7 @@ for object in ${replace[@]+"${replace[@]}"}; do
   k delete -f "$object" --cascade=foreground --wait --timeout=5m
 done
 # A new namespace first: the API server refuses pods in it until its default ServiceAccount exists.
+# (`wait --for=create` needs kubectl 1.31 or later; make deploy uses the pinned one.)
 for object in ${namespaces[@]+"${namespaces[@]}"}; do
   k apply -f "$object"
   k wait --for=create --timeout=60s -n "$(sed -n 's/^  name: //p' "$object")" serviceaccount/default
