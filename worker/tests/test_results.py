@@ -86,3 +86,7 @@ def test_the_worker_keeps_results_with_a_time_limit_too(
     assert json.loads(rediswq("results", *url, "--json").stdout) == [
         {"item": "good", "result": "GOOD"}
     ]
+    # Raised in the handler's process, Reject still means no retry.
+    [letter] = json.loads(rediswq("failed", *url, "--json").stdout)
+    assert (letter["item"], letter["attempts"]) == ("bad", 1)
+    assert letter["error"] == "Reject: bad can never work"
