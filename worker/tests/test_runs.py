@@ -271,3 +271,21 @@ def test_a_worker_whose_run_was_reset_away_stops(make_queue: QueueFactory) -> No
     worker = Worker(make_queue(run="a"), handler, log=lambda line: None)
     with pytest.raises(Superseded, match=r"dropped .* by a reset; it is now sealed for run b"):
         worker.run()
+
+
+@pytest.mark.parametrize("part", [":runs", ":run:a", ":run:b:pending"])
+def test_a_run_key_of_another_type_stops_the_seal_before_it_writes(
+    make_queue: QueueFactory, part: str
+) -> None:
+    queue = make_queue()
+    seed(queue, [b"a-1", b"a-2"], run="a")
+    queue.lease()
+    client = queue.client
+    client.delete(f"{queue.keys.name}{part}")
+    client.set(f"{queue.keys.name}{part}", "in the way")
+    before = {key: client.dump(key) for key in client.scan_iter(f"{queue.keys.name}*")}
+    with pytest.raises(redis.ResponseError, match=f"WRONGTYPE {queue.keys.name}{part} holds a"):
+        seed(queue, [b"b-1"], run="b")
+    after = {key: client.dump(key) for key in client.scan_iter(f"{queue.keys.name}*")}
+    assert after.keys() - before.keys() <= {k for k in after if b":staging:" in k}
+    assert {k: v for k, v in after.items() if b":staging:" not in k} == before

@@ -13,11 +13,9 @@ if n == 0 then
   local restored = redis.call('HGET', info, 'restored')
   return restored and {'already', tonumber(restored)} or {'none', 0}
 end
-local kind = redis.call('TYPE', pending).ok
-if kind ~= 'none' and kind ~= 'list' then
-  return redis.error_reply('WRONGTYPE queue key holds a ' .. kind .. ', not a list')
-end
-if kind == 'none' and redis.call('EXISTS', retries) == 0 then
+kind_of[info], kind_of[aside], kind_of[aside_retries] = 'hash', 'list', 'hash'
+check(pending, retries, info, aside, aside_retries)
+if redis.call('EXISTS', pending) == 0 and redis.call('EXISTS', retries) == 0 then
   redis.call('RENAME', aside, pending)
   if redis.call('EXISTS', aside_retries) == 1 then
     redis.call('RENAME', aside_retries, retries)

@@ -16,15 +16,17 @@ local function record_of(id)
   return pending .. ':run:' .. id
 end
 
+check(sealed)
 local current = redis.call('GET', sealed)
-if current and redis.call('HGET', record_of(current), 'token') == token then
-  return {'sealed', unpack(redis.call('HGETALL', record_of(current)))}
-end
-
--- Every check before the first write.
-local kind = redis.call('TYPE', pending).ok
-if kind ~= 'none' and kind ~= 'list' then
-  return redis.error_reply('WRONGTYPE queue key holds a ' .. kind .. ', not a list')
+-- Every check before the first write, the run keys' types too.
+local earlier = record_of(run)
+local old = current and record_of(current) or earlier
+kind_of[runs], kind_of[earlier], kind_of[old], kind_of[earlier .. ':pending'] =
+  'zset', 'hash', 'hash', 'list'
+check(pending, leases, deadlines, retries, failed, stats, delayed, runs, earlier, old,
+  earlier .. ':pending')
+if current and redis.call('HGET', old, 'token') == token then
+  return {'sealed', unpack(redis.call('HGETALL', old))}
 end
 local staged = redis.call('LLEN', staging)
 if staged ~= expected then
@@ -59,7 +61,6 @@ if reset then
 elseif current then
   -- The current run ends: what it left undone is moved aside intact, and its counters and
   -- dead letters are kept, all under its own keys, so the new run starts clean.
-  local old = record_of(current)
   local moved = 0
   if redis.call('LLEN', pending) > 0 or redis.call('HLEN', leases) > 0 then
     -- Leased items go back to the head first, as on a shutdown: the cut attempt is not charged.
@@ -100,7 +101,6 @@ end
 
 -- Run `run` starts afresh: an earlier run of the same id (a reverted commit) is history now.
 -- Its remainder, if any, is dropped: every one of its items is queued again by this seed.
-local earlier = record_of(run)
 note('dropped_remainder', redis.call('LLEN', earlier .. ':pending'))
 redis.call('DEL', earlier, earlier .. ':pending', earlier .. ':retries')
 redis.call('ZREM', runs, run)
