@@ -135,3 +135,17 @@ def test_seed_reset_says_what_it_dropped(server: EmbeddedRedis, make_queue: Queu
     assert reset.returncode == 0, reset.stderr
     assert "Reset: dropped 0 pending and 0 leased items, 2 dead letters" in reset.stdout
     assert DeadLetters(queue).listing() == []
+
+
+def test_a_dead_letter_whose_leases_ran_out_says_so(make_queue: QueueFactory) -> None:
+    queue = make_queue(max_attempts=2, lease_seconds=0.05)
+    seed(queue, [b"oom-killer"])
+    for _ in range(2):  # leased, and never completed: as by a worker killed each time
+        assert len(queue.lease()) == 1
+        time.sleep(0.1)
+        queue.reclaim()
+    (letter,) = DeadLetters(queue).listing()
+    assert letter.item == "oom-killer" and letter.attempts == 2
+    assert letter.error.startswith("LeaseExpired: its lease ran out")
+    assert letter.worker == f"session {queue.session}"
+    assert letter.time is not None and abs(letter.time - time.time()) < 5

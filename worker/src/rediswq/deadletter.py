@@ -40,7 +40,7 @@ class DeadLetter:
     item: str
     error: str  # type: message
     traceback: str  # its last lines
-    attempts: int | None  # None: no record (its leases expired: the worker died or hung)
+    attempts: int | None  # None: no record (pushed by hand)
     time: float | None  # Unix seconds, the server's clock
     worker: str
 
@@ -114,9 +114,8 @@ def _text(raw: bytes) -> str:
 
 
 def _letter(item: bytes, raw: bytes | None) -> DeadLetter:
-    if raw is None:
-        return DeadLetter(_text(item), "its leases expired (the worker died or hung)", "", None,
-                          None, "")  # fmt: skip
+    if raw is None:  # put there by hand, or by an older version
+        return DeadLetter(_text(item), "no record", "", None, None, "")
     record = json.loads(raw)
     return DeadLetter(
         _text(item),

@@ -170,8 +170,12 @@ local function reclaim(now, max_attempts, limit)
     local record = redis.call('HGET', leases, expired[i])
     forget(expired[i])
     if record then
-      local _, attempt, item = parse(record)
-      put_back(item, attempt, max_attempts)
+      local owner, attempt, item = parse(record)
+      if put_back(item, attempt, max_attempts) == 1 then -- the dead letter's record (deadletter.py)
+        redis.call('HSET', failures, item, cjson.encode({attempts = attempt, time = now / 1000,
+          error = 'LeaseExpired: its lease ran out (the worker died, hung or lost Redis)',
+          worker = 'session ' .. owner, traceback = ''}))
+      end
       redis.call('HINCRBY', stats, 'reclaimed', 1)
     end
   end
