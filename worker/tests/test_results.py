@@ -90,3 +90,20 @@ def test_the_worker_keeps_results_with_a_time_limit_too(
     [letter] = json.loads(rediswq("failed", *url, "--json").stdout)
     assert (letter["item"], letter["attempts"]) == ("bad", 1)
     assert letter["error"] == "Reject: bad can never work"
+
+
+def test_a_new_run_moves_the_results_and_dead_letters_aside(make_queue: QueueFactory) -> None:
+    queue = make_queue(max_attempts=1)
+    first = seed(queue, [b"text", b"doc", b"boom"]).run
+
+    def handler(item: bytes) -> object:
+        if item == b"boom":
+            raise OSError("down")
+        return RESULTS[item]
+
+    Worker(queue, handler, results=ResultStore(queue), log=Log()).run()
+    seed(queue, [b"next"])
+    old = f"{queue.keys.name}:run:{first}"
+    assert set(queue.client.hkeys(f"{old}:results")) == {b"text", b"doc"}
+    assert queue.client.hkeys(f"{old}:failed:info") == [b"boom"]
+    assert not queue.client.exists(queue.keys.results, queue.keys.failures)
