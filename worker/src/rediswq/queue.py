@@ -31,7 +31,7 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
-from rediswq.errors import ConfigError
+from rediswq.errors import ConfigError, QueueError
 from rediswq.keys import QueueKeys
 from rediswq.scripts import Scripts, call
 
@@ -169,12 +169,8 @@ class WorkQueue:
         return int(self.run(self.scripts.reclaim, [self.max_attempts, limit]))
 
     def counts(self) -> tuple[int, int]:
-        """(pending, in flight)."""
-        with self.translate_errors():
-            pipe = self.client.pipeline(transaction=True)
-            pipe.llen(self.keys.pending)
-            pipe.zcard(self.keys.deadlines)
-            pending, in_flight = pipe.execute()
+        """(pending, in flight), read at one instant."""
+        pending, in_flight, _ = self.run(self.scripts.snapshot, [0])
         return int(pending), int(in_flight)
 
     def is_empty(self) -> bool:
@@ -218,8 +214,21 @@ class WorkQueue:
             raise
 
     def _explain(self, exc: redis.ResponseError) -> None:
-        if "WRONGTYPE" in str(exc):
+        """Raise a one-line QueueError for the errors a user can act on."""
+        text = str(exc)
+        if "WRONGTYPE" in text:
             self.check_types()  # raises QueueError for the offending key
+        elif "Error compiling script" in text and "user_script:1:" in text:
+            # Line 1 of every script is its #!lua line, which only Redis 7.0 and later read.
+            raise ConfigError(
+                "the Redis server is too old: rediswq needs Redis 7.0 or later, or Valkey 7.2 "
+                f"or later ({text.strip()})"
+            ) from None
+        elif isinstance(exc, redis.OutOfMemoryError) or "OOM command not allowed" in text:
+            raise QueueError(
+                f"Redis refused to store more: it is over its maxmemory ({text.strip()}); "
+                "workers can still drain the queue, which frees memory"
+            ) from None
 
     @staticmethod
     def _ids(leases: Sequence[Lease]) -> list[int]:

@@ -41,6 +41,7 @@ class Scripts:
     seal: Script
     stage: Script
     restore: Script
+    snapshot: Script
 
     @classmethod
     def register(cls, client: redis.Redis) -> Scripts:

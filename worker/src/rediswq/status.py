@@ -44,17 +44,13 @@ class Status:
 
 def snapshot(queue: WorkQueue) -> Status:
     keys = queue.keys
-    with queue.translate_errors():
-        pipe = queue.client.pipeline(transaction=True)
-        pipe.llen(keys.pending)
-        pipe.hgetall(keys.leases)
-        pipe.zrange(keys.deadlines, 0, -1, withscores=True)
-        pipe.hgetall(keys.stats)
-        pipe.exists(keys.sealed)
-        pipe.time()
-        pipe.zcard(keys.delayed)
-        pending, leases, deadlines, stats, sealed, (secs, micros), delayed = pipe.execute()
-    now_ms = secs * 1000 + micros // 1000
+    # One read-only script (scripts/snapshot.lua): consistent, and it works over maxmemory.
+    reply = queue.run(queue.scripts.snapshot, [1])
+    pending, _, delayed, flat_leases, flat_deadlines, flat_stats, sealed, (secs, micros) = reply
+    leases = _pairs(flat_leases)
+    deadlines = [(lease_id, int(score)) for lease_id, score in _pairs(flat_deadlines).items()]
+    stats = _pairs(flat_stats)
+    now_ms = int(secs) * 1000 + int(micros) // 1000
     in_flight = []
     for lease_id, deadline in deadlines:
         owner, attempt, item = leases.get(lease_id, b"?\n0\n").split(b"\n", 2)
@@ -82,6 +78,10 @@ def snapshot(queue: WorkQueue) -> Status:
         run=run,
         earlier_runs=earlier_runs,
     )
+
+
+def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def render(status: Status) -> str:

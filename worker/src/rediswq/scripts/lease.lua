@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=allow-oom
 -- One step of a worker: hand in finished leases, reclaim expired ones, lease up to `count` items.
 -- ARGV: owner, request (see queue.py), lease_ms, count, max_attempts, require_seal ("1": any
 -- seal, "0": none needed, "=<run>": the seal of that run, see runs.py), reclaim ("1": put expired
@@ -8,7 +8,9 @@
 -- failed items wait for their retry),
 -- "unsealed" (nothing pending, nothing out, not sealed yet; for a run: no seal at all),
 -- "other-run" (sealed for another run than the caller's: lease nothing) or "drained".
--- Not allowed over maxmemory (no allow-oom flag): leasing adds records. See the README.
+-- Allowed over maxmemory: it moves items (pending -> leased -> gone or back) and adds none; an
+-- item in flight costs ~100 bytes more than a pending one, for at most workers x prefetch items,
+-- and the drain it drives is what frees the memory (README, "When Redis is full").
 local owner, request, lease_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local count, max_attempts, require_seal = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6] ~= '0'
 local run = string.match(ARGV[6], '^=(.+)$')

@@ -1,9 +1,9 @@
-#!lua
+#!lua flags=allow-oom
 -- Give held leases back to the head of the queue, in the order they were leased.
 -- ARGV: owner, request (see queue.py), max_attempts, charge ("1": the attempt failed and counts;
 -- "0": it never ran), then lease ids. Returns per id: 0 put back, 1 dead-lettered, -1 not held
 -- (lease was lost).
--- Not allowed over maxmemory: an item put back may add a retry count.
+-- Allowed over maxmemory: like lease.lua, it moves items back and adds none.
 local owner, request = ARGV[1], tonumber(ARGV[2])
 local max_attempts, charge = tonumber(ARGV[3]), ARGV[4] == '1'
 check(pending, leases, deadlines, retries, failed, stats, replies)

@@ -1,0 +1,64 @@
+"""A Redis that is full (maxmemory, noeviction) or that grants only what the README's ACL grants."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import redis
+from conftest import QueueFactory, cli_env, rediswq, spawn_worker
+from recording import recorded
+from rediswq import WorkQueue, seed
+from rediswq.connection import connect
+from rediswq.errors import ConfigError
+from rediswq.server import EmbeddedRedis
+
+ITEMS = [f"item-{n:03d}-".encode() + b"x" * 1000 for n in range(200)]
+
+
+def test_a_full_redis_answers_status_refuses_a_seed_and_is_drained(
+    fresh_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    admin = connect(fresh_server.url)
+    seed(WorkQueue(admin, "q"), ITEMS)
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", admin.info("memory")["used_memory"])
+    with pytest.raises(redis.OutOfMemoryError):
+        admin.set("one-more", b"x" * 1000)
+    where = ("--redis-url", fresh_server.url, "--queue", "q")
+
+    status = rediswq("status", *where)
+    assert status.returncode == 0, status.stderr
+    assert "pending    200" in status.stdout
+
+    more = tmp_path / "more.txt"
+    more.write_text("another\n")
+    refused = rediswq("seed", str(more), *where)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("rediswq: error: Redis refused to store more: it is over")
+    assert admin.llen("q") == 200
+
+    record = tmp_path / "done"
+    worker = spawn_worker(
+        fresh_server.url, "q", "--handler", "recording:record",
+        env=cli_env(RECORD_FILE=str(record)),
+    )  # fmt: skip
+    output = worker.communicate(timeout=120)[0]
+    assert worker.returncode == 0, output
+    assert Counter(recorded(str(record))) == Counter(item.decode() for item in ITEMS)
+    assert "done       200" in rediswq("status", *where).stdout
+
+
+def test_a_server_older_than_7_is_named_in_one_line(
+    make_queue: QueueFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No Redis 6 here to run: this is what it answers to a script's #!lua line.
+    def old_server(*args: object) -> None:
+        raise redis.ResponseError(
+            "Error compiling script (new function): user_script:1: unexpected symbol near '#'"
+        )
+
+    monkeypatch.setattr("rediswq.queue.call", old_server)
+    with pytest.raises(ConfigError, match=r"too old: rediswq needs Redis 7\.0 or later"):
+        make_queue().counts()
