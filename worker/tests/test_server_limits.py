@@ -62,3 +62,44 @@ def test_a_server_older_than_7_is_named_in_one_line(
     monkeypatch.setattr("rediswq.queue.call", old_server)
     with pytest.raises(ConfigError, match=r"too old: rediswq needs Redis 7\.0 or later"):
         make_queue().counts()
+
+
+def readme_acl() -> list[str]:
+    """The README's ACL SETUSER line, as arguments."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (line,) = [line for line in readme.splitlines() if line.startswith("ACL SETUSER job2 ")]
+    return line.split()[2:]
+
+
+@pytest.mark.parametrize("channel", [True, False], ids=["as-documented", "no-channels"])
+def test_the_readmes_acl_user_seeds_drains_and_dead_letters(
+    fresh_server: EmbeddedRedis, tmp_path: Path, channel: bool
+) -> None:
+    rules = [rule.replace(">CHANGE-ME", ">secret") for rule in readme_acl()]
+    if not channel:
+        rules.remove("&job2:events")
+    admin = connect(fresh_server.url)
+    admin.execute_command("ACL", "SETUSER", *rules)  # type: ignore[no-untyped-call]
+    url = fresh_server.url.replace("redis://", "redis://job2:secret@")
+    where = ("--redis-url", url, "--queue", "job2")
+    items = [f"fruit-{n}" for n in range(40)] + ["poison-1"]
+    (tmp_path / "items.txt").write_text("\n".join(items) + "\n")
+    record = tmp_path / "done"
+    env = cli_env(RECORD_FILE=str(record))
+    workers = [
+        spawn_worker(url, "job2", "--handler", "recording:fail_on_poison", "--max-attempts", "2",
+                     env=env)
+        for _ in range(2)
+    ]  # fmt: skip
+
+    seeded = rediswq("seed", str(tmp_path / "items.txt"), *where)
+    assert seeded.returncode == 0, seeded.stderr
+    outputs = [worker.communicate(timeout=120)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], outputs
+    assert sorted(recorded(str(record))) == sorted(items[:-1])
+    assert admin.lrange("job2:failed", 0, -1) == [b"poison-1"]
+    status = rediswq("status", *where)
+    assert status.returncode == 0, status.stderr
+    assert "done       40" in status.stdout and "failed     1" in status.stdout
+    fallbacks = [out.count("No wake-ups from job2:events (") for out in outputs]
+    assert fallbacks == ([0, 0] if channel else [1, 1]), outputs

@@ -164,7 +164,11 @@ class Worker:
         waiting_for_seal_since: float | None = None
         sealed_for_run = False  # a run's worker that saw its seal go is superseded, not early
         next_reclaim = 0.0
-        with LeaseKeeper(queue, self.log) as keeper, QueueEvents(queue) as events, self._signals():
+        with (
+            LeaseKeeper(queue, self.log) as keeper,
+            QueueEvents(queue, self.log) as events,
+            self._signals(),
+        ):
             while self.summary.stopped_by is None:
                 now = time.monotonic()
                 keeper.drop(done)  # before they are handed in: a renewal would find them gone
