@@ -10,7 +10,6 @@ and the registry container, are deleted afterwards only if this test created the
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from artifacts import push
 from cluster import (
     WORKER_JOB,
     Cluster,
@@ -31,7 +31,7 @@ from cluster import (
     reset,
     unavailable_reason,
 )
-from rendering import MANIFEST_DIRS, REPO, find, manifests_copy, render, seed_items
+from rendering import REPO, find, manifests_copy, render, seed_items
 from worklog import assert_drained
 
 pytestmark = [pytest.mark.flux, pytest.mark.timeout(2400)]
@@ -110,21 +110,6 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
             run("docker", "rm", "--force", REGISTRY, check=False)
 
 
-def push(root: Path, workdir: Path) -> str:
-    """The manifests under `root` pushed as the artifact Flux reads; its revision."""
-    tree = workdir / "artifact"
-    for name in MANIFEST_DIRS:
-        shutil.copytree(root / name, tree / name)
-    digest = hashlib.sha1(usedforsecurity=False)
-    for path in sorted(tree.rglob("*")):
-        if path.is_file():
-            digest.update(path.relative_to(tree).as_posix().encode() + path.read_bytes())
-    revision = f"main@sha1:{digest.hexdigest()}"
-    run("flux", "push", "artifact", ARTIFACT, f"--path={tree}", "--source=job-wq-2",
-        f"--revision={revision}")  # fmt: skip
-    return revision
-
-
 def reconcile(cluster: Cluster) -> None:
     """What Flux does on its interval, now: fetch the source, apply Redis, then the Jobs."""
     flux(cluster, "reconcile", "source", "oci", "job-wq-2")
@@ -139,7 +124,7 @@ def applied(cluster: Cluster, revision: str) -> None:
     while True:
         found = cluster.kubectl("get", "kustomization", "job-wq-2-jobs", "--namespace",
                                 "flux-system", "--output", path)  # fmt: skip
-        if revision in found:
+        if found == revision:
             return
         assert time.monotonic() < deadline, f"{revision} not applied, still {found}"
         time.sleep(2)
@@ -151,7 +136,7 @@ def test_flux_drives_the_runs(cluster: Cluster, tmp_path: Path) -> None:
     reset(cluster, namespace)
     with diagnosed(cluster, namespace):
         # 1. The committed tree: Flux runs the list.
-        first = push(REPO, tmp_path / "a")
+        first = push(REPO, tmp_path / "a", ARTIFACT)
         cluster.kubectl("apply", "-k", str(FLUX))
         reconcile(cluster)
         applied(cluster, first)
@@ -167,7 +152,7 @@ def test_flux_drives_the_runs(cluster: Cluster, tmp_path: Path) -> None:
         # 3. A commit with new items: Flux replaces both Jobs and runs exactly the new list.
         root = manifests_copy(tmp_path / "repo")
         (root / "seed" / "items.txt").write_text("\n".join(NEW_ITEMS) + "\n", encoding="utf-8")
-        second = push(root, tmp_path / "b")
+        second = push(root, tmp_path / "b", ARTIFACT)
         reconcile(cluster)
         applied(cluster, second)
         replaced = job_uids(cluster, namespace)
