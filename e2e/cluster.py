@@ -258,7 +258,11 @@ def wait_for_job(cluster: Cluster, name: str, namespace: str, timeout: float) ->
 
 
 def job_pods(cluster: Cluster, job: str, namespace: str) -> list[client.V1Pod]:
-    selector = f"batch.kubernetes.io/job-name={job}"
+    """The pods of the Job now named `job`, not of an earlier Job of that name: Flux deletes a
+    replaced Job in the background (fluxcd/pkg ssa), so its pods can outlive it for a while."""
+    metadata = cluster.batch.read_namespaced_job(job, namespace).metadata
+    assert metadata is not None and metadata.uid, f"Job {job} has no UID"
+    selector = f"batch.kubernetes.io/controller-uid={metadata.uid}"
     return list(cluster.core.list_namespaced_pod(namespace, label_selector=selector).items)
 
 

@@ -1,14 +1,16 @@
-"""The cluster e2e's own logic that needs no cluster: images for a cluster that mirrors them, and
-which clusters it may delete."""
+"""The cluster e2e's own logic that needs no cluster: images for a cluster that mirrors them,
+which clusters it may delete, and which pods are a Job's."""
 
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import cast
 
 import cluster
 import pytest
 from cluster import REDIS_IMAGE, WORKER_IMAGE, overlay, override
+from kubernetes import client
 from rendering import REPO, Manifest, render_dir
 
 DIGEST = "sha256:" + "a" * 64
@@ -110,3 +112,38 @@ def test_a_cluster_is_deleted_only_when_made_here_even_if_its_setup_fails(
     assert deleted == (not existed), calls.read_text()
     if made:  # on the pinned node image (or E2E_KIND_NODE_IMAGE's), whatever the config says
         assert f"--image={cluster.node_image()}" in calls.read_text()
+
+
+class PodsOfJobs:
+    """What `job_pods` asks of a cluster, answered like an API server from a list of pods: the
+    Job's current UID, and the pods whose labels match an equality selector."""
+
+    def __init__(self, uid: str, pods: list[client.V1Pod]) -> None:
+        self.uid, self.pods = uid, pods
+        self.core = self.batch = self
+
+    def read_namespaced_job(self, name: str, namespace: str) -> client.V1Job:
+        return client.V1Job(
+            metadata=client.V1ObjectMeta(name=name, namespace=namespace, uid=self.uid)
+        )
+
+    def list_namespaced_pod(self, namespace: str, label_selector: str) -> client.V1PodList:
+        key, value = label_selector.split("=")
+        return client.V1PodList(
+            items=[
+                p for p in self.pods if p.metadata and (p.metadata.labels or {}).get(key) == value
+            ]
+        )
+
+
+def worker_pod(name: str, uid: str) -> client.V1Pod:
+    """A pod as the Job controller labels it (Kubernetes 1.27 and later)."""
+    labels = {"batch.kubernetes.io/job-name": "job-wq-2", "batch.kubernetes.io/controller-uid": uid}
+    return client.V1Pod(metadata=client.V1ObjectMeta(name=name, labels=labels))
+
+
+def test_the_pods_of_a_replaced_job_that_linger_are_not_the_new_jobs() -> None:
+    # Flux deletes a replaced Job in the background: its pods go a moment after it.
+    pods = [worker_pod("job-wq-2-old", "uid-a"), worker_pod("job-wq-2-new", "uid-b")]
+    found = cluster.job_pods(cast(cluster.Cluster, PodsOfJobs("uid-b", pods)), "job-wq-2", "ns")
+    assert [cluster.pod_name(pod) for pod in found] == ["job-wq-2-new"]
