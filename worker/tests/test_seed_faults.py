@@ -144,3 +144,20 @@ def test_the_seal_checks_the_staged_count_before_it_writes(
     with pytest.raises(redis.ResponseError, match="STAGING 2 of the 3 staged items"):
         queue.run(queue.scripts.seal, [1, "new", "token", 3, 60], keys=[staging])
     assert {key: queue.client.dump(key) for key in queue.client.keys("*")} == before
+
+
+def test_a_seal_replayed_after_another_seed_answers_as_the_first_time(
+    fresh_server: EmbeddedRedis, queue_name: str
+) -> None:
+    """The retry of a seal whose reply was lost can come after another seed's seal."""
+    queue = WorkQueue(connect(fresh_server.url), queue_name)
+    staging = queue.keys.staging("mine")
+    queue.client.rpush(staging, b"a-1", b"a-2")
+    args = [0, "a", "my-token", 2, 60]
+    first = queue.run(queue.scripts.seal, args, keys=[staging])
+    seed(queue, [b"b-1"], run="b")  # supersedes "a", both its items pending
+    again = queue.run(queue.scripts.seal, args, keys=[staging])
+    assert again[0] == first[0] == b"sealed"
+    assert dict(zip(again[1::2], again[2::2], strict=True))[b"queued"] == b"2"
+    assert pending_of(queue) == [b"b-1"]
+    assert queue.client.lrange(queue.keys.run("a", ":pending"), 0, -1) == [b"a-1", b"a-2"]

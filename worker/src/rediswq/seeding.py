@@ -143,7 +143,7 @@ def seed(
         already_sealed=False,
         run=run,
         previous=record.get("previous", ""),
-        moved=int(record.get("moved", 0)),
+        moved=int(record.get("previous_moved", 0)),
         reset=_dropped(record) if "dropped_run" in record else None,
         dropped_remainder=int(record.get("dropped_remainder", 0)),
     )

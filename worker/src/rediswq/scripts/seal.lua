@@ -25,8 +25,14 @@ kind_of[runs], kind_of[earlier], kind_of[old], kind_of[earlier .. ':pending'] =
   'zset', 'hash', 'hash', 'list'
 check(pending, leases, deadlines, retries, failed, stats, delayed, runs, earlier, old,
   earlier .. ':pending')
-if current and redis.call('HGET', old, 'token') == token then
-  return {'sealed', unpack(redis.call('HGETALL', old))}
+-- A replay finds its run sealed, or ended by one seed that came in between.
+if current then
+  local before = redis.call('HGET', old, 'previous')
+  for _, record in ipairs({old, before and before ~= '' and record_of(before) or old}) do
+    if redis.call('HGET', record, 'token') == token then
+      return {'sealed', unpack(redis.call('HGETALL', record))}
+    end
+  end
 end
 local staged = redis.call('LLEN', staging)
 if staged ~= expected then
@@ -96,7 +102,7 @@ elseif current then
   end
   redis.call('ZADD', runs, now, current)
   note('previous', current)
-  note('moved', moved)
+  note('previous_moved', moved) -- 'moved' is set when this run ends in turn
 end
 
 -- Run `run` starts afresh: an earlier run of the same id (a reverted commit) is history now.
