@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +16,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 from pytest_kind import KindCluster
-from rendering import REPO, kubectl
+from rendering import REPO, Manifest, find, kubectl
 
 KIND_SH = REPO / "scripts" / "kind.sh"
 KIND_CONFIG = REPO / "e2e" / "kind-config.yaml"
@@ -29,6 +29,8 @@ TARGET = "E2E_CLUSTER"
 # Images for a cluster that cannot have the kind-loaded one: a registry it pulls from or mirrors.
 WORKER_IMAGE = "E2E_WORKER_IMAGE"
 REDIS_IMAGE = "E2E_REDIS_IMAGE"
+# The image of examples/thumbnails, for a cluster that cannot have a `kind load`ed one.
+EXAMPLE_IMAGE = "E2E_EXAMPLE_IMAGE"
 # The worker's image name in base/ and seed/, which every overlay sets.
 WORKER = "job-wq-2"
 # A first pull of the node image is several hundred MB; an unreachable registry fails in seconds.
@@ -40,6 +42,12 @@ WORKER_JOB = "job-wq-2"
 SEED_TIMEOUT = 300
 # 9 items of 10 s over 2 workers is about 45 s; the rest is scheduling and start-up.
 WORKER_TIMEOUT = 300
+
+
+def worker_image(objects: list[Manifest]) -> str:
+    """The image of the worker Job among the rendered `objects`."""
+    [container] = find(objects, "Job", WORKER_JOB)["spec"]["template"]["spec"]["containers"]
+    return str(container["image"])
 
 
 def node_image() -> str:
@@ -95,12 +103,14 @@ def kind_binary() -> Path:
 @dataclass
 class Cluster:
     """A cluster to test on, a Kubernetes API client for it, and how to delete it: only for a
-    cluster the fixture created itself, never for one it found."""
+    cluster the fixture created itself, never for one it found. A kind cluster can also load an
+    image of the local Docker engine onto its node."""
 
     context: str
     kubeconfig: Path | None  # None: kubectl's own ($KUBECONFIG, ~/.kube/config)
     api: client.ApiClient
     delete: Callable[[], None] | None = None
+    load: Callable[[str], None] | None = None
 
     @property
     def core(self) -> client.CoreV1Api:
@@ -167,13 +177,11 @@ def create(name: str, image: str) -> Cluster:
         api = config.new_client_from_config(  # type: ignore[no-untyped-call]
             config_file=str(made.kubeconfig_path)
         )
-        cluster = Cluster(f"kind-{name}", Path(made.kubeconfig_path), api)
+        load = made.load_docker_image
+        cluster = Cluster(f"kind-{name}", Path(made.kubeconfig_path), api, load=load)
         cluster.kubectl("wait", "--for=condition=Ready", "nodes", "--all", "--timeout=180s")
-        # One image manifest, no provenance or SBOM attestations: `kind load` cannot import the
-        # multi-manifest archive Docker's containerd image store saves otherwise (kind #3795).
-        build = ["docker", "build", "--provenance=false", "--sbom=false", "-t", image]
-        subprocess.run([*build, str(REPO / "worker")], check=True)
-        made.load_docker_image(image)
+        build(image, REPO / "worker")
+        load(image)
     except BaseException:
         if not existed:
             made.delete()
@@ -182,21 +190,36 @@ def create(name: str, image: str) -> Cluster:
     return cluster
 
 
+def build(image: str, context: Path, args: Mapping[str, str] | None = None) -> None:
+    """`docker build` of `context` as `image`, with build arguments `args`."""
+    # One image manifest, no provenance or SBOM attestations: `kind load` cannot import the
+    # multi-manifest archive Docker's containerd image store saves otherwise (kind #3795).
+    flags = [f"--build-arg={key}={value}" for key, value in (args or {}).items()]
+    command = ["docker", "build", "--provenance=false", "--sbom=false", *flags, "-t", image]
+    subprocess.run([*command, str(context)], check=True)
+
+
 def overlay(root: Path, workdir: Path) -> Path:
     """The dev overlay of the manifests under `root`, with the images $E2E_WORKER_IMAGE and
     $E2E_REDIS_IMAGE when set (a cluster that mirrors images): a directory to apply."""
+    # Named dev too: scripts/deploy.sh guards the dev overlay by that name.
+    return with_images(root / "overlays" / "dev", workdir, {WORKER: WORKER_IMAGE})
+
+
+def with_images(directory: Path, workdir: Path, variables: Mapping[str, str]) -> Path:
+    """The kustomization `directory`, or, when any of the variables `variables` (by image name)
+    or $E2E_REDIS_IMAGE is set, a kustomization of the same name under `workdir` that makes those
+    images their values: a directory to apply."""
     images = [
         override(name, os.environ[variable])
-        for name, variable in ((WORKER, WORKER_IMAGE), ("redis", REDIS_IMAGE))
+        for name, variable in {**variables, "redis": REDIS_IMAGE}.items()
         if os.environ.get(variable)
     ]
-    dev = root / "overlays" / "dev"
     if not images:
-        return dev
-    # Named dev too: scripts/deploy.sh guards the dev overlay by that name.
-    wrapped = workdir / "dev"
+        return directory
+    wrapped = workdir / directory.name
     wrapped.mkdir(parents=True)
-    kustomization = {"resources": [os.path.relpath(dev, wrapped)], "images": images}
+    kustomization = {"resources": [os.path.relpath(directory, wrapped)], "images": images}
     (wrapped / "kustomization.yaml").write_text(yaml.safe_dump(kustomization), encoding="utf-8")
     return wrapped
 

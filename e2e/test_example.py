@@ -3,37 +3,53 @@ FROM the worker image) drains its items and keeps a result per picture.
 
 The container test builds both images as users would (worker/Dockerfile, then
 examples/thumbnails/Dockerfile with WORKER_IMAGE set to it) and runs the example overlay's pods as
-test_docker.py runs the dev overlay's.
+test_docker.py runs the dev overlay's. The cluster test (`make e2e`, on test_kind.py's cluster)
+applies the overlay with the example's image: built on the worker image and `kind load`ed on a kind
+cluster made here, or E2E_EXAMPLE_IMAGE's on E2E_CLUSTER=current (it skips without one).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
-import yaml
+from cluster import (
+    EXAMPLE_IMAGE,
+    REDIS_IMAGE,
+    SEED_TIMEOUT,
+    WORKER_JOB,
+    Cluster,
+    apply,
+    assert_complete,
+    build,
+    diagnosed,
+    finished_run,
+    reset,
+    wait_for_job,
+    with_images,
+    worker_image,
+)
 from containers import FORCE, Containers, Unavailable, containers, docker, require_engine
 from images import build_image, dockerfile_arg, find_builder, image_present, local_bases
 from podspec import Spec, pod_spec
-from rendering import REPO, Manifest, find, kubectl
+from rendering import REPO, Manifest, find, render, render_dir
 
 EXAMPLE = REPO / "examples" / "thumbnails"
+# The image name the overlay gives the example's pods, tagged dev.
+EXAMPLE_NAME = "job-wq-2-thumbnails"
 WORKER_TAG = "localhost/job-wq-2-e2e/worker:example"
 EXAMPLE_TAG = "localhost/job-wq-2-e2e/thumbnails:test"
 TIMEOUT = 300
 
 
 def rendered() -> list[Manifest]:
-    text = subprocess.run(
-        [kubectl(), "kustomize", str(EXAMPLE)], check=True, capture_output=True, text=True
-    ).stdout
-    return [doc for doc in yaml.safe_load_all(text) if doc]
+    return render_dir(EXAMPLE)
 
 
 def samples() -> dict[str, tuple[int, int]]:
@@ -54,7 +70,7 @@ def test_the_overlay_runs_the_handler_on_the_samples_in_the_dev_pods() -> None:
     objects = rendered()
     pod = template(objects, "job-wq-2")
     [container] = pod["containers"]
-    assert container["image"] == "job-wq-2-thumbnails:dev"
+    assert container["image"] == f"{EXAMPLE_NAME}:dev"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["securityContext"]["runAsNonRoot"] is True
     [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == "/data/in"]
@@ -133,8 +149,15 @@ def test_the_example_image_drains_its_items_and_keeps_a_result_per_picture(
         assert set(codes.values()) == {0}, codes
         assert time.monotonic() - started < TIMEOUT
 
-        results = {entry["item"]: entry["result"] for entry in queue_json(made, worker, "results")}
+        results = queue_json(made, worker, "results")
         letters = queue_json(made, worker, "failed")
+    assert_thumbnails(results, letters)
+
+
+def assert_thumbnails(exported: list[dict[str, Any]], letters: list[dict[str, Any]]) -> None:
+    """`rediswq results --json` holds one thumbnail per sample picture, and `rediswq failed
+    --json` the one sample that is not a picture."""
+    results = {entry["item"]: entry["result"] for entry in exported}
     pictures = samples()
     assert sorted(results) == sorted(pictures)
     for item, (width, height) in pictures.items():
@@ -148,3 +171,74 @@ def test_the_example_image_drains_its_items_and_keeps_a_result_per_picture(
     assert letter["item"] == "notes.ppm" and letter["attempts"] == 1
     assert letter["error"].startswith("Reject: notes.ppm is not a picture")
     assert "(pid " in letter["worker"]
+
+
+def example_overlay(workdir: Path) -> Path:
+    """The example overlay to apply, with the images of E2E_EXAMPLE_IMAGE and E2E_REDIS_IMAGE
+    when set."""
+    return with_images(EXAMPLE, workdir, {EXAMPLE_NAME: EXAMPLE_IMAGE})
+
+
+def test_image_variables_replace_the_images_of_the_example_overlay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    example, redis = "mirror.example:5000/thumbnails:0.3", "mirror.example:5000/redis:7"
+    monkeypatch.setenv(EXAMPLE_IMAGE, example)
+    monkeypatch.setenv(REDIS_IMAGE, redis)
+    objects = render_dir(example_overlay(tmp_path))
+    assert worker_image(objects) == example
+    assert template(objects, "job-wq-2-seed")["containers"][0]["image"] == example
+    assert find(objects, "Pod", "redis")["spec"]["containers"][0]["image"] == redis
+
+
+def loaded(cluster: Cluster, workdir: Path) -> Path:
+    """The example overlay to apply on `cluster`, its image built on the worker image and loaded
+    when `cluster` is a kind cluster made here; else it needs E2E_EXAMPLE_IMAGE (skips without)."""
+    if cluster.load is not None:
+        image = worker_image(rendered())
+        build(image, EXAMPLE, {"WORKER_IMAGE": worker_image(render("dev"))})
+        cluster.load(image)
+    elif not os.environ.get(EXAMPLE_IMAGE):
+        pytest.skip(
+            f"{EXAMPLE_IMAGE} is not set: on a cluster not made here, the example needs its "
+            "image from a registry the cluster pulls from (built from examples/thumbnails)"
+        )
+    return example_overlay(workdir)
+
+
+def cluster_json(cluster: Cluster, worker: Manifest, workdir: Path, *args: str) -> Any:
+    """What `rediswq ARGS --json` prints, run once as a Job with the worker's pod template."""
+    name = f"{WORKER_JOB}-{args[0]}"
+    namespace = worker["metadata"]["namespace"]
+    template = copy.deepcopy(worker["spec"]["template"])
+    template["spec"]["containers"][0]["args"] = [*args, "--json"]
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"backoffLimit": 0, "template": template},
+    }
+    manifest = workdir / f"{name}.json"
+    manifest.write_text(json.dumps(job), encoding="utf-8")
+    cluster.kubectl("create", "--filename", str(manifest))
+    assert_complete(wait_for_job(cluster, name, namespace, SEED_TIMEOUT))
+    # kubectl, not the API client, which turns a log that is JSON into a Python repr
+    # (kubernetes-client/python #811).
+    return json.loads(cluster.kubectl("logs", f"job/{name}", "--namespace", namespace))
+
+
+@pytest.mark.kind
+@pytest.mark.timeout(2400)
+def test_on_a_cluster_the_example_drains_its_items_and_keeps_a_result_per_picture(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    directory = loaded(cluster, tmp_path)
+    worker = find(render_dir(directory), "Job", WORKER_JOB)
+    namespace = worker["metadata"]["namespace"]
+    reset(cluster, namespace)
+    with diagnosed(cluster, namespace):
+        apply(cluster, directory)
+        finished_run(cluster, namespace)  # both Jobs complete, every worker pod exited 0
+        results = cluster_json(cluster, worker, tmp_path, "results")
+        letters = cluster_json(cluster, worker, tmp_path, "failed")
+        assert_thumbnails(results, letters)

@@ -30,6 +30,7 @@ from cluster import (
     pod_name,
     reset,
     unavailable_reason,
+    worker_image,
 )
 from rendering import REPO, find, manifests_copy, render, seed_items
 from worklog import assert_drained
@@ -94,8 +95,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     keep = request.config.getoption("keep_cluster")
     started = start_registry()
     try:
-        worker = find(render("dev"), "Job", WORKER_JOB)
-        made = create(CLUSTER, worker["spec"]["template"]["spec"]["containers"][0]["image"])
+        made = create(CLUSTER, worker_image(render("dev")))
         try:
             # The node's pods resolve the registry by its container name on kind's network.
             connected = run("docker", "network", "connect", "kind", REGISTRY, check=False)

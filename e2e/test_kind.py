@@ -5,7 +5,8 @@ On a kind cluster made here (skips, saying why, where kind cannot run: no Docker
 the pinned node image; E2E_KIND=1 makes those failures, as CI wants; `--keep-cluster` keeps it), or
 with E2E_CLUSTER=current on the current kubeconfig context's cluster, which is never created or
 deleted, with the images from E2E_WORKER_IMAGE and E2E_REDIS_IMAGE when set. Either way the tests
-own the namespace job-wq-2: they delete and recreate it.
+own the namespace job-wq-2: they delete and recreate it. The cluster fixture is conftest.py's, so
+that test_example.py's cluster test runs on the same one.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +27,6 @@ from cluster import (
     apply,
     assert_clean_exits,
     assert_complete,
-    create,
-    current,
     diagnosed,
     finished_run,
     job_pods,
@@ -37,8 +35,6 @@ from cluster import (
     pod_log,
     pod_name,
     reset,
-    target,
-    unavailable_reason,
     wait_for_job,
 )
 from kubernetes.client.exceptions import ApiException
@@ -49,7 +45,6 @@ from worklog import assert_all_done, assert_drained, items_worked_on
 pytestmark = [pytest.mark.kind, pytest.mark.timeout(2400)]
 
 OVERLAY = "dev"
-CLUSTER = os.environ.get("E2E_KIND_CLUSTER", "job-wq-2-e2e")
 DEPLOY = REPO / "scripts" / "deploy.sh"
 # Run B: "apple" again, which a new run works on again.
 NEW_ITEMS = ["kiwi", "lime", "apple", "mango", "papaya"]
@@ -59,24 +54,6 @@ NEW_ITEMS = ["kiwi", "lime", "apple", "mango", "papaya"]
 class Deployed:
     cluster: Cluster
     namespace: str
-
-
-@pytest.fixture(scope="module")
-def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    """The cluster, with the dev overlay's image on its node when it is a kind cluster made here."""
-    if target() == "current":
-        yield current()
-        return
-    reason = unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    worker = find(render(OVERLAY), "Job", WORKER_JOB)
-    made = create(CLUSTER, worker["spec"]["template"]["spec"]["containers"][0]["image"])
-    try:
-        yield made
-    finally:
-        if made.delete is not None and not request.config.getoption("keep_cluster"):
-            made.delete()
 
 
 @pytest.fixture(scope="module")
