@@ -43,7 +43,7 @@ def run_id(items: Sequence[bytes], label: str = "") -> str:
 
 
 def checked(name: str, what: str) -> str:
-    """`name` if it is fit for a key name and a log line, else a QueueError naming `what`."""
+    """`name` if it is fit for a key name and a log line, else a ConfigError naming `what`."""
     if not _NAME.fullmatch(name):
         raise ConfigError(
             f"{what} {name!r} must be 1-80 letters, digits, '.', '_' or '-', "
