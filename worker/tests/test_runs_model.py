@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Iterator
 from typing import ClassVar, cast
 
 import pytest
 import redis
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -19,8 +17,8 @@ from hypothesis.stateful import (
     invariant,
     precondition,
     rule,
-    run_state_machine_as_test,
 )
+from machines import run_machine
 from rediswq import Lease, WorkQueue, seed
 from rediswq.deadletter import DeadLetters
 from rediswq.execution import Failure
@@ -134,21 +132,6 @@ class RunsMachine(RuleBasedStateMachine):
             assert all(0 <= int(n) < MAX_ATTEMPTS for n in stack.split())
 
 
-@pytest.fixture
-def machine(client: redis.Redis) -> Iterator[type[RunsMachine]]:
-    RunsMachine.client = client
-    yield RunsMachine
-    del RunsMachine.client
-
-
 @pytest.mark.timeout(900)
-def test_runs_lose_nothing(machine: type[RunsMachine]) -> None:
-    run_state_machine_as_test(
-        machine,
-        settings=settings(
-            max_examples=100,
-            stateful_step_count=40,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow],
-        ),
-    )
+def test_runs_lose_nothing(client: redis.Redis) -> None:
+    run_machine(RunsMachine, client, examples=100, steps=40)

@@ -6,14 +6,12 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections import Counter, deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar, cast
 
 import pytest
 import redis
 from conftest import QueueFactory
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -21,8 +19,8 @@ from hypothesis.stateful import (
     invariant,
     precondition,
     rule,
-    run_state_machine_as_test,
 )
+from machines import run_machine
 from rediswq import Lease, Released, State, WorkQueue, seed
 from rediswq.keys import QueueKeys
 
@@ -391,25 +389,10 @@ class QueueMachine(RuleBasedStateMachine):
             assert self.client.ttl(key) == -1, f"{key!r} will expire"
 
 
-@pytest.fixture
-def machine_client(client: redis.Redis) -> Iterator[type[QueueMachine]]:
-    QueueMachine.client = client
-    yield QueueMachine
-    del QueueMachine.client
-
-
 # Passing takes ~15 s; a failure is shrunk to a short example, which can take minutes.
 @pytest.mark.timeout(900)
-def test_the_protocol_matches_its_model(machine_client: type[QueueMachine]) -> None:
-    run_state_machine_as_test(
-        machine_client,
-        settings=settings(
-            max_examples=200,
-            stateful_step_count=50,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow],
-        ),
-    )
+def test_the_protocol_matches_its_model(client: redis.Redis) -> None:
+    run_machine(QueueMachine, client, examples=200, steps=50)
 
 
 def test_an_uncharged_release_does_not_take_another_copys_attempts(
