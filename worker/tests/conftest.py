@@ -29,7 +29,10 @@ def server() -> Iterator[EmbeddedRedis]:
 
 
 def _binaries() -> dict[str, str]:
-    """Every server the suite knows: Debian's redis-server (7.0 in CI) and the bundled Valkey."""
+    """Every server the suite knows: Debian's redis-server (7.0 in CI) and the bundled Valkey.
+
+    REDISWQ_SERVERS=redis,valkey (CI sets it) makes a missing one an error, not a silent skip.
+    """
     found = {}
     if redis_server := shutil.which("redis-server"):
         found["redis"] = redis_server
@@ -39,6 +42,9 @@ def _binaries() -> dict[str, str]:
         pass
     else:
         found["valkey"] = str(get_binary_path())
+    required = set(filter(None, os.environ.get("REDISWQ_SERVERS", "").split(",")))
+    if missing := required - set(found):
+        raise RuntimeError(f"REDISWQ_SERVERS asks for {sorted(missing)}, not installed here")
     return found
 
 
