@@ -7,8 +7,10 @@ import time
 from pathlib import Path
 
 from conftest import QueueFactory, cli_env, pending_of, rediswq
+from faults import FaultProxy, evalsha
 from recording import recorded
 from rediswq import Reject, WorkQueue, seed
+from rediswq.connection import connect
 from rediswq.deadletter import DeadLetters
 from rediswq.server import EmbeddedRedis
 from rediswq.worker import Worker
@@ -149,3 +151,22 @@ def test_a_dead_letter_whose_leases_ran_out_says_so(make_queue: QueueFactory) ->
     assert letter.error.startswith("LeaseExpired: its lease ran out")
     assert letter.worker == f"session {queue.session}"
     assert letter.time is not None and abs(letter.time - time.time()) < 5
+
+
+def test_a_lost_reply_to_requeue_still_reports_what_it_requeued(
+    fault_proxy: FaultProxy, queue_name: str
+) -> None:
+    client = connect(fault_proxy.url)  # with the retries users get
+    queue = WorkQueue(client, queue_name, max_attempts=1)
+    seed(queue, [b"a", b"b", b"a"])
+    _fail_all(queue)
+    letters = DeadLetters(queue)
+    for named, every, requeued in ([b"a", b"a"], False, [b"a", b"a"]), ([], True, [b"b"]):
+        client.script_load(letters._requeue.script)  # else the fault hits a NOSCRIPT reply
+        lost = fault_proxy.lose_reply(evalsha(letters._requeue))
+        assert letters.requeue(named, every=every) == len(requeued)
+        assert lost.fired.is_set(), "the fault did not fire: the test proves nothing"
+        assert pending_of(queue)[: len(requeued)] == requeued
+    assert sorted(pending_of(queue)) == [b"a", b"a", b"b"]
+    assert letters.listing() == []
+    client.close()

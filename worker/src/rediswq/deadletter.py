@@ -92,7 +92,8 @@ class DeadLetters:
 
     def requeue(self, items: Sequence[bytes] = (), *, every: bool = False) -> int:
         """Put dead letters back with fresh attempts; all named ones, or none (QueueError)."""
-        reply = self.queue.run(self._requeue, [int(every), *items])
+        args = [self.queue.session, self.queue.next_request(), int(every), *items]
+        reply = self.queue.run(self._requeue, args)
         if reply[0] == b"missing":
             names = ", ".join(repr(_text(item)) for item in reply[1:])
             raise QueueError(f"not among the dead letters of {self.queue.keys.name!r}: {names}")

@@ -1,15 +1,21 @@
 #!lua
 -- Dead letters back to the head of the queue, with fresh attempts.
--- ARGV: all ("1": every dead letter), then the items to requeue (one copy each time an item is
--- named). Returns {"requeued", n}, or {"missing", items...} and changes nothing if a named item
--- is not (or not that often) among the dead letters.
-check(pending, retries, failed, stats, failures)
+-- ARGV: owner, request (see queue.py), all ("1": every dead letter), then the items to requeue
+-- (one copy each time an item is named). Returns {"requeued", n}, or {"missing", items...} and
+-- changes nothing if a named item is not (or not that often) among the dead letters. Run twice
+-- (a retry after a lost reply), the second run answers what the first did.
+local owner, request = ARGV[1], tonumber(ARGV[2])
+check(pending, retries, failed, stats, failures, replies)
+local memory = replayed(owner, request)
+if memory then
+  return {'requeued', tonumber(memory)}
+end
 local items
-if ARGV[1] == '1' then
+if ARGV[3] == '1' then
   items = redis.call('LRANGE', failed, 0, -1)
   redis.call('DEL', failed, failures)
 else
-  items = {unpack(ARGV, 2)}
+  items = {unpack(ARGV, 4)}
   local wanted, missing = {}, {'missing'}
   for _, item in ipairs(items) do
     wanted[item] = (wanted[item] or 0) + 1
@@ -36,4 +42,5 @@ redis.call('HINCRBY', stats, 'failed', -#items)
 for i = #items, 1, -1 do
   put_back(items[i], 0, math.huge)
 end
+remember(owner, request, #items)
 return {'requeued', #items}
