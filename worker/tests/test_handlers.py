@@ -122,3 +122,25 @@ def test_local_runs_a_handler_from_the_working_directory_with_the_worker_flags(
     assert "Summary: 2/2 done, 0 failed" in run.stdout
     assert 'result {"item": "one", "result": "ONE"}' in run.stdout
     assert 'result {"item": "two", "result": "TWO"}' in run.stdout
+
+
+def test_a_handler_that_calls_sys_exit_fails_its_attempt_and_the_worker_goes_on(
+    make_queue: QueueFactory,
+) -> None:
+    # sys.exit(0) must not end the worker with 0 while it holds the item (a Job would count the
+    # pod a success with work left), nor argparse's SystemExit(2) fail the whole Job.
+    queue = make_queue(max_attempts=1)
+    seed(queue, [b"a", b"exit-0", b"exit-2", b"b"])
+
+    def handler(item: bytes) -> None:
+        if item.startswith(b"exit-"):
+            sys.exit(int(item[-1:]))
+
+    log = Log()
+    summary = Worker(queue, handler, log=log).run()
+    assert (summary.done, summary.dead_lettered) == (2, 2)
+    failed = [line for line in log if line.startswith("Failed on")]
+    assert failed == [
+        f"Failed on exit-{code} (attempt 1; moved to {queue.keys.failed}): SystemExit: {code}"
+        for code in (0, 2)
+    ]

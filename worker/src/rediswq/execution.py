@@ -73,7 +73,9 @@ def attempt(handler: Handler, item: bytes, encode: Encode | None) -> Outcome:
         if encode is None:
             return DONE
         return Outcome(encode(value))
-    except Exception as exc:
+    # SystemExit too: a handler's sys.exit(0) would end the worker with 0 while it holds the item
+    # (the Job would count a success with work left), argparse's SystemExit(2) fail the Job.
+    except (Exception, SystemExit) as exc:
         return Outcome(failure=Failure.of(exc))
 
 
