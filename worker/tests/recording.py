@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import sys
 import threading
 import time
 from typing import TextIO
@@ -87,4 +88,15 @@ def block_in_c(item: str) -> None:
         thread = threading.Thread(target=hang)
         thread.start()
         thread.join()
+    _record(item)
+
+
+def misbehave(item: str) -> None:
+    """Leave the way an item's name says (sys-exit, os-exit, interrupt), else record it."""
+    if item.startswith("sys-exit"):
+        sys.exit(0)
+    if item.startswith("os-exit"):
+        os._exit(0)
+    if item.startswith("interrupt"):
+        raise KeyboardInterrupt
     _record(item)

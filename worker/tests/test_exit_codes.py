@@ -1,4 +1,4 @@
-"""How a command ends when interrupted, through the real CLI: one line and 128 + the signal."""
+"""How a command ends, through the real CLI: interrupted, or with a handler that exits."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import cli_env
+import pytest
+from conftest import cli_env, rediswq, spawn_worker
+from recording import recorded
+from rediswq import WorkQueue, seed
+from rediswq.connection import connect
+from rediswq.errors import EXIT_FAILURE
+from rediswq.server import EmbeddedRedis
 
 
 def _start(*args: str, stdin: int | None = None) -> subprocess.Popen[str]:
@@ -58,3 +64,61 @@ def test_ctrl_c_while_the_seed_reads_stdin_prints_one_line() -> None:
     seeder = _start("seed", "-", "--redis-url", "redis://127.0.0.1:1/0", stdin=subprocess.PIPE)
     _waits_on_a_pipe(seeder.pid)
     _interrupted(seeder)
+
+
+def _drain(url: str, queue: str, record: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return rediswq(
+        "worker", "--redis-url", url, "--queue", queue, "--handler", "recording:misbehave",
+        "--work-seconds", "0", *args, env=cli_env(RECORD_FILE=str(record)),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("item", "reason"), [("sys-exit", "SystemExit: 0"), ("interrupt", "KeyboardInterrupt: ")]
+)
+def test_a_handler_that_exits_or_interrupts_fails_its_attempt_and_the_rest_are_done(
+    item: str, reason: str, server: EmbeddedRedis, queue_name: str, tmp_path: Path
+) -> None:
+    queue = WorkQueue(connect(server.url), queue_name)
+    seed(queue, [b"a", item.encode(), b"b", b"c"])
+    record = tmp_path / "done"
+    result = _drain(server.url, queue_name, record, "--max-attempts", "2")
+    assert result.returncode == 0, result
+    assert "Traceback" not in result.stdout + result.stderr
+    assert sorted(recorded(str(record))) == ["a", "b", "c"]
+    assert queue.client.lrange(queue.keys.failed, 0, -1) == [item.encode()]
+    assert f"Failed on {item} (attempt 1; will be retried): {reason}" in result.stdout
+    assert result.stdout.rstrip().endswith("Queue empty, exiting")
+
+
+def test_a_handler_that_calls_os_exit_0_does_not_end_the_worker_with_0(
+    server: EmbeddedRedis, queue_name: str, tmp_path: Path
+) -> None:
+    queue = WorkQueue(connect(server.url), queue_name)
+    seed(queue, [b"a", b"os-exit", b"b"])
+    result = _drain(server.url, queue_name, tmp_path / "done", "--lease-seconds", "60")
+    assert result.returncode == EXIT_FAILURE, result
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("rediswq: error: ") and "os._exit" in line, line
+    assert "Working on os-exit" in result.stdout
+    assert queue.counts() == (1, 1)  # b still pending, os-exit in flight until its lease ends
+
+
+def test_a_sigkilled_worker_leaves_no_process_behind(
+    server: EmbeddedRedis, queue_name: str, tmp_path: Path
+) -> None:
+    seed(WorkQueue(connect(server.url), queue_name), [b"slow"])
+    env = cli_env(RECORD_FILE=str(tmp_path / "done"), SLOW_SECONDS="30")
+    worker = spawn_worker(server.url, queue_name, "--handler", "recording:record_slowly", env=env)
+    assert worker.stdout is not None
+    for line in worker.stdout:
+        if line.startswith("Working on"):
+            break
+    children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
+    assert children, "the worker runs in a child process"
+    worker.kill()
+    worker.wait()
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in children):
+        assert time.monotonic() < deadline, f"{children} outlived their parent"
+        time.sleep(0.05)

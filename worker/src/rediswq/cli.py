@@ -28,6 +28,7 @@ from rediswq.retry import Backoff
 from rediswq.runs import checked, restore, run_id
 from rediswq.seeding import read_items, seed
 from rediswq.status import render, snapshot, watch
+from rediswq.supervisor import supervised
 from rediswq.worker import Worker, exit_code
 
 
@@ -289,6 +290,12 @@ def _worker(args: argparse.Namespace) -> int:
     # before the handler is imported: what the handler's module holds (an open file, say) is still
     # collected, and so flushed and closed, at exit.
     gc.freeze()
+    # Forked before the handler is imported: what its import starts (threads, connections)
+    # lives in the worker process only.
+    return supervised(lambda: _work(args))
+
+
+def _work(args: argparse.Namespace) -> int:
     spec = HandlerSpec(args.handler, args.as_bytes, args.work_seconds)
     handler = spec.load()  # also with a time limit: a bad handler fails here, before any item
     queue = _queue(args, require_seal=args.require_seal, run=_worker_run(args))

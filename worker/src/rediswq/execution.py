@@ -67,15 +67,16 @@ class Executor(Protocol):
 
 
 def attempt(handler: Handler, item: bytes, encode: Encode | None) -> Outcome:
-    """Call the handler; its exceptions are the outcome, a BaseException (a shutdown) is not."""
+    """Call the handler; its exceptions are the outcome, the worker's Shutdown is not."""
     try:
         value = handler(item)
         if encode is None:
             return DONE
         return Outcome(encode(value))
-    # SystemExit too: a handler's sys.exit(0) would end the worker with 0 while it holds the item
-    # (the Job would count a success with work left), argparse's SystemExit(2) fail the Job.
-    except (Exception, SystemExit) as exc:
+    # SystemExit and KeyboardInterrupt too: a handler's sys.exit(0) would end the worker with 0
+    # while it holds the item (the Job would count a success with work left), argparse's
+    # SystemExit(2) fail the Job; the worker's own SIGINT arrives as Shutdown, not as these.
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:
         return Outcome(failure=Failure.of(exc))
 
 
