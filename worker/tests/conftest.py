@@ -58,6 +58,13 @@ def fresh_server(request: pytest.FixtureRequest) -> Iterator[EmbeddedRedis]:
         yield embedded
 
 
+@pytest.fixture(params=sorted(_BINARIES))
+def durable_server(request: pytest.FixtureRequest) -> Iterator[EmbeddedRedis]:
+    """Like `fresh_server`, with every write in the AOF: it may be killed and started again."""
+    with EmbeddedRedis(binary=_BINARIES[request.param], appendonly=True) as embedded:
+        yield embedded
+
+
 @pytest.fixture
 def fault_proxy(fresh_server: EmbeddedRedis) -> Iterator[FaultProxy]:
     """A FaultProxy (faults.py) in front of `fresh_server`: connect to `fault_proxy.url`."""
@@ -113,7 +120,7 @@ _SETTINGS = {
     "REDIS_URL", "REDIS_PASSWORD", "QUEUE_NAME", "LEASE_SECONDS", "WORK_SECONDS", "PREFETCH",
     "MAX_ATTEMPTS", "SEAL_TIMEOUT", "REDIS_WAIT_TIMEOUT", "REQUIRE_SEAL", "HANDLER",
     "HANDLER_BYTES", "RUN_ITEMS", "RUN_LABEL", "RUN_ID", "ITEM_TIMEOUT", "RETRY_BACKOFF", "RESULTS",
-    "RESULTS_MAX_BYTES", "RESULTS_TTL",
+    "RESULTS_MAX_BYTES", "RESULTS_TTL", "REDIS_OUTAGE_TIMEOUT",
 }  # fmt: skip
 
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import redis
 
-from rediswq.connection import connect, describe, wait_until_ready
+from rediswq.connection import Log, connect, describe, wait_until_ready
 from rediswq.errors import ConfigError, QueueError, signal_exit
 from rediswq.execution import TimeLimited
 from rediswq.handlers import HandlerSpec
@@ -29,7 +29,7 @@ from rediswq.runs import checked, restore, run_id
 from rediswq.seeding import read_items, seed
 from rediswq.status import render, snapshot, watch
 from rediswq.supervisor import supervised
-from rediswq.worker import Worker, exit_code
+from rediswq.worker import Worker, exit_code, log_line
 
 
 def _number(
@@ -168,6 +168,10 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
         parser, "--redis-wait-timeout", "REDIS_WAIT_TIMEOUT", "120",
         "seconds to wait for Redis to answer at start", kind=non_negative,
     )  # fmt: skip
+    _setting(
+        parser, "--redis-outage-timeout", "REDIS_OUTAGE_TIMEOUT", "300",
+        "seconds to keep retrying once Redis is lost mid-run", kind=positive,
+    )  # fmt: skip
     _setting(parser, "--queue", "QUEUE_NAME", "job2", "the queue's name")
     _setting(
         parser, "--lease-seconds", "LEASE_SECONDS", "60",
@@ -253,12 +257,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _queue(
-    args: argparse.Namespace, *, require_seal: bool = True, run: str | None = None
+    args: argparse.Namespace,
+    *,
+    require_seal: bool = True,
+    run: str | None = None,
+    log: Log | None = None,
 ) -> WorkQueue:
     password = os.environ.get("REDIS_PASSWORD")
     wait_until_ready(args.redis_url, password, args.redis_wait_timeout)
     return WorkQueue(
-        connect(args.redis_url, password),
+        connect(args.redis_url, password, outage=args.redis_outage_timeout, log=log),
         args.queue,
         lease_seconds=args.lease_seconds,
         max_attempts=int(args.max_attempts),
@@ -298,7 +306,7 @@ def _worker(args: argparse.Namespace) -> int:
 def _work(args: argparse.Namespace) -> int:
     spec = HandlerSpec(args.handler, args.as_bytes, args.work_seconds)
     handler = spec.load()  # also with a time limit: a bad handler fails here, before any item
-    queue = _queue(args, require_seal=args.require_seal, run=_worker_run(args))
+    queue = _queue(args, require_seal=args.require_seal, run=_worker_run(args), log=log_line)
     results = (
         ResultStore(queue, int(args.results_max_bytes), int(args.results_ttl))
         if args.results

@@ -2,27 +2,95 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import redis
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.retry import Retry
 
 from rediswq.errors import ConfigError, QueueError
 
 T = TypeVar("T")
+Log = Callable[[str], None]
 
-# Long enough to ride out a Redis restart (a pod restart, an AOF reload) mid-run.
-_RETRIES = 12
 _BACKOFF = ExponentialWithJitterBackoff(base=0.05, cap=2.0)
+# How often a worker says it is still trying, after saying so at once.
+_REPORT_EVERY = 30.0
 
 
-class TransientRetry(Retry):
-    """redis-py's Retry, less AuthenticationError: it subclasses ConnectionError, so the stock
-    Retry tries a wrong password again and again (nested, for minutes); it never heals."""
+class Unreachable(redis.ConnectionError):
+    """Redis stayed unreachable for the whole outage budget."""
+
+
+@dataclass
+class Outage:
+    """The clock of a client's current outage, shared by all its connections (the socket, the
+    pub/sub one): the budget runs from the first failure until any call gets through again."""
+
+    budget: float
+    log: Log | None = None
+    where: str = "?"
+    since: float | None = None
+    _next_report: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def failed(self, error: Exception, backoff: float) -> float:
+        """Seconds to wait before the next try; raises Unreachable once the budget is spent."""
+        with self._lock:
+            now = time.monotonic()
+            if self.since is None:
+                self.since, self._next_report = now, now + _REPORT_EVERY
+                self._report(f"Redis at {self.where} is unreachable ({_first_line(error)}); "
+                             f"retrying for up to {self.budget:g}s")  # fmt: skip
+            elif now >= self._next_report:
+                self._next_report = now + _REPORT_EVERY
+                self._report(f"Redis at {self.where} still unreachable after "
+                             f"{now - self.since:.0f}s ({_first_line(error)})")  # fmt: skip
+            left = self.since + self.budget - now
+        if left <= 0:
+            raise Unreachable(
+                f"{_first_line(error)} (unreachable for {now - self.since:.0f}s, "
+                f"the --redis-outage-timeout)"
+            ) from error
+        return min(backoff, left)
+
+    def ended(self) -> None:
+        with self._lock:
+            if self.since is not None:
+                self._report(
+                    f"Reconnected to Redis at {self.where} after "
+                    f"{time.monotonic() - self.since:.1f}s"
+                )
+                self.since = None
+
+    def _report(self, line: str) -> None:
+        if self.log is not None:
+            self.log(line)
+
+
+class OutageRetry(Retry):
+    """redis-py's Retry for a time, not a number of tries: an operator knows how long a Redis
+    restart (an AOF replay, a Pod rescheduled) may take, not how many tries that makes.
+
+    Also never retries an AuthenticationError: it subclasses ConnectionError, and a wrong
+    password never heals.
+    """
+
+    def __init__(self, outage: Outage) -> None:
+        super().__init__(_BACKOFF, -1)
+        self.outage = outage
+        self._depth = 0  # a command's retry wraps the reconnect's: only the outer call ends it
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> OutageRetry:
+        # redis-py gives each connection a deep copy; the copies must share one outage clock.
+        clone = OutageRetry(self.outage)
+        clone._supported_errors = self._supported_errors
+        return clone
 
     def call_with_retry(
         self,
@@ -31,12 +99,29 @@ class TransientRetry(Retry):
         is_retryable: Callable[[Exception], bool] | None = None,
         with_failure_count: bool = False,
     ) -> T:
-        def transient(error: Exception) -> bool:
-            if isinstance(error, redis.AuthenticationError):
-                return False
-            return is_retryable is None or is_retryable(error)
-
-        return super().call_with_retry(do, fail, transient, with_failure_count)
+        failures = 0
+        self._depth += 1
+        try:
+            while True:
+                try:
+                    result = do()
+                except self._supported_errors as error:
+                    if isinstance(error, redis.AuthenticationError | Unreachable) or (
+                        is_retryable is not None and not is_retryable(error)
+                    ):
+                        raise
+                    failures += 1
+                    if with_failure_count:
+                        fail(error, failures)
+                    else:
+                        fail(error)
+                    time.sleep(self.outage.failed(error, self._backoff.compute(failures)))
+                else:
+                    if self._depth == 1 and self.outage.since is not None:
+                        self.outage.ended()
+                    return result
+        finally:
+            self._depth -= 1
 
 
 def connect(
@@ -44,20 +129,23 @@ def connect(
     password: str | None = None,
     *,
     timeout: float = 10.0,
-    retries: int = _RETRIES,
+    outage: float = 300.0,
+    log: Log | None = None,
     pooled: bool = False,
 ) -> redis.Redis:
     """A client for `url` (redis:// or rediss://); `password` is used only if the URL has none.
 
-    Unless `pooled`, it holds one connection, made at once (so Redis must answer by then).
+    Calls that lose Redis retry for `outage` seconds, saying so through `log`. Unless `pooled`,
+    it holds one connection, made at once (so Redis must answer by then).
     """
     scheme = urlsplit(url).scheme
     if scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(
             f"malformed Redis URL {redacted(url)!r}: expected redis://HOST:PORT/DB or rediss://"
         )
+    clock = Outage(outage, log)
     try:
-        return redis.Redis.from_url(
+        client = redis.Redis.from_url(
             url,
             password=password or None,  # the URL's own password, if any, wins
             socket_timeout=timeout,
@@ -67,11 +155,13 @@ def connect(
             # lease keeper waits on the client's lock), and the pool's checkout and return
             # measured 10-15 us of CPU per command here, a third of redis-py's whole share.
             single_connection_client=not pooled,
-            retry=TransientRetry(_BACKOFF, retries),
+            retry=OutageRetry(clock) if outage > 0 else Retry(NoBackoff(), 0),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         )
     except ValueError as exc:
         raise ConfigError(f"malformed Redis URL {redacted(url)!r}: {exc}") from None
+    clock.where = where(client)
+    return client
 
 
 def redacted(url: str) -> str:
@@ -89,7 +179,7 @@ def wait_until_ready(url: str, password: str | None, timeout: float) -> None:
     redis-py retries a number of times, not for a time; an operator sets a time, so this loop
     is ours, on a probe client that does not retry by itself.
     """
-    probe = connect(url, password, timeout=min(10.0, max(1.0, timeout)), retries=0, pooled=True)
+    probe = connect(url, password, timeout=min(10.0, max(1.0, timeout)), outage=0, pooled=True)
     deadline = time.monotonic() + timeout
     delay = 0.05
     try:
@@ -115,9 +205,13 @@ def where(client: redis.Redis) -> str:
     return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
 
 
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
 def describe(exc: BaseException, at: str) -> QueueError:
     """One line that names the problem, for any error redis-py raises talking to `at`."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = _first_line(exc)
     if isinstance(exc, redis.AuthenticationError) or "NOAUTH" in text or "WRONGPASS" in text:
         return ConfigError(f"Redis at {at} rejected the credentials ({text}); check REDIS_PASSWORD")
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
