@@ -128,7 +128,10 @@ def test_unreachable_redis_is_given_up_after_the_wait_timeout() -> None:
 
 
 @pytest.mark.parametrize("command", ["worker", "seed", "status"])
-@pytest.mark.parametrize("url", ["not-a-url", "http://x", "redis://host:notaport/0"])
+@pytest.mark.parametrize(
+    "url",
+    ["not-a-url", "http://x", "redis://host:notaport/0", "redis://[::1/0", "redis://host:6379/abc"],
+)
 def test_a_malformed_redis_url_is_named(command: str, url: str, items_file: Path) -> None:
     result = rediswq(*args_for(command, items_file), env=cli_env(REDIS_URL=url))
     line = error_line(result, EXIT_CONFIG)
@@ -137,7 +140,12 @@ def test_a_malformed_redis_url_is_named(command: str, url: str, items_file: Path
 
 @pytest.mark.parametrize(
     "template",
-    ["redis://:{}@127.0.0.1:x/0", "redis://user:{}@127.0.0.1:x/0", "http://user:{}@host/0"],
+    [
+        "redis://:{}@127.0.0.1:x/0",
+        "redis://user:{}@127.0.0.1:x/0",
+        "http://user:{}@host/0",
+        "redis://:{}@[::1/0",
+    ],
 )
 def test_a_malformed_url_does_not_print_its_password(template: str) -> None:
     password = secrets.token_hex(8)

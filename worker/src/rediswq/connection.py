@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -138,11 +139,7 @@ def connect(
     Calls that lose Redis retry for `outage` seconds, saying so through `log`. Unless `pooled`,
     it holds one connection, made at once (so Redis must answer by then).
     """
-    scheme = urlsplit(url).scheme
-    if scheme not in ("redis", "rediss", "unix"):
-        raise ConfigError(
-            f"malformed Redis URL {redacted(url)!r}: expected redis://HOST:PORT/DB or rediss://"
-        )
+    _check(url)
     clock = Outage(outage, log)
     try:
         client = redis.Redis.from_url(
@@ -159,14 +156,36 @@ def connect(
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         )
     except ValueError as exc:
-        raise ConfigError(f"malformed Redis URL {redacted(url)!r}: {exc}") from None
+        raise _malformed(url, str(exc)) from None
     clock.where = where(client)
     return client
 
 
+def _check(url: str) -> None:
+    """Raise a ConfigError unless redis-py will read `url` as it reads to a person."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError as exc:
+        raise _malformed(url, str(exc)) from None
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise _malformed(url, "expected redis://HOST:PORT/DB or rediss://")
+    # redis-py reads a database path that is not a number as database 0, without a word.
+    if parts.scheme != "unix" and not re.fullmatch(r"/?[0-9]*", parts.path):
+        raise _malformed(url, f"database {parts.path[1:]!r} is not a number")
+
+
+def _malformed(url: str, reason: str) -> ConfigError:
+    return ConfigError(f"malformed Redis URL {redacted(url)!r}: {reason}")
+
+
 def redacted(url: str) -> str:
     """The URL without its password, fit for an error message or a log."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises, as `password` may, for a URL urlsplit cannot read
+    except ValueError:  # then mask whatever stands between "user:" and "@"
+        return re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", url)
     if not parts.password:
         return url
     return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
