@@ -13,13 +13,11 @@ from rediswq import RedisWQ
 from rediswq.server import EmbeddedRedis
 
 
-def test_a_tutorial_shaped_worker_program_drains_the_queue(
-    server: EmbeddedRedis, client: redis.Redis
-) -> None:
-    fruits = ["apple", "banana", "cherry", "date", "fig", "grape", "lemon", "melon", "orange"]
-    client.delete("job2", "job2:sealed", "job2:stats")
-    client.rpush("job2", *fruits)  # by hand, as in the tutorial: no seed, no seal
-    env = cli_env(TUTORIAL_REDIS_HOST="127.0.0.1", TUTORIAL_REDIS_PORT=str(server.port))
+def _tutorial_workers(
+    server: EmbeddedRedis, count: int, **settings: str
+) -> list[subprocess.CompletedProcess[str]]:
+    """Run `count` tutorial-shaped programs at once until they exit."""
+    env = cli_env(TUTORIAL_REDIS_HOST="127.0.0.1", TUTORIAL_REDIS_PORT=str(server.port), **settings)
     program = [sys.executable, str(TESTS / "programs" / "tutorial_worker.py")]
 
     def run(_: int) -> subprocess.CompletedProcess[str]:
@@ -27,19 +25,49 @@ def test_a_tutorial_shaped_worker_program_drains_the_queue(
             program, env=env, capture_output=True, text=True, timeout=60, check=False
         )
 
-    with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(run, range(2)))
-    assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
-    worked = Counter(
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(run, range(count)))
+
+
+def _worked(results: list[subprocess.CompletedProcess[str]]) -> Counter[str]:
+    return Counter(
         line.removeprefix("Working on ")
         for r in results
         for line in r.stdout.splitlines()
         if line.startswith("Working on ")
     )
-    assert worked == Counter(fruits)
+
+
+def test_a_tutorial_shaped_worker_program_drains_the_queue(
+    server: EmbeddedRedis, client: redis.Redis
+) -> None:
+    fruits = ["apple", "banana", "cherry", "date", "fig", "grape", "lemon", "melon", "orange"]
+    client.delete("job2", "job2:sealed", "job2:stats")
+    client.rpush("job2", *fruits)  # by hand, as in the tutorial: no seed, no seal
+    results = _tutorial_workers(server, 2)
+    assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+    assert _worked(results) == Counter(fruits)
     assert all(r.stdout.splitlines()[-1] == "Queue empty, exiting" for r in results)
     assert client.llen("job2") == 0
     assert int(client.hget("job2:stats", "done") or 0) == len(fruits)
+
+
+def test_a_tutorial_program_that_works_longer_than_its_lease_repeats_no_item(
+    fresh_server: EmbeddedRedis, queue_name: str
+) -> None:
+    server, client = fresh_server, redis.Redis(port=fresh_server.port)
+    items = [f"slow-{n}" for n in range(6)]
+    client.rpush(queue_name, *items)
+    # Each item outlasts its lease: only the background renewal keeps the other program from
+    # reclaiming it and working on it again.
+    results = _tutorial_workers(
+        server, 2, TUTORIAL_QUEUE=queue_name, TUTORIAL_LEASE_SECONDS="1",
+        TUTORIAL_WORK_SECONDS="1.5",
+    )  # fmt: skip
+    assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+    assert _worked(results) == Counter(items)
+    assert int(client.hget(f"{queue_name}:stats", "done") or 0) == len(items)
+    assert not client.hget(f"{queue_name}:stats", "reclaimed")
 
 
 def test_lease_and_complete(server: EmbeddedRedis, client: redis.Redis, queue_name: str) -> None:

@@ -1,26 +1,33 @@
 """Drop-in for the tutorial's client library: `RedisWQ(name, **redis_kwargs)`.
 
 Its worker program runs unchanged on top of our protocol. As in the tutorial, the queue needs no
-seal: a queue with nothing pending and nothing leased is finished.
+seal: a queue with nothing pending and nothing leased is finished. Unlike the tutorial's library,
+which never reclaimed an item, ours does once its lease expires; so, as our worker does, it renews
+the leases a program holds in the background until the program completes them.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 import redis
 
+from rediswq.leases import LeaseKeeper
 from rediswq.queue import Lease, State, WorkQueue
 
 _POLL = 0.1
+_log = logging.getLogger(__name__)
 
 
 class RedisWQ:
     def __init__(self, name: str, **redis_kwargs: Any) -> None:
         self._db = redis.Redis(**redis_kwargs)
+        self._name = name
         self._queue = WorkQueue(self._db, name, require_seal=False)
-        self._held: dict[bytes, list[Lease]] = {}
+        self._held: dict[bytes, list[tuple[Lease, LeaseKeeper]]] = {}
+        self._keepers: dict[float, LeaseKeeper] = {}
 
     def sessionID(self) -> str:
         return self._queue.session
@@ -37,7 +44,9 @@ class RedisWQ:
             step = self._queue.step(1, lease_seconds=lease_secs)
             if step.leases:
                 lease = step.leases[0]
-                self._held.setdefault(lease.item, []).append(lease)
+                keeper = self._keeper(lease_secs)
+                keeper.hold([lease])
+                self._held.setdefault(lease.item, []).append((lease, keeper))
                 return lease.item
             if not block or step.state is State.DRAINED:
                 return None
@@ -50,7 +59,21 @@ class RedisWQ:
         held = self._held.get(value)
         if not held:
             return False
-        lease = held.pop(0)
+        lease, keeper = held.pop(0)
         if not held:
             del self._held[value]
+        keeper.drop([lease])
         return self._queue.complete(lease)[0]
+
+    def _keeper(self, lease_secs: float) -> LeaseKeeper:
+        """The thread that renews leases of `lease_secs` (the tutorial always asks for one
+        length) while the program works on them, started on first use; it ends with the program.
+        """
+        keeper = self._keepers.get(lease_secs)
+        if keeper is None:
+            queue = WorkQueue(
+                self._db, self._name, session=self._queue.session, lease_seconds=lease_secs,
+                require_seal=False,
+            )  # fmt: skip
+            keeper = self._keepers[lease_secs] = LeaseKeeper(queue, _log.warning).start()
+        return keeper

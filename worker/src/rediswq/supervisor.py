@@ -10,6 +10,7 @@ shares with the child are not copied.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -57,7 +58,8 @@ def supervised(work: Callable[[], int]) -> int:
         _follow(parent)
         code = work()
         if code == 0:
-            os.write(write_end, _FINISHED)
+            with contextlib.suppress(OSError):  # no parent left to tell
+                os.write(write_end, _FINISHED)
         os.close(write_end)
         return code
     os.close(write_end)

@@ -11,13 +11,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 
-import redis
-
 from rediswq.deadletter import DeadLetters, Settled
 from rediswq.errors import ConfigError, QueueError, signal_exit
 from rediswq.events import QueueEvents
 from rediswq.execution import Executor, Failure, InProcess, Outcome
 from rediswq.handlers import Handler
+from rediswq.leases import LeaseKeeper, shown
+from rediswq.lostqueue import SealWatch
 from rediswq.queue import Lease, State, WorkQueue
 from rediswq.results import ResultStore, encoded
 from rediswq.retry import Backoff
@@ -40,10 +40,6 @@ def log_line(line: str) -> None:
     with _STDOUT_LOCK:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
-
-
-def shown(item: bytes) -> str:
-    return item.decode("utf-8", "backslashreplace")
 
 
 def counted(n: int, noun: str) -> str:
@@ -74,53 +70,6 @@ class Summary:
             f"{counted(self.dead_lettered, 'item')} dead-lettered, "
             f"{counted(self.lost, 'lost lease')}"
         )
-
-
-class LeaseKeeper:
-    """Renews the held leases in the background while a handler runs long."""
-
-    def __init__(self, queue: WorkQueue, log: Log) -> None:
-        self._queue = queue
-        self._log = log
-        self._held: dict[int, Lease] = {}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._renew, name="lease-keeper", daemon=True)
-
-    def hold(self, leases: list[Lease]) -> None:
-        with self._lock:
-            self._held.update((lease.id, lease) for lease in leases)
-
-    def drop(self, leases: list[Lease]) -> None:
-        with self._lock:
-            for lease in leases:
-                self._held.pop(lease.id, None)
-
-    def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _renew(self) -> None:
-        interval = self._queue.lease_ms / 3000
-        while not self._stop.wait(interval):
-            with self._lock:
-                held = list(self._held.values())
-            if not held:
-                continue
-            try:
-                kept = self._queue.extend(*held)
-            except (redis.RedisError, QueueError) as exc:
-                self._log(f"Could not renew leases ({exc}); retrying")
-                continue
-            with self._lock:  # a lease handed in meanwhile is not lost
-                lost = [lease for lease, ok in zip(held, kept, strict=True)
-                        if not ok and lease.id in self._held]  # fmt: skip
-            for lease in lost:
-                self._log(f"Lease on {shown(lease.item)} was lost; another worker may repeat it")
 
 
 class Worker:
@@ -164,6 +113,7 @@ class Worker:
         waiting_for_seal_since: float | None = None
         sealed_for_run = False  # a run's worker that saw its seal go is superseded, not early
         next_reclaim = 0.0
+        watch = SealWatch(queue)
         with (
             LeaseKeeper(queue, self.log) as keeper,
             QueueEvents(queue, self.log) as events,
@@ -176,6 +126,7 @@ class Worker:
                 if now >= next_reclaim:
                     next_reclaim = now + _RECLAIM_EVERY
                 self._count_completed(done, step.completed)
+                watch.check(step)
                 done = []
                 if step.leases:
                     waiting_for_seal_since = None

@@ -1,0 +1,72 @@
+"""Keeping leases: a background thread renews the held ones while a handler works on them."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import redis
+
+from rediswq.errors import QueueError
+from rediswq.queue import Lease, WorkQueue
+
+Log = Callable[[str], None]
+
+
+def shown(item: bytes) -> str:
+    return item.decode("utf-8", "backslashreplace")
+
+
+class LeaseKeeper:
+    """Renews the held leases in the background while a handler runs long."""
+
+    def __init__(self, queue: WorkQueue, log: Log) -> None:
+        self._queue = queue
+        self._log = log
+        self._held: dict[int, Lease] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name="lease-keeper", daemon=True)
+
+    def hold(self, leases: list[Lease]) -> None:
+        with self._lock:
+            self._held.update((lease.id, lease) for lease in leases)
+
+    def drop(self, leases: list[Lease]) -> None:
+        with self._lock:
+            for lease in leases:
+                self._held.pop(lease.id, None)
+
+    def start(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self) -> LeaseKeeper:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _renew(self) -> None:
+        interval = self._queue.lease_ms / 3000
+        while not self._stop.wait(interval):
+            with self._lock:
+                held = list(self._held.values())
+            if not held:
+                continue
+            try:
+                kept = self._queue.extend(*held)
+            except (redis.RedisError, QueueError) as exc:
+                self._log(f"Could not renew leases ({exc}); retrying")
+                continue
+            with self._lock:  # a lease handed in meanwhile is not lost
+                lost = [lease for lease, ok in zip(held, kept, strict=True)
+                        if not ok and lease.id in self._held]  # fmt: skip
+                for lease in lost:  # said once: renewing it again cannot bring it back
+                    del self._held[lease.id]
+            for lease in lost:
+                self._log(f"Lease on {shown(lease.item)} was lost; another worker may repeat it")

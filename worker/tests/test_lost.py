@@ -1,0 +1,113 @@
+"""What a worker says when Redis forgets: a lease lost to another holder (said once), and a
+whole queue lost by a Redis restart without persistence (fail at once, not blame the seed)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import cli_env, spawn_worker
+from recording import recorded
+from rediswq import WorkQueue, seed
+from rediswq.connection import connect
+from rediswq.errors import EXIT_FAILURE
+from rediswq.server import EmbeddedRedis
+
+# Long enough that a worker waiting for a seal could not end the test on its own.
+SEAL_TIMEOUT = ("--seal-timeout", "120")
+
+
+def _wait_for(
+    predicate: Callable[[], bool], worker: subprocess.Popen[str], timeout: float = 30
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert worker.poll() is None and time.monotonic() < deadline, worker.communicate()
+        time.sleep(0.05)
+
+
+def _given_up(worker: subprocess.Popen[str], since: float) -> tuple[str, float]:
+    out, _ = worker.communicate(timeout=60)
+    return out, time.monotonic() - since
+
+
+def _lost_queue_line(out: str, queue_name: str) -> str:
+    (line,) = [line for line in out.splitlines() if line.startswith("rediswq: error:")]
+    assert f"lost queue {queue_name!r}" in line and "seed" in line, line
+    assert "was not sealed" not in out, out
+    return line
+
+
+def test_a_worker_whose_leases_vanished_with_the_seal_says_redis_lost_the_queue(
+    fresh_server: EmbeddedRedis, queue_name: str, tmp_path: Path
+) -> None:
+    record = tmp_path / "done"
+    seed(WorkQueue(connect(fresh_server.url), queue_name), [f"i-{n}".encode() for n in range(10)])
+    env = cli_env(RECORD_FILE=str(record), SLOW_SECONDS="0.5")
+    worker = spawn_worker(
+        fresh_server.url, queue_name, "--handler", "recording:record_slowly", *SEAL_TIMEOUT,
+        env=env,
+    )  # fmt: skip
+    _wait_for(lambda: len(recorded(str(record))) >= 2, worker)
+    fresh_server.restart()  # no AOF, no snapshot: it comes back empty
+    out, elapsed = _given_up(worker, time.monotonic())
+    assert worker.returncode == EXIT_FAILURE, out
+    assert elapsed < 20, f"took {elapsed:.1f}s"
+    assert "lease(s) this worker held are gone" in _lost_queue_line(out, queue_name)
+
+
+def test_a_waiting_worker_that_saw_the_seal_says_redis_lost_the_queue(
+    fresh_server: EmbeddedRedis, queue_name: str, tmp_path: Path
+) -> None:
+    record = tmp_path / "done"
+    queue = WorkQueue(connect(fresh_server.url), queue_name, lease_seconds=300)
+    seed(queue, [b"held-elsewhere", b"mine"])
+    assert [lease.item for lease in queue.lease()] == [b"held-elsewhere"]
+    worker = spawn_worker(
+        fresh_server.url, queue_name, "--handler", "recording:record", *SEAL_TIMEOUT,
+        env=cli_env(RECORD_FILE=str(record)),
+    )  # fmt: skip
+    _wait_for(lambda: recorded(str(record)) == ["mine"], worker)
+    time.sleep(0.5)  # it waits for the other lease now
+    fresh_server.restart()
+    out, elapsed = _given_up(worker, time.monotonic())
+    assert worker.returncode == EXIT_FAILURE, out
+    assert elapsed < 20, f"took {elapsed:.1f}s"
+    assert "nothing is pending or leased" in _lost_queue_line(out, queue_name)
+
+
+def _worker_process(command: subprocess.Popen[str]) -> int:
+    """The process that runs the loop: the `rediswq worker` command's child."""
+    (child,) = Path(f"/proc/{command.pid}/task/{command.pid}/children").read_text().split()
+    return int(child)
+
+
+def test_a_lost_lease_is_logged_once(
+    fresh_server: EmbeddedRedis, queue_name: str, tmp_path: Path
+) -> None:
+    queue = WorkQueue(connect(fresh_server.url), queue_name, lease_seconds=0.6)
+    seed(queue, [b"slow"])
+    env = cli_env(RECORD_FILE=str(tmp_path / "done"), SLOW_SECONDS="3")
+    worker = spawn_worker(
+        fresh_server.url, queue_name, "--handler", "recording:record_slowly",
+        "--lease-seconds", "0.6", env=env,
+    )  # fmt: skip
+    assert worker.stdout is not None
+    for line in worker.stdout:
+        if line.startswith("Working on slow"):
+            break
+    stalled = _worker_process(worker)
+    os.kill(stalled, signal.SIGSTOP)  # a pause longer than the lease, as a long GC or a stall
+    try:
+        time.sleep(1.5)
+        assert queue.reclaim() == 1  # what another worker would do
+    finally:
+        os.kill(stalled, signal.SIGCONT)
+    out, _ = worker.communicate(timeout=60)
+    assert worker.returncode == 0, out
+    # The keeper renews every 0.2 s for the 1.5 s of work left: it said so once, not each time.
+    assert out.count("Lease on slow was lost") == 1, out
