@@ -74,7 +74,7 @@ def _drain(url: str, queue: str, record: Path, *args: str) -> subprocess.Complet
 
 
 @pytest.mark.parametrize(
-    ("item", "reason"), [("sys-exit", "SystemExit: 0"), ("interrupt", "KeyboardInterrupt: ")]
+    ("item", "reason"), [("sys-exit", "SystemExit: 0"), ("interrupt", "KeyboardInterrupt")]
 )
 def test_a_handler_that_exits_or_interrupts_fails_its_attempt_and_the_rest_are_done(
     item: str, reason: str, server: EmbeddedRedis, queue_name: str, tmp_path: Path
@@ -82,9 +82,9 @@ def test_a_handler_that_exits_or_interrupts_fails_its_attempt_and_the_rest_are_d
     queue = WorkQueue(connect(server.url), queue_name)
     seed(queue, [b"a", item.encode(), b"b", b"c"])
     record = tmp_path / "done"
-    result = _drain(server.url, queue_name, record, "--max-attempts", "2")
+    result = _drain(server.url, queue_name, record, "--max-attempts", "2", "--retry-backoff", "off")
     assert result.returncode == 0, result
-    assert "Traceback" not in result.stdout + result.stderr
+    assert result.stderr == ""  # the attempt's traceback is logged with it, on stdout
     assert sorted(recorded(str(record))) == ["a", "b", "c"]
     assert queue.client.lrange(queue.keys.failed, 0, -1) == [item.encode()]
     assert f"Failed on {item} (attempt 1; will be retried): {reason}" in result.stdout
