@@ -88,13 +88,16 @@ def test_bad_item_timeouts_are_usage_errors(server: EmbeddedRedis) -> None:
 
 
 def _handler_processes(pid: int) -> list[int]:
-    """The worker's children that run the handler (not multiprocessing's resource tracker)."""
+    """The processes under the worker command (whose loop runs in its child) that run the
+    handler, not multiprocessing's resource tracker."""
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         for child in (task / "children").read_text().split():
             command = Path(f"/proc/{child}/cmdline").read_bytes()
             if b"spawn_main" in command and b"resource_tracker" not in command:
                 found.append(int(child))
+            else:
+                found += _handler_processes(int(child))
     return found
 
 
