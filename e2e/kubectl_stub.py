@@ -6,8 +6,8 @@ for real rejections (e2e/test_deploy.py quotes their sources). Every call is rec
 is passed to the real kubectl. The cluster e2e (e2e/test_kind.py) runs deploy.sh for real.
 
 Reads the scenario from the JSON file named by $KUBECTL_STUB (keys: context, cluster, server,
-existing: ["Kind/name"], rejections: {"Kind/name": "text"}), appends each call's argv to
-$KUBECTL_STUB.calls as a JSON line.
+existing: ["Kind/name"], rejections: {"Kind/name": "text"}, and optionally refused_creations:
+{"Kind/name": "text"}), appends each call's argv to $KUBECTL_STUB.calls as a JSON line.
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ def main(argv: list[str]) -> int:
 
 
 def _object_call(scenario: dict[str, Any], args: list[str]) -> int:
-    """get, apply (dry run or not), delete and wait, as an API server with `scenario` answers."""
+    """get, apply and create (dry run or not), delete and wait, as an API server with `scenario`
+    answers."""
     target = args[args.index("-f") + 1] if "-f" in args else ""
     verb = args[0]
     if verb == "get":
@@ -80,6 +81,22 @@ def _object_call(scenario: dict[str, Any], args: list[str]) -> int:
             print(rejection, file=sys.stderr)
             return 1
         print(f"{_resource(_object(target))} unchanged (server dry run)")
+        return 0
+    if verb == "create" and "--dry-run=server" in args:
+        ref = _object(target)
+        refused = scenario.get("refused_creations", {}).get(ref)
+        if refused is None and ref in scenario["existing"]:
+            # Validation and admission passed; only the old object is in the way.
+            kind, name = ref.split("/", 1)
+            plural = _resource(ref).split("/")[0].replace(kind.lower(), kind.lower() + "s", 1)
+            refused = (
+                f'Error from server (AlreadyExists): error when creating "{target}": '
+                f'{plural} "{name}" already exists'
+            )
+        if refused is not None:
+            print(refused, file=sys.stderr)
+            return 1
+        print(f"{_resource(ref)} created (server dry run)")
         return 0
     if verb in ("apply", "delete", "wait"):
         print(f"{verb} {target}: done")

@@ -106,6 +106,7 @@ def deploy(
     *,
     existing: list[str],
     rejections: dict[str, str] | None = None,
+    refused_creations: dict[str, str] | None = None,
     context: str = "kind-job-wq-2",
     env: dict[str, str] | None = None,
     overlay: str = OVERLAY,
@@ -124,6 +125,7 @@ def deploy(
                 "server": "https://127.0.0.1:6443",
                 "existing": existing,
                 "rejections": rejections or {},
+                "refused_creations": refused_creations or {},
             }
         ),
         encoding="utf-8",
@@ -203,6 +205,29 @@ def test_any_other_rejection_stops_before_anything_changes(tmp_path: Path, rejec
     assert "nothing was changed" in result.stderr
     assert rejection.splitlines()[-1] in result.stderr, "kubectl's own words must be shown"
     assert not result.verbs("delete"), "a Job was deleted on an error that is not immutability"
+    assert not result.verbs("apply")
+
+
+# A validating webhook that admits the Job as it is but refuses the new one on creation (it sees
+# only creations, so the update's dry run never reached it).
+CREATE_DENIED = (
+    'Error from server (Forbidden): error when creating "object-6.yaml": admission webhook '
+    '"require-team-label.kyverno.svc" denied the request: jobs must carry the label "team"'
+)
+
+
+def test_a_job_whose_replacement_would_be_refused_is_not_deleted(tmp_path: Path) -> None:
+    rejections = {"Job/job-wq-2": TEMPLATE_IMMUTABLE}
+    result = deploy(
+        tmp_path,
+        existing=EVERYTHING,
+        rejections=rejections,
+        refused_creations={"Job/job-wq-2": CREATE_DENIED},
+    )
+    assert result.code == 1
+    assert "nothing was changed" in result.stderr
+    assert CREATE_DENIED.splitlines()[-1] in result.stderr, "kubectl's own words must be shown"
+    assert not result.verbs("delete"), "a Job was deleted that could not be created again"
     assert not result.verbs("apply")
 
 

@@ -4,10 +4,10 @@
 #   CONTEXT=NAME   deploy to this kubeconfig context (default: the current one); needed to deploy
 #                  the dev overlay, whose password is committed, anywhere but a kind cluster
 # Jobs are immutable. A Job whose new spec the API server rejects as an immutable-field change (new
-# items or run label: a new run; another setting or image) is deleted, waiting for its pods to go,
-# and created afresh by the apply. Any other rejection stops the deploy before anything changed. A
-# Job whose spec is unchanged is never touched, running or finished. Redis is never replaced: its
-# Pod holds the queue (docs/deploying.md).
+# items or run label: a new run; another setting or image), and would admit as a new Job, is
+# deleted, waiting for its pods to go, and created afresh by the apply. Any other rejection stops
+# the deploy before anything changed. A Job whose spec is unchanged is never touched, running or
+# finished. Redis is never replaced: its Pod holds the queue (docs/deploying.md).
 set -euo pipefail
 
 die() {
@@ -82,6 +82,13 @@ for object in "$work"/object-*.yaml; do
     continue
   fi
   if [[ $name == job.batch/* ]] && immutable_only "$rejected"; then
+    # Admission webhooks and quotas see only the creation, which the update's dry run never
+    # reached. A dry-run creation passes validation and admission and only then finds the old Job
+    # in the way, so AlreadyExists means the new Job will be created once the old one is gone.
+    if ! refused=$(k create --dry-run=server -f "$object" 2>&1) &&
+      ! grep -q '^Error from server (AlreadyExists): ' <<<"$refused"; then
+      die "the API server would not create the new $name (nothing was changed):"$'\n'"$refused"
+    fi
     replace+=("$object")
     echo "${0##*/}: replacing $name: its new spec changes immutable fields ($(causes "$rejected" |
       sed 's/: .*//' | paste -sd, -))"
@@ -95,7 +102,7 @@ done
 
 # (The odd expansion: bash 3.2, macOS's, calls an empty array unset.)
 for object in ${replace[@]+"${replace[@]}"}; do
-  k delete -f "$object" --cascade=foreground --wait --timeout=5m
+  k delete -f "$object" --cascade=foreground --wait --timeout=5m --ignore-not-found
 done
 # A new namespace first: the API server refuses pods in it until its default ServiceAccount exists.
 # (`wait --for=create` needs kubectl 1.31 or later; make deploy uses the pinned one.)
