@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -151,3 +152,15 @@ def spawn_worker(
         text=True,
         env=env or cli_env(),
     )  # fmt: skip
+
+
+def loop_pid(command: subprocess.Popen[str], timeout: float = 30) -> int:
+    """The process that runs a `rediswq worker` command's loop and handler: its child. Stop that
+    one to stall the worker (SIGSTOP cannot be forwarded by the command's process)."""
+    children = Path(f"/proc/{command.pid}/task/{command.pid}/children")
+    deadline = time.monotonic() + timeout
+    while not (found := children.read_text().split()):
+        assert command.poll() is None and time.monotonic() < deadline, "no worker process"
+        time.sleep(0.02)
+    (child,) = found
+    return int(child)

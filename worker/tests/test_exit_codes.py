@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cli_env, rediswq, spawn_worker
+from conftest import cli_env, loop_pid, rediswq, spawn_worker
 from recording import recorded
 from rediswq import WorkQueue, seed
 from rediswq.connection import connect
@@ -32,6 +32,7 @@ def _start(*args: str, stdin: int | None = None) -> subprocess.Popen[str]:
 def _interrupted(process: subprocess.Popen[str]) -> str:
     """Send Ctrl-C's SIGINT; check the exit is 130 with one line and no traceback."""
     process.send_signal(signal.SIGINT)
+    process.wait(timeout=30)  # before communicate() closes its stdin: an EOF would end a read
     out, err = process.communicate(timeout=30)
     assert process.returncode == 128 + signal.SIGINT, (out, err)
     assert "Traceback" not in err, err
@@ -77,12 +78,14 @@ def _drain(url: str, queue: str, record: Path, *args: str) -> subprocess.Complet
     ("item", "reason"), [("sys-exit", "SystemExit: 0"), ("interrupt", "KeyboardInterrupt")]
 )
 def test_a_handler_that_exits_or_interrupts_fails_its_attempt_and_the_rest_are_done(
-    item: str, reason: str, server: EmbeddedRedis, queue_name: str, tmp_path: Path
+    item: str, reason: str, fresh_server: EmbeddedRedis, queue_name: str, tmp_path: Path
 ) -> None:
-    queue = WorkQueue(connect(server.url), queue_name)
+    queue = WorkQueue(connect(fresh_server.url), queue_name)
     seed(queue, [b"a", item.encode(), b"b", b"c"])
     record = tmp_path / "done"
-    result = _drain(server.url, queue_name, record, "--max-attempts", "2", "--retry-backoff", "off")
+    result = _drain(
+        fresh_server.url, queue_name, record, "--max-attempts", "2", "--retry-backoff", "off"
+    )
     assert result.returncode == 0, result
     assert result.stderr == ""  # the attempt's traceback is logged with it, on stdout
     assert sorted(recorded(str(record))) == ["a", "b", "c"]
@@ -92,11 +95,11 @@ def test_a_handler_that_exits_or_interrupts_fails_its_attempt_and_the_rest_are_d
 
 
 def test_a_handler_that_calls_os_exit_0_does_not_end_the_worker_with_0(
-    server: EmbeddedRedis, queue_name: str, tmp_path: Path
+    fresh_server: EmbeddedRedis, queue_name: str, tmp_path: Path
 ) -> None:
-    queue = WorkQueue(connect(server.url), queue_name)
+    queue = WorkQueue(connect(fresh_server.url), queue_name)
     seed(queue, [b"a", b"os-exit", b"b"])
-    result = _drain(server.url, queue_name, tmp_path / "done", "--lease-seconds", "60")
+    result = _drain(fresh_server.url, queue_name, tmp_path / "done", "--lease-seconds", "60")
     assert result.returncode == EXIT_FAILURE, result
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("rediswq: error: ") and "os._exit" in line, line
@@ -105,20 +108,21 @@ def test_a_handler_that_calls_os_exit_0_does_not_end_the_worker_with_0(
 
 
 def test_a_sigkilled_worker_leaves_no_process_behind(
-    server: EmbeddedRedis, queue_name: str, tmp_path: Path
+    fresh_server: EmbeddedRedis, queue_name: str, tmp_path: Path
 ) -> None:
-    seed(WorkQueue(connect(server.url), queue_name), [b"slow"])
+    seed(WorkQueue(connect(fresh_server.url), queue_name), [b"slow"])
     env = cli_env(RECORD_FILE=str(tmp_path / "done"), SLOW_SECONDS="30")
-    worker = spawn_worker(server.url, queue_name, "--handler", "recording:record_slowly", env=env)
+    worker = spawn_worker(
+        fresh_server.url, queue_name, "--handler", "recording:record_slowly", env=env
+    )
     assert worker.stdout is not None
     for line in worker.stdout:
         if line.startswith("Working on"):
             break
-    children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
-    assert children, "the worker runs in a child process"
+    child = loop_pid(worker)
     worker.kill()
     worker.wait()
     deadline = time.monotonic() + 10
-    while any(Path(f"/proc/{pid}").exists() for pid in children):
-        assert time.monotonic() < deadline, f"{children} outlived their parent"
+    while Path(f"/proc/{child}").exists():
+        assert time.monotonic() < deadline, f"the worker process {child} outlived the command"
         time.sleep(0.05)

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import cli_env, spawn_worker
+from conftest import cli_env, loop_pid, spawn_worker
 from recording import recorded
 from rediswq import WorkQueue, seed
 from rediswq.connection import connect
@@ -80,12 +80,6 @@ def test_a_waiting_worker_that_saw_the_seal_says_redis_lost_the_queue(
     assert "nothing is pending or leased" in _lost_queue_line(out, queue_name)
 
 
-def _worker_process(command: subprocess.Popen[str]) -> int:
-    """The process that runs the loop: the `rediswq worker` command's child."""
-    (child,) = Path(f"/proc/{command.pid}/task/{command.pid}/children").read_text().split()
-    return int(child)
-
-
 def test_a_lost_lease_is_logged_once(
     fresh_server: EmbeddedRedis, queue_name: str, tmp_path: Path
 ) -> None:
@@ -100,7 +94,7 @@ def test_a_lost_lease_is_logged_once(
     for line in worker.stdout:
         if line.startswith("Working on slow"):
             break
-    stalled = _worker_process(worker)
+    stalled = loop_pid(worker)
     os.kill(stalled, signal.SIGSTOP)  # a pause longer than the lease, as a long GC or a stall
     try:
         time.sleep(1.5)

@@ -16,7 +16,15 @@ from typing import cast
 
 import pytest
 import redis
-from conftest import QueueFactory, cli_env, pending_of, rediswq, spawn_worker, stats_of
+from conftest import (
+    QueueFactory,
+    cli_env,
+    loop_pid,
+    pending_of,
+    rediswq,
+    spawn_worker,
+    stats_of,
+)
 from recording import recorded
 from rediswq import State, WorkQueue, seed
 from rediswq.runs import Superseded, restore, run_id
@@ -250,14 +258,15 @@ def test_a_worker_whose_run_ended_drained_before_the_next_seed_exits_0(
     (held,) = WorkQueue(client, deploy.queue).lease()  # another worker's lease: this one waits
     waiting = deploy.worker(old)
     time.sleep(3)  # started, and waiting on the lease
-    os.kill(waiting.pid, signal.SIGSTOP)  # so its next look comes after both steps below
+    stalled = loop_pid(waiting)
+    os.kill(stalled, signal.SIGSTOP)  # so its next look comes after both steps below
     try:
         assert WorkQueue(client, deploy.queue).complete(held) == [False]  # another session's
         client.hdel(f"{deploy.queue}:leases", held.id)
         client.zrem(f"{deploy.queue}:deadlines", held.id)  # done: the holder's complete, by hand
         assert deploy.seed(deploy.items("b", ["banana"])).returncode == 0
     finally:
-        os.kill(waiting.pid, signal.SIGCONT)
+        os.kill(stalled, signal.SIGCONT)
     out = ran(waiting)  # exit 0: its run was over, nothing of it was moved
     assert "Done 0 items" in out
 
