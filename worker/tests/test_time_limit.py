@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
@@ -125,3 +126,46 @@ def test_the_handlers_process_dies_with_a_killed_worker(
     while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not Path(f"/proc/{child}").exists(), "the hung handler outlived its worker"
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie has ended; its parent just did not reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def test_a_program_the_handler_started_is_killed_with_it_at_the_limit(
+    server: EmbeddedRedis, make_queue: QueueFactory, tmp_path: Path
+) -> None:
+    # A handler that runs a tool (ImageMagick, ffmpeg) which hangs: killing only the handler's
+    # process would leave the tool running, one more after each limit, until the pod's memory ends.
+    record = tmp_path / "tool.pid"
+    (tmp_path / "tooling.py").write_text(
+        "import subprocess\n\ndef work(item):\n"
+        "    quiet = {'stdout': subprocess.DEVNULL, 'stderr': subprocess.DEVNULL}\n"
+        "    tool = subprocess.Popen(['sleep', '300'], **quiet)\n"
+        f"    open({str(record)!r}, 'w').write(str(tool.pid))\n"
+        "    tool.wait()\n",
+        encoding="utf-8",
+    )
+    queue = make_queue()
+    seed(queue, [b"hang"])
+    worker = rediswq(
+        "worker", "--redis-url", server.url, "--queue", queue.keys.name, "--handler",
+        "tooling:work", "--item-timeout", "2", "--max-attempts", "1",
+        env=cli_env(PYTHONPATH=str(tmp_path)),
+    )  # fmt: skip
+    tool = int(record.read_text())
+    try:
+        assert worker.returncode == 0, worker.stdout + worker.stderr
+        assert "TimeoutError: timed out after 2 s" in worker.stdout
+        deadline = time.monotonic() + 10
+        while _running(tool) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _running(tool), "the handler's tool outlived the limit"
+    finally:
+        if _running(tool):
+            os.kill(tool, signal.SIGKILL)

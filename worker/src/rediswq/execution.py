@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import os
@@ -168,6 +169,11 @@ class TimeLimited:
             conn.close()
         if child is None:
             return None
+        # The child leads its own process group (see _serve): this also ends the programs the
+        # handler started (a hung converter), which would outlive it otherwise, one per kill.
+        if child.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
         child.kill()
         child.join()
         return child.exitcode
@@ -190,6 +196,8 @@ def _serve(conn: Connection, spec: HandlerSpec, encode: Encode | None) -> None:
     # Ctrl-C reaches the whole process group; the worker decides what happens to the item.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
+    # A group of its own, which the worker kills whole: the handler and what it started.
+    os.setpgid(0, 0)
     try:
         handler = spec.load()
     except QueueError as exc:
