@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -170,3 +171,15 @@ def test_a_lost_reply_to_requeue_still_reports_what_it_requeued(
     assert sorted(pending_of(queue)) == [b"a", b"a", b"b"]
     assert letters.listing() == []
     client.close()
+
+
+def test_a_dead_letter_that_is_not_utf8_can_be_requeued_by_name(
+    server: EmbeddedRedis, make_queue: QueueFactory
+) -> None:
+    queue = _dead_letter(make_queue, b"caf\xe9", b"ok")
+    url = ("--redis-url", server.url, "--queue", queue.keys.name)
+    # The shell passes the item's bytes as they are ($'caf\xe9'); Python's argv keeps them.
+    requeued = rediswq("failed", *url, "requeue", os.fsdecode(b"caf\xe9"))
+    assert requeued.returncode == 0, requeued.stderr
+    assert pending_of(queue) == [b"caf\xe9"]
+    assert [letter.item for letter in DeadLetters(queue).listing()] == ["ok"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -45,7 +46,8 @@ def add_report_commands(
 
 
 def _failed(args: argparse.Namespace, queue_of: QueueOf) -> int:
-    items = [item.encode() for item in args.items]
+    # The bytes the shell passed: an item that is not UTF-8 comes back as it was queued.
+    items = [os.fsencode(item) for item in args.items]
     if args.action == "requeue" and args.all == bool(items):
         raise QueueError("failed requeue takes either items or --all")
     if args.action != "requeue" and (items or args.all):
