@@ -26,6 +26,9 @@ def _start(*args: str, stdin: int | None = None) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         env=cli_env(),
+        # As from a terminal: a shell's background job ignores SIGINT, and so would this child
+        # (Python then installs no KeyboardInterrupt at all).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
     )
 
 
