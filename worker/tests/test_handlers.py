@@ -144,3 +144,27 @@ def test_a_handler_that_calls_sys_exit_fails_its_attempt_and_the_worker_goes_on(
         f"Failed on exit-{code} (attempt 1; moved to {queue.keys.failed}): SystemExit: {code}"
         for code in (0, 2)
     ]
+
+
+def test_a_failed_attempt_whose_lease_was_lost_counts_as_a_lost_lease(
+    make_queue: QueueFactory,
+) -> None:
+    queue = make_queue(max_attempts=3)
+    seed(queue, [b"slow"])
+    other = make_queue(max_attempts=3)
+    tries: list[bytes] = []
+
+    def handler(item: bytes) -> None:
+        tries.append(item)
+        if len(tries) == 1:
+            # As if this worker had been stopped past its lease: the lease runs out and another
+            # worker's step puts the item back, before this attempt fails.
+            queue.client.zadd(queue.keys.deadlines, {b"1": 0})
+            other.reclaim()
+            raise OSError("too late anyway")
+
+    log = Log()
+    summary = Worker(queue, handler, log=log).run()
+    assert "Failed on slow (attempt 1; lease already lost): OSError: too late anyway" in log
+    assert (summary.done, summary.failed_attempts, summary.lost) == (1, 1, 1)
+    assert log[-2] == "Done 1 item; 1 failed attempt, 0 items dead-lettered, 1 lost lease"

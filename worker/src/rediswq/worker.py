@@ -222,6 +222,8 @@ class Worker:
             self.log(failure.traceback)
         if settled is Settled.DEAD_LETTERED:
             self.summary.dead_lettered += 1
+        elif settled is Settled.NOT_HELD:  # expired and put back meanwhile, as at a completion
+            self.summary.lost += 1
 
     def _release_unstarted(self, leases: list[Lease], keeper: LeaseKeeper) -> None:
         keeper.drop(leases)
