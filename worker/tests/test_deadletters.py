@@ -183,3 +183,19 @@ def test_a_dead_letter_that_is_not_utf8_can_be_requeued_by_name(
     assert requeued.returncode == 0, requeued.stderr
     assert pending_of(queue) == [b"caf\xe9"]
     assert [letter.item for letter in DeadLetters(queue).listing()] == ["ok"]
+
+
+def test_a_lost_reply_to_purge_still_reports_what_it_purged(
+    fault_proxy: FaultProxy, queue_name: str
+) -> None:
+    client = connect(fault_proxy.url)  # with the retries users get
+    queue = WorkQueue(client, queue_name, max_attempts=1)
+    seed(queue, [b"a", b"b"])
+    _fail_all(queue)
+    letters = DeadLetters(queue)
+    client.script_load(letters._purge.script)  # else the fault hits a NOSCRIPT reply
+    lost = fault_proxy.lose_reply(evalsha(letters._purge))
+    assert letters.purge() == 2
+    assert lost.fired.is_set(), "the fault did not fire: the test proves nothing"
+    assert letters.listing() == []
+    client.close()

@@ -60,6 +60,7 @@ class DeadLetters:
         self.queue = queue
         self._fail: Script = queue.client.register_script(source("fail"))
         self._requeue: Script = queue.client.register_script(source("requeue"))
+        self._purge: Script = queue.client.register_script(source("purge"))
         self._worker = f"{worker_name()} (pid {os.getpid()}, session {queue.session})"
 
     def settle(self, lease: Lease, failure: Failure, delay: float) -> Settled:
@@ -101,13 +102,8 @@ class DeadLetters:
 
     def purge(self) -> int:
         """Drop every dead letter and its record; how many there were."""
-        keys = self.queue.keys
-        with self.queue.translate_errors():
-            pipe = self.queue.client.pipeline(transaction=True)
-            pipe.llen(keys.failed)
-            pipe.delete(keys.failed, keys.failures)
-            count, _ = pipe.execute()
-        return int(count)
+        args = [self.queue.session, self.queue.next_request()]
+        return int(self.queue.run(self._purge, args))
 
 
 def _text(raw: bytes) -> str:
