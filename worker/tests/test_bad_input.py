@@ -365,6 +365,14 @@ def test_a_bad_handler_is_named_before_anything_is_leased(
     assert target.contents() == before
 
 
+def test_local_names_a_bad_handler_in_one_line_before_starting_anything(tmp_path: Path) -> None:
+    (tmp_path / "items.txt").write_text("a\n")
+    result = rediswq("local", "--items", str(tmp_path / "items.txt"), "--handler", "nope:f")
+    line = error_line(result, EXIT_CONFIG)
+    assert "'nope:f'" in line and "cannot import 'nope'" in line
+    assert "Started" not in result.stdout, result.stdout
+
+
 @pytest.mark.parametrize(
     ("source", "cause"),
     [("raise RuntimeError('no config')\n", "no config"), ("def f(:\n", "SyntaxError")],

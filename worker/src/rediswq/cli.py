@@ -354,6 +354,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _local(args: argparse.Namespace) -> int:
+    # A bad handler in one line and exit 3, as the worker says it, not once per worker.
+    HandlerSpec(args.handler, args.as_bytes, args.work_seconds).load()
     return run_local(
         args.items,
         workers=int(args.workers),
