@@ -55,8 +55,8 @@ class Outage:
             left = self.since + self.budget - now
         if left <= 0:
             raise Unreachable(
-                f"{_first_line(error)} (unreachable for {now - self.since:.0f}s, "
-                f"the --redis-outage-timeout)"
+                f"{_first_line(error)} (unreachable for {now - self.since:.0f}s; "
+                f"--redis-outage-timeout is {self.budget:g}s)"
             ) from error
         return min(backoff, left)
 
