@@ -1,6 +1,6 @@
 -- Prepended to every script (see scripts.py), so each script stays one atomic step
 -- while sharing the record format and the put-back rule. Before it, scripts.py binds the keys
--- (pending, leases, ..., in the order of keys.py) and `kind_of`, each key's Redis type.
+-- (pending, leases, ..., in the order of keys.py) and their Redis types (see keys.py).
 
 -- Waiting workers listen here, so they need not poll fast: see events.py.
 local events = pending .. ':events'
@@ -17,8 +17,9 @@ end
 local function check(...)
   for _, key in ipairs({...}) do
     local kind = redis.call('TYPE', key).ok
-    if kind ~= 'none' and kind ~= kind_of[key] then
-      return error({err = 'WRONGTYPE ' .. key .. ' holds a ' .. kind .. ', not a ' .. kind_of[key]})
+    local want = kind_of[key] or layout_kind(key)
+    if kind ~= 'none' and kind ~= want then
+      return error({err = 'WRONGTYPE ' .. key .. ' holds a ' .. kind .. ', not a ' .. want})
     end
   end
 end
@@ -32,14 +33,13 @@ local function replayed(owner, request)
   if not memory then
     return nil, false
   end
-  local last, essentials = string.match(memory, '^(%d+) (.*)$')
-  last = tonumber(last)
+  local last = tonumber(string.match(memory, '^%d+'))
   if request > last then
     return nil, true
   elseif request < last then
     return error({err = 'STALE request ' .. request .. ' of ' .. owner .. ' came after ' .. last})
   end
-  return essentials, true
+  return string.match(memory, '^%d+ (.*)$'), true
 end
 
 local function remember(owner, request, essentials)
@@ -156,9 +156,10 @@ local function complete_from(owner, first)
     end
   end
   if n > 0 then
+    -- The counter first: a wrong-typed stats key then fails the step before it changes anything.
+    redis.call('HINCRBY', stats, 'done', n)
     redis.call('HDEL', leases, unpack(mine))
     redis.call('ZREM', deadlines, unpack(mine))
-    redis.call('HINCRBY', stats, 'done', n)
   end
   return flags
 end

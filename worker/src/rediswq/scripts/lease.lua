@@ -16,9 +16,18 @@ local count, max_attempts, require_seal = tonumber(ARGV[4]), tonumber(ARGV[5]), 
 local run = string.match(ARGV[6], '^=(.+)$')
 local first_done = 8
 
-check(pending, leases, deadlines, retries, stats, seq, replies)
-if ARGV[7] == '1' then
-  check(failed, delayed)
+-- Every check before the first write: a WRONGTYPE error after one would leave the step half
+-- done. A check costs ~0.5 us a step, so the reads the step needs anyway check what they read
+-- (replies, pending, retries, sealed; leases by HMGET in complete_from, stats by HINCRBY, the
+-- first write there), and seq by INCRBY, the step's first write (an id reserved by a step that
+-- then fails is only a gap). check() covers the rest.
+local reclaiming = ARGV[7] == '1'
+check(deadlines)
+if #ARGV < first_done then
+  check(leases)
+end
+if reclaiming then
+  check(stats, failed, delayed, seq)
 end
 
 -- The same request again: the same state and flags, and the leases it took that the owner
@@ -38,28 +47,33 @@ if memory then
   return reply
 end
 
-local last_id = redis.call('GET', seq) or 0
-if not tonumber(last_id) then
-  return error({err = 'WRONGTYPE ' .. seq .. ' holds no integer'})
-end
+local available = redis.call('LLEN', pending)
+local retried = redis.call('HLEN', retries) > 0
 local sealed_for = run and redis.call('GET', sealed)
 local other_run = run and sealed_for ~= run
+local take = other_run and 0 or math.min(count, available)
+local first_id
+if take > 0 and not reclaiming then
+  first_id = redis.call('INCRBY', seq, take) - take
+end
 
 local flags = complete_from(owner, first_done)
 local reply = {'', unpack(flags)}
 
 local now = now_ms()
-if ARGV[7] == '1' then
+if reclaiming then
   reclaim(now, max_attempts, 100)
   promote(now, 100)
+  -- Items may have come back: lease them now rather than after a poll.
+  take = other_run and 0 or math.min(count, redis.call('LLEN', pending))
+  retried = redis.call('EXISTS', retries) == 1
+  first_id = take > 0 and redis.call('INCRBY', seq, take) - take
 end
 
 local ids = {}
-local items = count > 0 and not other_run and redis.call('LPOP', pending, count)
+local items = take > 0 and redis.call('LPOP', pending, take)
 if items then
   -- Batched writes: a prefetch of k items costs a handful of calls, not a few per item.
-  local first_id = redis.call('INCRBY', seq, #items) - #items
-  local retried = redis.call('EXISTS', retries) == 1
   local prefix, deadline = owner .. '\n', now + lease_ms
   local records, deadline_args, r = {}, {}, #reply
   for i, item in ipairs(items) do
