@@ -13,6 +13,7 @@ from recording import recorded
 from rediswq import Reject, WorkQueue, seed
 from rediswq.connection import connect
 from rediswq.deadletter import DeadLetters
+from rediswq.errors import EXIT_USAGE
 from rediswq.server import EmbeddedRedis
 from rediswq.worker import Worker
 
@@ -128,7 +129,13 @@ def test_requeue_all_then_purge(server: EmbeddedRedis, make_queue: QueueFactory)
     assert purged.stdout.strip() == f"Purged 2 dead letters from {queue.keys.name!r}"
     assert rediswq("failed", *url).stdout.strip() == f"No dead letters in {queue.keys.name!r}"
     usage = rediswq("failed", *url, "purge", "x")
-    assert usage.returncode == 1 and "takes no items" in usage.stderr
+    assert usage.returncode == EXIT_USAGE and "takes no items" in usage.stderr
+    usage = rediswq("failed", *url, "requeue")
+    assert usage.returncode == EXIT_USAGE
+    assert (
+        usage.stderr.splitlines()[-1]
+        == "rediswq failed: error: failed requeue takes either items or --all"
+    )
 
 
 def test_seed_reset_says_what_it_dropped(server: EmbeddedRedis, make_queue: QueueFactory) -> None:

@@ -8,10 +8,9 @@ import json
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from rediswq.deadletter import DeadLetter, DeadLetters
-from rediswq.errors import QueueError
 from rediswq.queue import WorkQueue
 from rediswq.results import as_json, stored_results
 
@@ -37,7 +36,7 @@ def add_report_commands(
     failed.add_argument("items", nargs="*", metavar="ITEM", help="the items to requeue")
     failed.add_argument("--all", action="store_true", help="requeue every dead letter")
     failed.add_argument("--json", action="store_true", help="list as JSON")
-    failed.set_defaults(run=lambda args: _failed(args, queue_of))
+    failed.set_defaults(run=lambda args: _failed(args, queue_of, failed.error))
 
     results = commands.add_parser("results", help="export the handlers' results (--results)")
     add_connection(results)
@@ -45,13 +44,14 @@ def add_report_commands(
     results.set_defaults(run=lambda args: _results(args, queue_of(args)))
 
 
-def _failed(args: argparse.Namespace, queue_of: QueueOf) -> int:
+def _failed(args: argparse.Namespace, queue_of: QueueOf, usage: Callable[[str], NoReturn]) -> int:
     # The bytes the shell passed: an item that is not UTF-8 comes back as it was queued.
     items = [os.fsencode(item) for item in args.items]
+    # Usage errors (exit 2), as argparse's own: no retry or setting fixes a command line.
     if args.action == "requeue" and args.all == bool(items):
-        raise QueueError("failed requeue takes either items or --all")
+        usage("failed requeue takes either items or --all")
     if args.action != "requeue" and (items or args.all):
-        raise QueueError(f"failed {args.action} takes no items and no --all")
+        usage(f"failed {args.action} takes no items and no --all")
     queue = queue_of(args)
     letters = DeadLetters(queue)
     if args.action == "requeue":
