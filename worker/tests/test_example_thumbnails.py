@@ -21,8 +21,10 @@ def test_local_makes_a_thumbnail_of_each_picture_and_rejects_the_rest(tmp_path: 
     Image.new("L", (50, 400), 128).save(pictures / "tall.jpg")
     Image.new("RGB", (20, 10), (0, 0, 255)).save(pictures / "small.gif")
     (pictures / "readme.png").write_text("not a picture", encoding="utf-8")
+    (pictures / "albums").mkdir()  # a folder: no retry makes it a picture
     items = tmp_path / "items.txt"
-    items.write_text("wide.png\ntall.jpg\nsmall.gif\nreadme.png\n../escape.png\n", encoding="utf-8")
+    names = ["wide.png", "tall.jpg", "small.gif", "readme.png", "../escape.png", "albums"]
+    items.write_text("".join(f"{name}\n" for name in names), encoding="utf-8")
     env = cli_env(INPUT_DIR=str(pictures), OUTPUT_DIR=str(thumbnails), THUMBNAIL_SIZE="64")
     env.pop("PYTHONPATH")  # found in the working directory, as a user running it there would
     run = subprocess.run(
@@ -31,7 +33,7 @@ def test_local_makes_a_thumbnail_of_each_picture_and_rejects_the_rest(tmp_path: 
         cwd=EXAMPLE, env=env, capture_output=True, text=True, timeout=180, check=False,
     )  # fmt: skip
     out = run.stdout
-    assert "Summary: 3/5 done, 2 failed" in out, out + run.stderr
+    assert "Summary: 3/6 done, 3 failed" in out, out + run.stderr
     results = {
         entry["item"]: entry["result"]
         for entry in (json.loads(line[len("result ") :]) for line in out.splitlines()
@@ -48,6 +50,7 @@ def test_local_makes_a_thumbnail_of_each_picture_and_rejects_the_rest(tmp_path: 
     assert "dead letter 'readme.png': Reject: readme.png is not a picture" in out
     assert "dead letter '../escape.png': Reject: '../escape.png' is outside" in out
     assert "Failed on readme.png (attempt 1; rejected" in out  # no retries for a verdict
+    assert "Failed on albums (attempt 1; rejected" in out
 
 
 def test_the_items_name_the_sample_pictures() -> None:

@@ -37,7 +37,7 @@ def make_thumbnail(item: str) -> dict[str, Any]:
         with Image.open(source) as picture:
             original, kind = picture.size, picture.format
             thumbnail = picture.convert("RGB")
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, IsADirectoryError) as exc:
         raise Reject(f"{item} is not a picture this handler can read ({exc})") from None
     thumbnail.thumbnail((size, size))
     encoded = io.BytesIO()
