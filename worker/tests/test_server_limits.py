@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -103,3 +104,22 @@ def test_the_readmes_acl_user_seeds_drains_and_dead_letters(
     assert "done       40" in status.stdout and "failed     1" in status.stdout
     fallbacks = [out.count("No wake-ups from job2:events (") for out in outputs]
     assert fallbacks == ([0, 0] if channel else [1, 1]), outputs
+
+
+def test_a_full_redis_lists_and_purges_its_dead_letters(fresh_server: EmbeddedRedis) -> None:
+    admin = connect(fresh_server.url)
+    queue = WorkQueue(admin, "q", max_attempts=1)
+    seed(queue, ITEMS)
+    queue.release(*queue.lease(3), failed=True)
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", admin.info("memory")["used_memory"])
+    with pytest.raises(redis.OutOfMemoryError):
+        admin.set("one-more", b"x" * 1000)
+    where = ("--redis-url", fresh_server.url, "--queue", "q")
+
+    listed = rediswq("failed", "--json", *where)
+    assert listed.returncode == 0, listed.stderr
+    letters = json.loads(listed.stdout)
+    assert sorted(letter["item"] for letter in letters) == [item.decode() for item in ITEMS[:3]]
+    purged = rediswq("failed", "purge", *where)
+    assert purged.stdout.strip() == "Purged 3 dead letters from 'q'", purged.stderr

@@ -85,7 +85,9 @@ class DeadLetters:
         """Every dead letter, oldest first, with the record of its item's last failure."""
         keys = self.queue.keys
         with self.queue.translate_errors():
-            pipe = self.queue.client.pipeline(transaction=True)
+            # No MULTI: Redis 7.0 refuses it at maxmemory, when an operator needs to look most.
+            # An item dead-lettered or requeued between the two reads shows without its record.
+            pipe = self.queue.client.pipeline(transaction=False)
             pipe.lrange(keys.failed, 0, -1)
             pipe.hgetall(keys.failures)
             items, records = cast(tuple[list[bytes], dict[bytes, bytes]], pipe.execute())
