@@ -7,7 +7,7 @@ import threading
 from collections import Counter
 
 import pytest
-from conftest import stats_of
+from conftest import QueueFactory, stats_of
 from faults import FaultProxy, command, evalsha
 from rediswq import Released, WorkQueue, seed
 from rediswq.connection import connect
@@ -149,3 +149,18 @@ def test_a_lost_reply_to_a_failed_attempt_still_says_dead_lettered(
         "Failed on poison (attempt 1; moved to q:failed): ValueError: indigestible"
     ]
     assert stats_of(queue) == {"done": len(ITEMS), "failed": 1}
+
+
+def test_a_session_taken_up_again_by_a_new_process_is_not_a_replay(
+    make_queue: QueueFactory,
+) -> None:
+    first = make_queue(session="fixed")
+    seed(first, [b"a", b"b", b"c"])
+    for _ in range(3):  # its request ids move on
+        (lease,) = first.lease()
+        first.complete(lease)
+    again = make_queue(session="fixed")  # a restart: same session, a new request counter
+    seed(again, [b"d"])
+    (lease,) = again.lease()
+    assert lease.item == b"d"
+    assert again.complete(lease) == [True]

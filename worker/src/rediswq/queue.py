@@ -16,12 +16,15 @@ here is safe to run twice, and this is the one place that says how:
 Chosen over not retrying (a worker would then fail on every blip and its leases expire) and over
 reading the state back after an error (a second round trip the script can do in place).
 A session's steps come from one thread at a time; extend may run from another (the lease keeper).
+Request ids start at the clock in microseconds, so a new WorkQueue given an old session (a
+restarted process) is not taken for a replay of its predecessor.
 """
 
 from __future__ import annotations
 
 import enum
 import itertools
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -102,7 +105,9 @@ class WorkQueue:
         self.run_id = run
         self._seal_arg: str | int = f"={run}" if run else int(require_seal)
         self.scripts = Scripts.register(client)
-        self._requests = itertools.count(1)  # request ids, see the module's docstring
+        # Request ids (see the module's docstring) grow across restarts too: a process that
+        # reuses a session starts above the ids its predecessor left in Redis.
+        self._requests = itertools.count(time.time_ns() // 1000)
 
     def step(
         self,

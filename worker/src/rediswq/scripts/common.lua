@@ -33,17 +33,19 @@ local function replayed(owner, request)
   if not memory then
     return nil, false
   end
-  local last = tonumber(string.match(memory, '^%d+'))
-  if request > last then
+  local last = string.match(memory, '^%d+')
+  if request > tonumber(last) then
     return nil, true
-  elseif request < last then
-    return error({err = 'STALE request ' .. request .. ' of ' .. owner .. ' came after ' .. last})
+  elseif request < tonumber(last) then
+    return error({err = 'STALE request ' .. ARGV[2] .. ' of ' .. owner .. ' came after ' .. last})
   end
   return string.match(memory, '^%d+ (.*)$'), true
 end
 
+-- The request id is kept as sent (ARGV[2] of every script that remembers): ids are about 1e15,
+-- which Lua would print as 1.7e+15.
 local function remember(owner, request, essentials)
-  redis.call('HSET', replies, owner, request .. ' ' .. essentials)
+  redis.call('HSET', replies, owner, ARGV[2] .. ' ' .. essentials)
 end
 
 -- Numbers (flags, ids, outcomes) as the text `remember` keeps, and back.
