@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
+import pytest
 from conftest import QueueFactory, cli_env, rediswq, spawn_worker
 from recording import recorded
 from rediswq import seed
 from rediswq.deadletter import DeadLetters
+from rediswq.execution import Outcome, TimeLimited
+from rediswq.handlers import HandlerSpec
 from rediswq.server import EmbeddedRedis
 
 
@@ -169,3 +173,31 @@ def test_a_program_the_handler_started_is_killed_with_it_at_the_limit(
     finally:
         if _running(tool):
             os.kill(tool, signal.SIGKILL)
+
+
+def test_a_handler_whose_import_hangs_in_a_new_process_fails_the_attempt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After a kill the handler is imported again, and an import can wait on a service that is now
+    # down: the worker must not wait with it, holding its item.
+    flag = tmp_path / "hang-on-import"
+    (tmp_path / "stuck_import.py").write_text(
+        "import os, time\n\n"
+        f"if os.path.exists({str(flag)!r}):\n    time.sleep(3600)\n\n\n"
+        f"def work(item):\n    open({str(flag)!r}, 'w').close()\n    time.sleep(3600)\n",
+        encoding="utf-8",
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))  # the handler's process gets the worker's path
+    executor = TimeLimited(HandlerSpec("stuck_import:work"), 1, start_timeout=3)
+    outcomes: list[Outcome] = []
+    worker = threading.Thread(target=lambda: outcomes.extend(map(executor.run, [b"a", b"b"])))
+    worker.start()
+    worker.join(60)
+    try:
+        assert not worker.is_alive(), "the worker waited for the handler's import"
+        first, second = (outcome.failure for outcome in outcomes)
+        assert first is not None and first.message == "timed out after 1 s"
+        assert second is not None
+        assert second.message == "the handler's process did not start within 3 s"
+    finally:
+        executor.close()

@@ -20,6 +20,9 @@ from rediswq.handlers import Handler, HandlerSpec, Reject
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
+# How long the handler's process may take to import the handler, apart from any item's limit.
+_START_SECONDS = 120.0
+
 # How much of a traceback a dead letter keeps; the log has the whole of it.
 _TRACEBACK_LINES = 20
 
@@ -108,17 +111,28 @@ class TimeLimited:
     Measured here with a no-op handler: 40 us per item, 0.15-0.25 s per process start.
     """
 
-    def __init__(self, spec: HandlerSpec, limit: float, encode: Encode | None = None) -> None:
+    def __init__(
+        self,
+        spec: HandlerSpec,
+        limit: float,
+        encode: Encode | None = None,
+        *,
+        start_timeout: float = _START_SECONDS,
+    ) -> None:
         if limit <= 0:
             raise QueueError(f"item timeout must be positive, got {limit:g}")
         self._spec = spec
         self._limit = limit
         self._encode = encode
+        self._start_timeout = start_timeout
         self._child: BaseProcess | None = None
         self._conn: Connection | None = None
 
     def run(self, item: bytes) -> Outcome:
         conn = self._started()
+        if conn is None:
+            hung = f"the handler's process did not start within {self._start_timeout:g} s"
+            return Outcome(failure=Failure("TimeoutError", hung, ""))
         try:
             conn.send_bytes(item)
             if not conn.poll(self._limit):
@@ -138,7 +152,8 @@ class TimeLimited:
     def close(self) -> None:
         self._stop()
 
-    def _started(self) -> Connection:
+    def _started(self) -> Connection | None:
+        """The pipe to a child that has loaded the handler; None if it did not in time (killed)."""
         if self._conn is not None:
             return self._conn
         context = multiprocessing.get_context("spawn")
@@ -148,18 +163,25 @@ class TimeLimited:
         )
         child.start()
         theirs.close()
-        # The handler's import is not charged to the first item's time limit.
+        self._child, self._conn = child, ours
+        # The handler's import is not charged to the first item's time limit, but has a limit of
+        # its own: after a kill it runs again, and may wait on a service that is down by now.
         try:
+            if not ours.poll(self._start_timeout):
+                self._stop()
+                return None
             ready = ours.recv()
         except EOFError:
-            child.join()
+            child.join(10)  # it is ending by itself: its exit code, not that of a kill
             raise QueueError(
-                f"the handler's process exited at start (exit {child.exitcode})"
+                f"the handler's process exited at start (exit {self._stop()})"
             ) from None
+        except BaseException:  # a shutdown signal while it starts
+            self._stop()
+            raise
         if isinstance(ready, Failure):
-            child.join()
+            self._stop()
             raise QueueError(ready.message)
-        self._child, self._conn = child, ours
         return ours
 
     def _stop(self) -> int | None:
