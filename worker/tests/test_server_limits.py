@@ -13,6 +13,7 @@ from recording import recorded
 from rediswq import WorkQueue, seed
 from rediswq.connection import connect
 from rediswq.errors import ConfigError
+from rediswq.runs import run_id
 from rediswq.server import EmbeddedRedis
 
 ITEMS = [f"item-{n:03d}-".encode() + b"x" * 1000 for n in range(200)]
@@ -123,3 +124,31 @@ def test_a_full_redis_lists_and_purges_its_dead_letters(fresh_server: EmbeddedRe
     assert sorted(letter["item"] for letter in letters) == [item.decode() for item in ITEMS[:3]]
     purged = rediswq("failed", "purge", *where)
     assert purged.stdout.strip() == "Purged 3 dead letters from 'q'", purged.stderr
+
+
+def test_the_readmes_acl_user_also_runs_failed_results_and_runs_restore(
+    fresh_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    rules = [rule.replace(">CHANGE-ME", ">secret") for rule in readme_acl()]
+    connect(fresh_server.url).execute_command("ACL", "SETUSER", *rules)  # type: ignore[no-untyped-call]
+    url = fresh_server.url.replace("redis://", "redis://job2:secret@")
+    where = ("--redis-url", url, "--queue", "job2")
+    first, second = tmp_path / "first.txt", tmp_path / "second.txt"
+    first.write_text("a1\nbad-1\n")
+    second.write_text("b1\n")
+
+    def ok(*args: str) -> str:
+        done = rediswq(*args, *where)
+        assert done.returncode == 0, (args, done.stderr)
+        return done.stdout
+
+    ok("seed", str(first))
+    ok("seed", str(second))  # a new run: the first one's items are set aside
+    assert "Restored 2 items" in ok("runs", "restore", run_id([b"a1", b"bad-1"]))
+    work = ("worker", "--handler", "recording:reject_bad", "--results", "--work-seconds", "0")
+    ok(*work)
+    assert "bad-1" in ok("failed")
+    assert ok("failed", "requeue", "bad-1").startswith("Requeued 1 dead letter")
+    ok(*work)
+    assert ok("failed", "purge").startswith("Purged 1 dead letter")
+    assert sorted(ok("results").splitlines()) == ["a1\tA1", "b1\tB1"]
