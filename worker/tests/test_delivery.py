@@ -129,6 +129,20 @@ def test_a_key_of_the_wrong_type_mid_run_loses_no_item(fresh_server: EmbeddedRed
     assert stats_of(after)["done"] == len(ITEMS)
 
 
+def test_a_step_refuses_wrong_typed_deadlines_before_it_writes(
+    fresh_server: EmbeddedRedis,
+) -> None:
+    queue = WorkQueue(connect(fresh_server.url), "q")
+    seed(queue, ITEMS)
+    held = queue.lease(2)
+    queue.client.delete(queue.keys.deadlines)
+    queue.client.hset(queue.keys.deadlines, "oops", 1)
+    before = {key: queue.client.dump(key) for key in queue.keys.all()}
+    with pytest.raises(QueueError, match="holds a hash"):
+        queue.step(1, held, reclaim=False)
+    assert {key: queue.client.dump(key) for key in queue.keys.all()} == before
+
+
 def test_a_lost_reply_to_a_failed_attempt_still_says_dead_lettered(
     fault_proxy: FaultProxy, fresh_server: EmbeddedRedis
 ) -> None:

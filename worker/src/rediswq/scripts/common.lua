@@ -33,11 +33,12 @@ local function replayed(owner, request)
   if not memory then
     return nil, false
   end
-  local last = string.match(memory, '^%d+')
-  if request > tonumber(last) then
+  local text = string.match(memory, '^%d+')
+  local last = tonumber(text)
+  if request > last then
     return nil, true
-  elseif request < tonumber(last) then
-    return error({err = 'STALE request ' .. ARGV[2] .. ' of ' .. owner .. ' came after ' .. last})
+  elseif request < last then
+    return error({err = 'STALE request ' .. ARGV[2] .. ' of ' .. owner .. ' came after ' .. text})
   end
   return string.match(memory, '^%d+ (.*)$'), true
 end

@@ -20,9 +20,10 @@ local first_done = 8
 -- done. A check costs ~0.5 us a step, so the reads the step needs anyway check what they read
 -- (replies, pending, retries, sealed; leases by HMGET in complete_from, stats by HINCRBY, the
 -- first write there), and seq by INCRBY, the step's first write (an id reserved by a step that
--- then fails is only a gap). check() covers the rest.
+-- then fails is only a gap). check() covers the rest; deadlines, which only the writes read,
+-- by ZCARD: Redis refuses it on another type, at about half the cost of check() a step.
 local reclaiming = ARGV[7] == '1'
-check(deadlines)
+redis.call('ZCARD', deadlines)
 if #ARGV < first_done then
   check(leases)
 end
