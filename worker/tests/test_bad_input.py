@@ -297,49 +297,67 @@ def test_an_empty_queue_name_is_refused(
 
 
 BAD_NUMBERS: list[tuple[list[str], dict[str, str], str]] = [
-    ([], {"LEASE_SECONDS": "abc"}, "--lease-seconds"),
-    ([], {"LEASE_SECONDS": "0"}, "--lease-seconds"),
-    (["--prefetch", "0"], {}, "--prefetch"),
-    ([], {"PREFETCH": "1.5"}, "--prefetch"),
-    ([], {"MAX_ATTEMPTS": "0"}, "--max-attempts"),
-    ([], {"WORK_SECONDS": "-1"}, "--work-seconds"),
-    (["--seal-timeout", "soon"], {}, "--seal-timeout"),
-    ([], {"REDIS_WAIT_TIMEOUT": "-1"}, "--redis-wait-timeout"),
+    ([], {"LEASE_SECONDS": "abc"}, "LEASE_SECONDS=abc: expected a number greater than 0"),
+    ([], {"LEASE_SECONDS": "0"}, "LEASE_SECONDS=0: expected a number greater than 0"),
+    (["--prefetch", "0"], {}, "--prefetch 0: expected a whole number at least 1"),
+    (["--prefetch", "1001"], {}, "--prefetch 1001: expected a whole number from 1 to 1000"),
+    ([], {"PREFETCH": "1.5"}, "PREFETCH=1.5: expected a whole number at least 1"),
+    ([], {"MAX_ATTEMPTS": "0"}, "MAX_ATTEMPTS=0: expected a whole number at least 1"),
+    ([], {"WORK_SECONDS": "-1"}, "WORK_SECONDS=-1: expected a number at least 0"),
+    (["--seal-timeout", "soon"], {}, "--seal-timeout soon: expected a number at least 0"),
+    ([], {"REDIS_WAIT_TIMEOUT": "-1"}, "REDIS_WAIT_TIMEOUT=-1: expected a number at least 0"),
+    ([], {"LEASE_SECONDS": ""}, "LEASE_SECONDS='': expected a number greater than 0"),
     # NaN compares false with every bound, so it slips past a plain range check.
-    ([], {"LEASE_SECONDS": "nan"}, "--lease-seconds"),
-    ([], {"LEASE_SECONDS": "inf"}, "--lease-seconds"),
-    ([], {"WORK_SECONDS": "nan"}, "--work-seconds"),  # would fail and dead-letter every item
-    ([], {"SEAL_TIMEOUT": "nan"}, "--seal-timeout"),
-    ([], {"REDIS_WAIT_TIMEOUT": "nan"}, "--redis-wait-timeout"),
+    ([], {"LEASE_SECONDS": "nan"}, "LEASE_SECONDS=nan: expected a number greater than 0"),
+    ([], {"LEASE_SECONDS": "inf"}, "LEASE_SECONDS=inf: expected a number greater than 0"),
+    # Would fail and dead-letter every item.
+    ([], {"WORK_SECONDS": "nan"}, "WORK_SECONDS=nan: expected a number at least 0"),
+    ([], {"SEAL_TIMEOUT": "nan"}, "SEAL_TIMEOUT=nan: expected a number at least 0"),
+    ([], {"REDIS_WAIT_TIMEOUT": "nan"}, "REDIS_WAIT_TIMEOUT=nan: expected a number at least 0"),
 ]
 
 
 @pytest.mark.parametrize(
-    ("flags", "env", "option"),
+    ("flags", "env", "says"),
     BAD_NUMBERS,
     ids=[
         " ".join(flags) or " ".join(f"{k}={v}" for k, v in env.items())
         for flags, env, _ in BAD_NUMBERS
     ],
 )
-def test_an_invalid_number_is_a_config_error(
-    flags: list[str], env: dict[str, str], option: str, target: Target
+def test_an_invalid_number_is_a_config_error_naming_where_it_came_from(
+    flags: list[str], env: dict[str, str], says: str, target: Target
 ) -> None:
     before = target.fill()
     # Settings from the environment only: a flag for the same option would hide the bad value.
     result = target.run("worker", *flags, env=cli_env(**{"WORK_SECONDS": "0", **env}))
-    line = error_line(result, EXIT_CONFIG)
-    assert option in line and option.removeprefix("--").replace("-", "_").upper() in line
+    assert error_line(result, EXIT_CONFIG) == f"rediswq: error: {says}"
+    assert "usage:" not in result.stderr
     assert target.contents() == before
 
 
-@pytest.mark.parametrize("name", ["REQUIRE_SEAL", "HANDLER_BYTES"])
+@pytest.mark.parametrize("name", ["REQUIRE_SEAL", "HANDLER_BYTES", "RESULTS"])
 def test_a_bad_boolean_setting_is_named(name: str, target: Target) -> None:
     before = target.fill()
     result = target.run("worker", env=cli_env(**{"WORK_SECONDS": "0", name: "maybe"}))
     last = error_line(result, EXIT_CONFIG)
-    assert name in last and "'maybe'" in last
+    assert last == f"rediswq: error: {name}=maybe: expected true or false"
     assert target.contents() == before
+
+
+@pytest.mark.parametrize("command", ["seed", "status", "failed", "results", "local"])
+def test_a_bad_worker_setting_does_not_break_other_commands_help(command: str) -> None:
+    env = cli_env(REQUIRE_SEAL="maybe", LEASE_SECONDS="abc", SEAL_TIMEOUT="soon")
+    result = rediswq(command, "--help", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "--lease-seconds" not in result.stdout and "--no-seal" not in result.stdout
+
+
+def test_help_shows_defaults_and_variables() -> None:
+    worker = rediswq("worker", "--help").stdout
+    assert "(env LEASE_SECONDS; default 60)" in " ".join(worker.split())
+    status = rediswq("status", "--help").stdout
+    assert "(env REDIS_WAIT_TIMEOUT; default 5)" in " ".join(status.split())
 
 
 # --- the handler

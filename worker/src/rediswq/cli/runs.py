@@ -1,0 +1,26 @@
+"""`rediswq runs restore`: put back what a superseded run left undone."""
+
+from __future__ import annotations
+
+import argparse
+
+from rediswq.cli.options import Commands, add_settings
+from rediswq.cli.queues import queue_of
+from rediswq.runs import restore
+
+
+def add_command(commands: Commands) -> None:
+    runs = commands.add_parser("runs", help="what earlier runs left: put it back")
+    runs_commands = runs.add_subparsers(dest="runs_command", required=True, metavar="COMMAND")
+    restorer = runs_commands.add_parser(
+        "restore", help="put back the items a superseded run left undone"
+    )
+    restorer.add_argument("run_id", metavar="RUN", help="the run id, as seed and status show it")
+    add_settings(restorer, "runs")
+    restorer.set_defaults(run=_restore)
+
+
+def _restore(args: argparse.Namespace) -> int:
+    count = restore(queue_of(args), args.run_id)
+    print(f"Restored {count} items of run {args.run_id} into {args.queue_name!r}")
+    return 0

@@ -1,0 +1,31 @@
+"""`rediswq status`: the queue's state as text or JSON, or watched until it is drained."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from rediswq.cli.options import Commands, add_settings
+from rediswq.cli.queues import queue_of
+from rediswq.status import render, snapshot, watch
+
+
+def add_command(commands: Commands) -> None:
+    parser = commands.add_parser("status", help="pending, in flight, done, failed, sealed")
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="print JSON")
+    shown.add_argument("--watch", action="store_true", help="a live progress bar until drained")
+    add_settings(parser, "status")
+    parser.set_defaults(run=_status)
+
+
+def _status(args: argparse.Namespace) -> int:
+    queue = queue_of(args)
+    if args.watch:
+        watch(queue, sys.stdout)
+    elif args.json:
+        print(json.dumps(snapshot(queue).as_json(), indent=2))
+    else:
+        print(render(snapshot(queue)))
+    return 0

@@ -1,0 +1,72 @@
+"""The settings table against what users read: base/settings.env, the README and --help."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from conftest import rediswq
+from rediswq.cli.options import SETTINGS, Setting, settings_of
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _settings_env() -> dict[str, str]:
+    lines = (REPO / "base" / "settings.env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def _readme_rows() -> list[tuple[str, str, str]]:
+    """(flag, variable, default) of each row of the README's settings table."""
+    text = (REPO / "README.md").read_text()
+    table = text.split("| flag | variable | default | meaning |\n| --- | --- | --- | --- |\n")[1]
+    rows = []
+    for line in table.split("\n\n")[0].splitlines():
+        flag, env, default = (cell.strip().strip("`") for cell in line.split("|")[1:4])
+        rows.append((flag, env, default))
+    return rows
+
+
+def test_settings_env_sets_only_known_settings_to_their_defaults() -> None:
+    by_env = {setting.env: setting for setting in SETTINGS}
+    for env, value in _settings_env().items():
+        assert env in by_env, f"base/settings.env sets {env}, which no command reads"
+        assert value == by_env[env].default, f"{env}: {value!r} in settings.env"
+
+
+def test_every_setting_of_a_deployed_command_is_in_settings_env_or_explained_there() -> None:
+    text = (REPO / "base" / "settings.env").read_text()
+    deployed = {s.env for s in SETTINGS if s.commands & {"worker", "seed"}}
+    # Secrets, and what one Job's args set rather than every pod's environment.
+    elsewhere = {"REDIS_PASSWORD", "RUN_ITEMS", "RUN_ID", "HANDLER_BYTES"}
+    for env in sorted(deployed - elsewhere):
+        assert re.search(rf"^(# )?{env}=", text, re.MULTILINE), f"{env} not in settings.env"
+
+
+def test_the_readme_table_is_the_settings_table() -> None:
+    expected = [(s.flag or "", s.env, s.default) for s in SETTINGS]
+    assert sorted(_readme_rows()) == sorted(expected)
+
+
+@pytest.mark.parametrize("command", ["worker", "seed", "status", "failed", "results", "local"])
+def test_each_command_lists_exactly_its_own_settings(command: str) -> None:
+    shown = rediswq(command, "--help").stdout
+    flags = set(re.findall(r"--[a-z-]+", shown))
+    own = {s.flag for s in settings_of(command) if s.flag}
+    others = {s.flag for s in SETTINGS if s.flag} - own
+    assert own <= flags
+    assert not others & flags, f"{command} --help shows {sorted(others & flags)}"
+
+
+def test_every_flag_is_named_once() -> None:
+    flags = [s.flag for s in SETTINGS if s.flag]
+    envs = [s.env for s in SETTINGS]
+    assert len(set(flags)) == len(flags) and len(set(envs)) == len(envs)
+
+
+def test_every_default_is_a_value_its_parser_takes() -> None:
+    setting: Setting
+    for setting in SETTINGS:
+        for command in setting.commands:
+            setting.parse(setting.default_for(command))
