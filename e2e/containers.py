@@ -96,7 +96,16 @@ class Containers:
         self.run_id = f"{prefix}-{uuid.uuid4().hex[:8]}"
         self.network = self.run_id
         self.names: list[str] = []
+        self.volumes: list[str] = []
         docker("network", "create", "--label", f"{LABEL}={self.run_id}", self.network)
+
+    def volume(self, name: str) -> str:
+        """A new Docker volume, removed with the containers: what a PersistentVolumeClaim is to
+        the Pods that mount it in turn."""
+        full = f"{self.run_id}-{name}"
+        docker("volume", "create", "--label", f"{LABEL}={self.run_id}", full)
+        self.volumes.append(full)
+        return full
 
     def start(self, spec: Spec, name: str, aliases: Sequence[str] = ()) -> str:
         if spec.run_as_non_root:
@@ -154,6 +163,8 @@ class Containers:
     def remove(self) -> None:
         for name in self.names:
             run(["docker", "rm", "--force", "--volumes", name], check=False)
+        for volume in self.volumes:
+            run(["docker", "volume", "rm", "--force", volume], check=False)
         run(["docker", "network", "rm", self.network], check=False)
 
 

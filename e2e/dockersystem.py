@@ -4,8 +4,8 @@ The worker image is built from worker/Dockerfile as users build it; only its bas
 through the PYTHON_IMAGE build argument: the pinned upstream image where it can be pulled, else a
 local Debian one from e2e/images/build-bases.sh. Redis, the seed and the workers then run as the
 dev overlay's pods would: same user and groups, read-only root filesystem with the emptyDirs as
-tmpfs, no capabilities, no-new-privileges, limits, environment, and Redis answering to its
-Service name `redis` with the password from the Secret.
+tmpfs and Redis's volume claim as a Docker volume, no capabilities, no-new-privileges, limits,
+environment, and Redis answering to its Service name `redis` with the password from the Secret.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 import pytest
 from containers import FORCE, Containers, Unavailable, require_engine
 from images import build_image, dockerfile_arg, find_builder, image_present, local_bases
-from podspec import Spec, pod_spec
+from podspec import Spec, pod_spec, stateful_pod_spec
 from rendering import Manifest, find, render
 
 OVERLAY = "dev"
@@ -65,7 +65,7 @@ def build_system(request: pytest.FixtureRequest, scratch: Path) -> System:
     """The dev overlay's pods as container specs, and the worker image they run, built now."""
     objects = render(OVERLAY)
 
-    redis = pod_spec(find(objects, "Pod", "redis")["spec"], objects, scratch)
+    redis = stateful_pod_spec(find(objects, "StatefulSet", "redis"), objects, scratch)
     python = dockerfile_arg("PYTHON_IMAGE")
     try:
         require_engine()
@@ -110,11 +110,23 @@ def job_specs(objects: list[Manifest], scratch: Path) -> tuple[Spec, Spec]:
     return seed, worker.with_env(WORK_SECONDS=WORK_SECONDS)
 
 
-def start_redis(made: Containers, system: System) -> str:
-    # The Service's name, as the settings ConfigMap's REDIS_URL expects it.
-    name = made.start(system.redis, "redis", aliases=["redis"])
-    made.wait_ready(name, system.redis, READY_TIMEOUT)
-    return name
+def redis_on(system: System, claim: str, volume: str, scratch: Path) -> Spec:
+    """The Redis pod of `system` with its volume claim `claim` on the Docker volume `volume`."""
+    objects = render(OVERLAY)
+    statefulset = find(objects, "StatefulSet", "redis")
+    spec = stateful_pod_spec(statefulset, objects, scratch, {claim: volume})
+    return spec.with_image(system.redis.image)
+
+
+def start_redis(
+    made: Containers, system: System, spec: Spec | None = None, name: str = "redis"
+) -> str:
+    """A Redis container, `spec` or the system's, ready under the Service's name `redis`, as the
+    settings ConfigMap's REDIS_URL expects it."""
+    spec = spec or system.redis
+    started = made.start(spec, name, aliases=["redis"])
+    made.wait_ready(started, spec, READY_TIMEOUT)
+    return started
 
 
 def finish(made: Containers, spec: Spec, name: str) -> tuple[int, str]:

@@ -1,10 +1,10 @@
 """A pod spec from the rendered manifests as one `docker run`: what the kubelet would enforce.
 
 User and groups, read-only root filesystem, emptyDirs as tmpfs, configMap and secret volumes as
-read-only files, capabilities, no-new-privileges, seccomp, memory and CPU limits, and the
-environment resolved from ConfigMaps and Secrets. What cannot be carried fails loudly. Pure but for
-the volume files written under a scratch directory, so it is tested without Docker
-(e2e/test_podspec.py).
+read-only files, a StatefulSet's volume claims as Docker volumes, capabilities, no-new-privileges,
+seccomp, memory and CPU limits, and the environment resolved from ConfigMaps and Secrets. What
+cannot be carried fails loudly. Pure but for the volume files written under a scratch directory, so
+it is tested without Docker (e2e/test_podspec.py).
 """
 
 from __future__ import annotations
@@ -144,14 +144,28 @@ def _security(pod: Manifest, container: Manifest) -> tuple[str | None, bool, lis
 
 
 def _volumes(
-    pod: Manifest, container: Manifest, objects: list[Manifest], scratch: Path
+    pod: Manifest,
+    container: Manifest,
+    objects: list[Manifest],
+    scratch: Path,
+    claims: Mapping[str, str],
 ) -> list[str]:
     volumes = {volume["name"]: volume for volume in pod.get("volumes", [])}
     options = []
     for mount in container.get("volumeMounts", []):
         if "subPath" in mount:
             raise ValueError(f"unsupported subPath mount {mount}")
-        volume, path = volumes[mount["name"]], mount["mountPath"]
+        path = mount["mountPath"]
+        if mount["name"] in claims:
+            # A claim outlives the container as a Docker volume does; an unnamed one is anonymous.
+            options += [
+                "--volume",
+                f"{claims[mount['name']]}:{path}" if claims[mount["name"]] else path,
+            ]
+            continue
+        if mount["name"] not in volumes:
+            raise ValueError(f"the mount {mount['name']!r} names no volume and no claim")
+        volume = volumes[mount["name"]]
         if "emptyDir" in volume:
             # An emptyDir is a fresh directory anyone in the pod may write, exec allowed.
             tmpfs = f"{path}:rw,exec,nosuid,nodev,mode=0777"
@@ -192,8 +206,31 @@ def _limits(container: Manifest) -> list[str]:
     return options
 
 
-def pod_spec(pod: Manifest, objects: list[Manifest], scratch: Path) -> Spec:
-    """The container of `pod` (a PodSpec) as a docker run; config files go under `scratch`."""
+def stateful_pod_spec(
+    statefulset: Manifest,
+    objects: list[Manifest],
+    scratch: Path,
+    volumes: Mapping[str, str] | None = None,
+) -> Spec:
+    """The first Pod of `statefulset` as a docker run: each of its volume claims the Docker volume
+    `volumes` names for it (kept across containers, as a claim is across Pods), else an anonymous
+    one. A claim's size and access modes are not carried over."""
+    names = volumes or {}
+    templates = statefulset["spec"].get("volumeClaimTemplates", [])
+    claims = {
+        claim["metadata"]["name"]: names.get(claim["metadata"]["name"], "") for claim in templates
+    }
+    unknown = set(names) - set(claims)
+    if unknown:
+        raise ValueError(f"no volume claim template named {sorted(unknown)}")
+    return pod_spec(statefulset["spec"]["template"]["spec"], objects, scratch, claims)
+
+
+def pod_spec(
+    pod: Manifest, objects: list[Manifest], scratch: Path, claims: Mapping[str, str] | None = None
+) -> Spec:
+    """The container of `pod` (a PodSpec) as a docker run; config files go under `scratch`;
+    `claims` maps a mount's name to the Docker volume that stands for its claim ("" anonymous)."""
     [container] = pod["containers"]  # one container per pod here; more would need a pod
     if pod.get("initContainers") or pod.get("hostNetwork") or pod.get("hostPID"):
         raise ValueError("init containers and host namespaces are not carried over")
@@ -204,7 +241,8 @@ def pod_spec(pod: Manifest, objects: list[Manifest], scratch: Path) -> Spec:
     probe = container.get("readinessProbe", {})
     if probe and "exec" not in probe:
         raise ValueError(f"only exec readiness probes are carried over, not {probe}")
-    options = [*security, *_volumes(pod, container, objects, scratch), *_limits(container)]
+    mounts = _volumes(pod, container, objects, scratch, claims or {})
+    options = [*security, *mounts, *_limits(container)]
     if "workingDir" in container:
         options += ["--workdir", container["workingDir"]]
     return Spec(

@@ -53,6 +53,11 @@ def find(objects: list[Manifest], kind: str, name: str) -> Manifest:
     raise LookupError(f"no {kind}/{name} in the rendered objects")
 
 
+def redis_template(objects: list[Manifest]) -> Manifest:
+    """The Pod template (metadata and spec) of the in-cluster Redis, components/redis."""
+    return find(objects, "StatefulSet", "redis")["spec"]["template"]  # type: ignore[no-any-return]
+
+
 def seed_items() -> list[str]:
     lines = (REPO / "seed" / "items.txt").read_text(encoding="utf-8").splitlines()
     return [line for line in lines if line.strip()]

@@ -35,8 +35,8 @@ def images(objects: list[Manifest]) -> dict[str, str]:
     """Each pod's image, by the component it runs."""
     found = {}
     for obj in objects:
-        pod = obj["spec"]["template"] if obj["kind"] == "Job" else obj
-        if obj["kind"] in ("Job", "Pod"):
+        pod = obj["spec"]["template"] if obj["kind"] in ("Job", "StatefulSet") else obj
+        if obj["kind"] in ("Job", "StatefulSet", "Pod"):
             [container] = pod["spec"]["containers"]
             found[pod["metadata"]["labels"]["app.kubernetes.io/component"]] = container["image"]
     return found

@@ -24,8 +24,10 @@ EVERYTHING = [
     "Namespace/job-wq-2",
     "Secret/redis-auth",
     "Service/redis",
+    "Service/redis-headless",
+    "StatefulSet/redis",
+    "PodDisruptionBudget/redis",
     "NetworkPolicy/redis",
-    "Pod/redis",
     "Job/job-wq-2",
     "Job/job-wq-2-seed",
 ]
@@ -108,6 +110,7 @@ def deploy(
     rejections: dict[str, str] | None = None,
     refused_creations: dict[str, str] | None = None,
     context: str = "kind-job-wq-2",
+    active: str = "",
     env: dict[str, str] | None = None,
     overlay: str = OVERLAY,
 ) -> Deployed:
@@ -126,6 +129,7 @@ def deploy(
                 "existing": existing,
                 "rejections": rejections or {},
                 "refused_creations": refused_creations or {},
+                "active": active,
             }
         ),
         encoding="utf-8",
@@ -231,16 +235,56 @@ def test_a_job_whose_replacement_would_be_refused_is_not_deleted(tmp_path: Path)
     assert not result.verbs("apply")
 
 
-def test_a_rejected_redis_pod_is_never_replaced(tmp_path: Path) -> None:
-    rejection = (
-        'The Pod "redis" is invalid: spec: Forbidden: pod updates may not change fields other than '
-        "`spec.containers[*].image`, `spec.initContainers[*].image`, "
-        "`spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations)"
-    )
-    result = deploy(tmp_path, existing=EVERYTHING, rejections={"Pod/redis": rejection})
+# The StatefulSet API's message for a change of volumeClaimTemplates (ValidateStatefulSetUpdate).
+STATEFULSET_FORBIDDEN = (
+    'The StatefulSet "redis" is invalid: spec: Forbidden: updates to statefulset spec for fields '
+    "other than 'replicas', 'ordinals', 'template', 'updateStrategy', "
+    "'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"
+)
+
+
+def test_a_rejected_redis_statefulset_is_never_replaced(tmp_path: Path) -> None:
+    rejections = {"StatefulSet/redis": STATEFULSET_FORBIDDEN}
+    result = deploy(tmp_path, existing=EVERYTHING, rejections=rejections)
     assert result.code == 1
-    assert "replacing the Redis Pod empties the queue" in result.stderr
+    assert "its claim holds the queue" in result.stderr
+    assert STATEFULSET_FORBIDDEN in result.stderr, "kubectl's own words must be shown"
     assert not result.verbs("delete") and not result.verbs("apply")
+
+
+# What a cluster deployed from a tree before the StatefulSet has.
+BEFORE_STATEFULSET = [
+    "Namespace/job-wq-2",
+    "Secret/redis-auth",
+    "Service/redis",
+    "NetworkPolicy/redis",
+    "Pod/redis",
+    "Job/job-wq-2",
+    "Job/job-wq-2-seed",
+]
+
+
+def test_the_bare_redis_pod_goes_once_the_statefulset_is_applied(tmp_path: Path) -> None:
+    result = deploy(tmp_path, existing=BEFORE_STATEFULSET)
+    assert result.code == 0, result.stderr
+    [apply] = result.verbs("apply")
+    [delete] = result.verbs("delete")
+    assert delete[2:5] == ["delete", "pod", "redis"], delete
+    assert result.calls.index(apply) < result.calls.index(delete), "deleted before its successor"
+    assert "deleting the bare Redis Pod redis" in result.stdout
+
+
+def test_a_run_in_flight_on_the_bare_redis_pod_stops_the_migration(tmp_path: Path) -> None:
+    result = deploy(tmp_path, existing=BEFORE_STATEFULSET, active="02")
+    assert result.code == 1
+    assert "a run is in flight on the bare Redis Pod redis" in result.stderr
+    assert not result.verbs("delete") and not result.verbs("apply")
+
+
+def test_finished_jobs_do_not_hold_up_the_migration(tmp_path: Path) -> None:
+    result = deploy(tmp_path, existing=BEFORE_STATEFULSET, active="00")
+    assert result.code == 0, result.stderr
+    assert len(result.verbs("delete")) == 1
 
 
 def test_it_says_which_context_and_cluster_it_changes(tmp_path: Path) -> None:

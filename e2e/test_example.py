@@ -39,8 +39,8 @@ from cluster import (
 )
 from containers import FORCE, Containers, Unavailable, containers, docker, require_engine
 from images import build_image, dockerfile_arg, find_builder, image_present, local_bases
-from podspec import Spec, pod_spec
-from rendering import REPO, Manifest, find, render, render_dir
+from podspec import Spec, pod_spec, stateful_pod_spec
+from rendering import REPO, Manifest, find, redis_template, render, render_dir
 
 EXAMPLE = REPO / "examples" / "thumbnails"
 # The image name the overlay gives the example's pods, tagged dev.
@@ -102,7 +102,7 @@ def unavailable(reason: str) -> NoReturn:
 def built(scratch: Path) -> tuple[str, list[Manifest], dict[str, str]]:
     """Both images built; the rendered objects; the local stand-ins for unpullable bases."""
     objects = rendered()
-    redis_image = find(objects, "Pod", "redis")["spec"]["containers"][0]["image"]
+    redis_image = redis_template(objects)["spec"]["containers"][0]["image"]
     python = dockerfile_arg("PYTHON_IMAGE")
     try:
         require_engine()
@@ -136,7 +136,7 @@ def test_the_example_image_drains_its_items_and_keeps_a_result_per_picture(
     show = "import shutil; print([c for c in ('pip', 'pip3', 'gcc', 'cc') if shutil.which(c)])"
     assert docker("run", "--rm", "--entrypoint", "python3", image, "-c", show) == "[]"
 
-    redis = pod_spec(find(objects, "Pod", "redis")["spec"], objects, tmp_path)
+    redis = stateful_pod_spec(find(objects, "StatefulSet", "redis"), objects, tmp_path)
     redis = redis.with_image(local.get("redis", redis.image))
     seed = pod_spec(template(objects, "job-wq-2-seed"), objects, tmp_path).with_image(image)
     worker = pod_spec(template(objects, "job-wq-2"), objects, tmp_path).with_image(image)
@@ -190,7 +190,7 @@ def test_image_variables_replace_the_images_of_the_example_overlay(
     objects = render_dir(example_overlay(tmp_path))
     assert worker_image(objects) == example
     assert template(objects, "job-wq-2-seed")["containers"][0]["image"] == example
-    assert find(objects, "Pod", "redis")["spec"]["containers"][0]["image"] == redis
+    assert redis_template(objects)["spec"]["containers"][0]["image"] == redis
 
 
 def loaded(cluster: Cluster, workdir: Path) -> Path:

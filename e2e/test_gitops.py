@@ -168,7 +168,7 @@ def test_flux_splits_the_overlay_between_redis_and_jobs_without_overlap(
     everything = {(o["kind"], o["metadata"]["name"]) for o in render(overlay.name)}
     assert parts[REDIS] | parts[JOBS] == everything, "an object of the overlay is never applied"
     assert not parts[REDIS] & parts[JOBS], "an object owned by both would flap between them"
-    assert ("Pod", "redis") in parts[REDIS]
+    assert ("StatefulSet", "redis") in parts[REDIS]
     assert {kind for kind, _ in parts[JOBS]} == {"Job", "ConfigMap"}
 
 

@@ -20,6 +20,7 @@ from rendering import (
     Manifest,
     find,
     manifests_copy,
+    redis_template,
     render,
     render_tree,
     seed_items,
@@ -169,12 +170,14 @@ def redis_bytes(text: str) -> int:
 
 @overlays
 def test_redis_has_headroom_for_the_rewrite_fork(overlay: str) -> None:
-    pod = find(render(overlay), "Pod", "redis")["spec"]
+    objects = render(overlay)
+    pod = redis_template(objects)["spec"]
     [container] = pod["containers"]
     args = container["args"]
     maxmemory = redis_bytes(args[args.index("--maxmemory") + 1])
     limit = quantity(container["resources"]["limits"]["memory"])
     # The fork may copy the whole data set; 64 MiB for Redis itself, buffers and the AOF buffer.
     assert limit >= 2 * maxmemory + 64 * 2**20, f"limit {limit:.0f} B for maxmemory {maxmemory} B"
-    [data] = [v for v in pod["volumes"] if v["name"] == "data"]
-    assert quantity(data["emptyDir"]["sizeLimit"]) >= 2 * maxmemory, "no room for the AOF rewrite"
+    [data] = find(objects, "StatefulSet", "redis")["spec"]["volumeClaimTemplates"]
+    size = quantity(data["spec"]["resources"]["requests"]["storage"])
+    assert size >= 2 * maxmemory, "no room for the AOF rewrite"

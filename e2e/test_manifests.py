@@ -25,7 +25,8 @@ SECRET = ("redis-auth", "password")
 APP = "app.kubernetes.io/name"
 COMPONENT = "app.kubernetes.io/component"
 
-# (runAsUser, runAsGroup) and the one writable directory, an emptyDir, of each component's pods.
+# (runAsUser, runAsGroup) and the one writable directory of each component's pods: an emptyDir,
+# or for Redis its PersistentVolumeClaim.
 IDS = {"redis": (999, 1000), "worker": (10001, 10001), "seed": (10001, 10001)}
 WRITABLE = {"redis": "/data", "worker": "/tmp", "seed": "/tmp"}  # noqa: S108 (an emptyDir)
 
@@ -50,7 +51,8 @@ overlays = pytest.mark.parametrize("overlay", OVERLAYS)
 
 @dataclass(frozen=True)
 class PodSpec:
-    """A Pod, or the Pod template of a Job, with the component label that says what it runs."""
+    """A Pod, or the Pod template of a Job or StatefulSet, with the component label that says what
+    it runs; a StatefulSet's first Pod also with the label its controller adds."""
 
     owner: str
     component: str
@@ -73,6 +75,11 @@ def pod_specs(objects: list[Manifest]) -> list[PodSpec]:
         else:
             continue
         labels = meta.get("labels", {})
+        if obj["kind"] == "StatefulSet":
+            labels = {
+                **labels,
+                "statefulset.kubernetes.io/pod-name": f"{obj['metadata']['name']}-0",
+            }
         found.append(PodSpec(owner, labels.get(COMPONENT, ""), labels, spec))
     return found
 
@@ -189,9 +196,17 @@ def test_every_container_has_requests_and_limits(overlay: str) -> None:
 
 
 @overlays
-def test_the_writable_directory_is_an_emptydir(overlay: str) -> None:
-    for pod_spec in pod_specs(render(overlay)):
+def test_the_writable_directory_is_an_emptydir_or_the_redis_claim(overlay: str) -> None:
+    objects = render(overlay)
+    claims = {
+        template["metadata"]["name"]
+        for obj in of_kind(objects, "StatefulSet")
+        for template in obj["spec"].get("volumeClaimTemplates", [])
+    }
+    for pod_spec in pod_specs(objects):
         empty_dirs = {v["name"] for v in pod_spec.spec.get("volumes", []) if "emptyDir" in v}
+        if pod_spec.component == "redis":
+            empty_dirs = claims
         for container in pod_spec.containers:
             mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
             path = WRITABLE[pod_spec.component]

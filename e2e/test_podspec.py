@@ -6,7 +6,7 @@ import base64
 from pathlib import Path
 
 import pytest
-from podspec import expand, pod_spec, quantity
+from podspec import expand, pod_spec, quantity, stateful_pod_spec
 from rendering import Manifest, find, render
 
 SETTINGS = {"kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {"HOST": "redis"}}
@@ -162,6 +162,10 @@ def test_volumes_become_tmpfs_and_read_only_files(tmp_path: Path) -> None:
             },
             "unsupported volume",
         ),
+        (
+            {"containers": [container(volumeMounts=[{"name": "gone", "mountPath": "/g"}])]},
+            "names no volume and no claim",
+        ),
     ],
 )
 def test_what_cannot_be_carried_over_fails_loudly(
@@ -180,3 +184,23 @@ def test_the_dev_overlays_worker_runs_as_its_job_says(tmp_path: Path) -> None:
     assert spec.env["REDIS_PASSWORD"] == "dev-only-throwaway-password"  # noqa: S105 (dev overlay's)
     assert spec.env["QUEUE_NAME"] == "job2"
     assert {"--read-only", "--cap-drop"} <= set(spec.options)
+
+
+def test_the_dev_overlays_redis_keeps_its_claim_on_a_docker_volume(tmp_path: Path) -> None:
+    objects = render("dev")
+    statefulset = find(objects, "StatefulSet", "redis")
+    kept = stateful_pod_spec(statefulset, objects, tmp_path, {"data": "redis-data"})
+    assert "redis-data:/data" in kept.options, kept.options
+    # fsGroup: the volume's group, which the container joins as the kubelet makes it.
+    fs_group = statefulset["spec"]["template"]["spec"]["securityContext"]["fsGroup"]
+    assert ["--group-add", str(fs_group)] == list(kept.options[:2]), kept.options
+    anonymous = stateful_pod_spec(statefulset, objects, tmp_path)
+    assert "/data" in anonymous.options and not [o for o in anonymous.options if ":/data" in o]
+    args = list(kept.args or ())
+    assert args[args.index("--appendfsync") + 1] == "always", args
+
+
+def test_a_volume_for_a_claim_the_statefulset_lacks_is_refused(tmp_path: Path) -> None:
+    objects = render("dev")
+    with pytest.raises(ValueError, match="no volume claim template named"):
+        stateful_pod_spec(find(objects, "StatefulSet", "redis"), objects, tmp_path, {"dat": "v"})

@@ -7,7 +7,9 @@
 # items or run label: a new run; another setting or image), and would admit as a new Job, is
 # deleted, waiting for its pods to go, and created afresh by the apply. Any other rejection stops
 # the deploy before anything changed. A Job whose spec is unchanged is never touched, running or
-# finished. Redis is never replaced: its Pod holds the queue (docs/deploying.md).
+# finished. Redis is never replaced: its claim holds the queue (docs/deploying.md). The bare Redis
+# Pod of trees before the StatefulSet is deleted once the StatefulSet is applied, and only when no
+# run is in flight on it: its queue does not move to the new Redis.
 set -euo pipefail
 
 die() {
@@ -69,6 +71,22 @@ k kustomize "$overlay" >"$work/all.yaml"
 awk -v dir="$work" 'BEGIN { n = 0 } /^---$/ { n++; next } { print > (dir "/object-" n ".yaml") }' \
   "$work/all.yaml"
 
+# The bare Pod `redis` of an older tree (redis-0 of the StatefulSet has an owner and another name).
+legacy=
+if grep -qx 'kind: StatefulSet' "$work/all.yaml"; then
+  legacy=$(k get pod redis --ignore-not-found -o 'jsonpath={.metadata.name}{.metadata.ownerReferences}') ||
+    die "cannot read pod/redis"
+  if [[ $legacy == redis ]]; then
+    active=$(k get jobs -l app.kubernetes.io/name=job-wq-2 -o 'jsonpath={range .items[*]}{.status.active}{end}') ||
+      die "cannot read the Jobs"
+    if [[ -n ${active//0/} ]]; then
+      die "a run is in flight on the bare Redis Pod redis, whose queue the new StatefulSet does not" \
+        "take over; deploy again once the Jobs have finished (docs/deploying.md, \"From the bare" \
+        "Redis Pod to the StatefulSet\"; nothing was changed)"
+    fi
+  fi
+fi
+
 # Every existing object is checked first, so that a refusal changes nothing at all.
 replace=()
 namespaces=()
@@ -92,9 +110,9 @@ for object in "$work"/object-*.yaml; do
     replace+=("$object")
     echo "${0##*/}: replacing $name: its new spec changes immutable fields ($(causes "$rejected" |
       sed 's/: .*//' | paste -sd, -))"
-  elif [[ $name == pod/* ]]; then
-    die "the API server rejects the new spec of $name; replacing the Redis Pod empties the" \
-      "queue, see docs/deploying.md (nothing was changed):"$'\n'"$rejected"
+  elif [[ $name == statefulset.apps/* ]]; then
+    die "the API server rejects the new spec of $name; its claim holds the queue, see" \
+      "docs/deploying.md, \"Changing Redis\" (nothing was changed):"$'\n'"$rejected"
   else
     die "the API server rejects the new $name (nothing was changed):"$'\n'"$rejected"
   fi
@@ -111,3 +129,7 @@ for object in ${namespaces[@]+"${namespaces[@]}"}; do
   k wait --for=create --timeout=60s -n "$(sed -n 's/^  name: //p' "$object")" serviceaccount/default
 done
 k apply -f "$work/all.yaml"
+if [[ $legacy == redis ]]; then
+  echo "${0##*/}: deleting the bare Redis Pod redis: the StatefulSet's redis-0 serves the queue now"
+  k delete pod redis --wait --timeout=2m --ignore-not-found
+fi
