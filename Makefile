@@ -1,6 +1,7 @@
 # Everything runs from a local virtual environment (.venv); nothing is installed globally.
+# No .SHELLFLAGS: GNU make 3.81 (macOS) ignores it. Each recipe line is its own `bash -c`, make
+# stops at the first line that fails, and a line with a pipeline sets pipefail itself.
 SHELL := /bin/bash
-.SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 
 PYTHON   ?= python3
@@ -22,7 +23,7 @@ RUNTIME_STAMP := $(VENV)/.runtime
 DEV_STAMP     := $(VENV)/.dev
 
 .PHONY: help demo test lint unit manifests render validate bench lock image kind-up kind-down \
-        deploy e2e e2e-flux e2e-docker clean
+        deploy e2e e2e-flux e2e-docker kustomize clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -61,7 +62,7 @@ manifests: $(DEV_STAMP) ## Render every overlay, validate the schemas, check the
 	$(BIN)/pytest -m "not kind and not docker and not flux" e2e $(PYTEST_ARGS)
 
 render: $(DEV_STAMP) ## Print the rendered manifests of OVERLAY (default dev)
-	@$(BIN)/kubectl kustomize overlays/$(OVERLAY)
+	@scripts/kustomize.sh build overlays/$(OVERLAY)
 
 validate: $(DEV_STAMP) ## Validate every overlay against the pinned Kubernetes schemas
 	scripts/validate.sh $(OVERLAYS)
@@ -70,10 +71,13 @@ bench: $(RUNTIME_STAMP) ## Throughput against the tutorial's client; writes docs
 	$(BIN)/python worker/bench/bench.py --output docs/benchmarks.md
 
 lock: $(DEV_STAMP) ## Re-pin worker/requirements.txt: the image's packages, with hashes
-	cd worker && $(CURDIR)/$(BIN)/python -c 'import tomllib; \
+	set -o pipefail; cd worker && $(CURDIR)/$(BIN)/python -c 'import tomllib; \
 	  print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
 	| UV_CUSTOM_COMPILE_COMMAND="make lock" $(CURDIR)/$(BIN)/uv pip compile --quiet --upgrade \
 	  --universal --python-version 3.11 --generate-hashes -o requirements.txt pyproject.toml -
+
+kustomize: ## Fetch the pinned kustomize (checksummed) into .cache/kustomize; print its path
+	@scripts/kustomize.sh bin
 
 image: ## Build the worker image $(IMAGE) from worker/Dockerfile (needs BuildKit)
 	DOCKER_BUILDKIT=1 docker build -t $(IMAGE) worker

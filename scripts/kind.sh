@@ -14,14 +14,12 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly repo
 readonly config="$repo/e2e/kind-config.yaml"
 
+# shellcheck source=scripts/platform.sh
+. "$repo/scripts/platform.sh"
+
 usage() {
   sed -n '3,7s/^# //p' "${BASH_SOURCE[0]}" >&2
   exit 2
-}
-
-die() {
-  echo "${0##*/}: $*" >&2
-  exit 1
 }
 
 # The sha256 of each kind v0.33.0 release binary, as published beside it (kind-<os>-<arch>.sha256sum).
@@ -33,29 +31,6 @@ kind_sha256() {
   darwin-arm64) echo 0c8c7dbe5e23594a198b786c4bc13dacc101fa6196b0cb0b23a1ca44e61f4b4f ;;
   *) return 1 ;;
   esac
-}
-
-platform() {
-  local os arch
-  case "$(uname -s)" in
-  Linux) os=linux ;;
-  Darwin) os=darwin ;;
-  *) return 1 ;;
-  esac
-  case "$(uname -m)" in
-  x86_64 | amd64) arch=amd64 ;;
-  aarch64 | arm64) arch=arm64 ;;
-  *) return 1 ;;
-  esac
-  echo "$os-$arch"
-}
-
-sha256_of() {
-  if command -v sha256sum >/dev/null 2>&1; then
-    sha256sum "$1" | cut -d ' ' -f 1
-  else
-    shasum -a 256 "$1" | cut -d ' ' -f 1
-  fi
 }
 
 install_hint() {
@@ -74,7 +49,7 @@ kind_bin() {
     echo "$found"
     return
   fi
-  local plat want dest tmp got
+  local plat want dest
   if ! plat=$(platform); then
     install_hint
     die "kind publishes no binary for $(uname -s)/$(uname -m)"
@@ -85,22 +60,13 @@ kind_bin() {
     echo "$dest"
     return
   fi
-  mkdir -p "$(dirname "$dest")"
-  tmp=$(mktemp "$dest.XXXXXX")
   echo "${0##*/}: fetching kind $KIND_VERSION ($plat)" >&2
-  if ! curl -fsSL --retry 3 -o "$tmp" \
-    "https://github.com/kubernetes-sigs/kind/releases/download/$KIND_VERSION/kind-$plat"; then
-    rm -f "$tmp"
+  if ! fetch_checked "https://github.com/kubernetes-sigs/kind/releases/download/$KIND_VERSION/kind-$plat" \
+    "$dest" "$want"; then
     install_hint
     die "could not download kind $KIND_VERSION"
   fi
-  got=$(sha256_of "$tmp")
-  if [[ $got != "$want" ]]; then
-    rm -f "$tmp"
-    die "kind-$plat has sha256 $got, expected $want; not using it"
-  fi
-  chmod 0755 "$tmp"
-  mv -f "$tmp" "$dest"
+  chmod 0755 "$dest"
   echo "$dest"
 }
 

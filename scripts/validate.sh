@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Render each overlay with kustomize and validate every object strictly (unknown fields are errors)
+# Render each overlay with the pinned kustomize (scripts/kustomize.sh) and validate every object strictly (unknown fields are errors)
 # against the Kubernetes version in scripts/k8s-version, the oldest minor the manifests promise to run
 # on. kubernetes-validate only warns about a kind it has no schema for; that counts as a failure here.
 # Usage: scripts/validate.sh OVERLAY...   (names under overlays/, e.g. dev ghcr dockerhub gcr)
@@ -19,7 +19,7 @@ trap 'rm -f "$rendered"' EXIT
 
 failed=()
 for overlay in "$@"; do
-  if ! kubectl kustomize "$repo/overlays/$overlay" >"$rendered"; then
+  if ! "$here/kustomize.sh" build "$repo/overlays/$overlay" >"$rendered"; then
     echo "FAIL $overlay: kustomize could not render it" >&2
     failed+=("$overlay")
     continue

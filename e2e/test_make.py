@@ -1,0 +1,123 @@
+"""The Makefile under GNU make 3.81's semantics (the make macOS ships) as well as under 4.x.
+
+GNU make 3.81 cannot be installed here (Debian ships 4.3 only), so its two differences that
+matter are checked directly: it has none of the features added since (checked in the text), and
+it ignores `.SHELLFLAGS`, running every recipe line as `$(SHELL) -c LINE`, which `.SHELLFLAGS=-c`
+on the command line reproduces on 4.x (checked by running the targets). On macOS runners the same
+tests run under the real 3.81.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+MAKEFILE = REPO / "Makefile"
+# What 3.81 does with every recipe line, whatever .SHELLFLAGS says.
+AS_3_81 = ".SHELLFLAGS=-c"
+
+# Features of GNU make 3.82 and later (its NEWS file), each as it would appear in a Makefile.
+NEWER_THAN_3_81 = {
+    ".SHELLFLAGS": r"^\s*\.SHELLFLAGS\b",
+    ".ONESHELL": r"^\s*\.ONESHELL\b",
+    ".RECIPEPREFIX": r"^\s*\.RECIPEPREFIX\b",
+    ".EXTRA_PREREQS": r"\.EXTRA_PREREQS\b",
+    "undefine": r"^\s*undefine\b",
+    "private": r"^\s*private\s",
+    "!= (shell assignment)": r"^[^#\t=]*[^:+?!]!=",
+    "::= (POSIX assignment)": r"^[^#\t]*::=",
+    "$(file ...)": r"\$\(file\s",
+    "$(guile ...)": r"\$\(guile\s",
+    "$(let ...)": r"\$\(let\s",
+    "$(intcmp ...)": r"\$\(intcmp\s",
+    "&: (grouped targets)": r"^[^#\t]*&:",
+}
+
+
+def make_env() -> dict[str, str]:
+    """The environment without the make that may be running these tests (its flags and level)."""
+    return {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
+
+
+def make(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["make", "--no-print-directory", *args],
+        cwd=cwd,
+        env=make_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_the_makefile_uses_nothing_newer_than_gnu_make_3_81() -> None:
+    lines = [line for line in MAKEFILE.read_text(encoding="utf-8").splitlines()]
+    found = [
+        f"line {number}: {name}: {line.strip()}"
+        for number, line in enumerate(lines, 1)
+        if not line.lstrip().startswith("#")
+        for name, pattern in NEWER_THAN_3_81.items()
+        if re.search(pattern, line)
+    ]
+    assert not found, "\n".join(found)
+
+
+@pytest.fixture
+def lock_tree(tmp_path: Path) -> Path:
+    """A copy of the Makefile whose venv is two scripts: a python that fails, a uv that succeeds.
+
+    So `make lock`'s pipeline (python | uv pip compile) fails only in its first command, the
+    case a shell without pipefail reports as success.
+    """
+    shutil.copy(MAKEFILE, tmp_path / "Makefile")
+    (tmp_path / "worker").mkdir()
+    (tmp_path / "worker" / "pyproject.toml").write_text("", encoding="utf-8")
+    (tmp_path / "requirements-dev.txt").write_text("", encoding="utf-8")
+    bin_dir = tmp_path / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    for name, body in {"python": "exit 3", "uv": "cat >/dev/null"}.items():
+        script = bin_dir / name
+        script.write_text(f"#!/bin/sh\n{body}\n", encoding="utf-8")
+        script.chmod(0o755)
+    # Stamps newer than what they depend on: make must not try to build the venv.
+    for stamp in (".runtime", ".dev"):
+        (tmp_path / ".venv" / stamp).touch()
+    return tmp_path
+
+
+def test_a_failing_pipeline_fails_make_lock_under_3_81_semantics(lock_tree: Path) -> None:
+    result = make(AS_3_81, "lock", cwd=lock_tree)
+    assert result.returncode != 0, result.stdout + result.stderr
+
+
+def test_a_failing_pipeline_fails_make_lock_under_make_4(lock_tree: Path) -> None:
+    result = make("lock", cwd=lock_tree)
+    assert result.returncode != 0, result.stdout + result.stderr
+
+
+def help_targets() -> list[str]:
+    result = make(AS_3_81, "help")
+    assert result.returncode == 0, result.stderr
+    return [line.split()[0] for line in result.stdout.splitlines() if line.strip()]
+
+
+def test_every_target_in_help_parses_under_3_81_semantics() -> None:
+    targets = help_targets()
+    assert {"lint", "unit", "manifests", "render", "validate", "lock", "kustomize"} <= set(targets)
+    # -n: what each would run, which needs the Makefile and every prerequisite to parse.
+    result = make(AS_3_81, "-n", *targets)
+    assert result.returncode == 0, result.stderr
+
+
+def test_render_and_validate_run_under_3_81_semantics() -> None:
+    result = make(AS_3_81, "render", "validate", "OVERLAY=ghcr")
+    assert result.returncode == 0, result.stderr
+    assert "kind: Job" in result.stdout
+    assert re.search(r"^ok +ghcr: ", result.stdout, re.MULTILINE), result.stdout
