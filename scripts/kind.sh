@@ -5,6 +5,7 @@
 #   scripts/kind.sh down CLUSTER       delete CLUSTER
 #   scripts/kind.sh logs CLUSTER DIR   export the node's logs (kubelet, containerd, pods) into DIR
 #   scripts/kind.sh bin                print the path of the pinned kind binary
+#   scripts/kind.sh images             print the node images this kind runs, one a line
 # Needs only Docker (and curl): kind is the `kind` on PATH when that is the pinned version, else the
 # pinned release binary, fetched once into .cache/kind/ and checked against its published sha256.
 set -euo pipefail
@@ -18,7 +19,7 @@ readonly config="$repo/e2e/kind-config.yaml"
 . "$repo/scripts/platform.sh"
 
 usage() {
-  sed -n '3,7s/^# //p' "${BASH_SOURCE[0]}" >&2
+  sed -n '3,8s/^# //p' "${BASH_SOURCE[0]}" >&2
   exit 2
 }
 
@@ -31,6 +32,20 @@ kind_sha256() {
   darwin-arm64) echo 0c8c7dbe5e23594a198b786c4bc13dacc101fa6196b0cb0b23a1ca44e61f4b4f ;;
   *) return 1 ;;
   esac
+}
+
+# The node images kind v0.33.0's release notes list as pre-built for it (only these digests are
+# built for this kind), then kind v0.32.0's 1.33 image, the oldest minor the manifests promise,
+# which kind supports with later releases on a best-effort basis. A node image anywhere in the
+# repository must be one of these (e2e/test_pins.py).
+node_images() {
+  cat <<'EOF'
+kindest/node:v1.37.0@sha256:a1ed56cfb0e7b93589bdf97c8cd566405a265939e3620fc4f5de89adff580ae5
+kindest/node:v1.36.4@sha256:099e049362a1526b2db71494e1947aae99bd16290d7c895f2b7ea312e3cbfaed
+kindest/node:v1.35.8@sha256:07b2536e30b803ed61d1677a79df6115f798ce64c80f9e22f6ed45afd09323c0
+kindest/node:v1.34.11@sha256:44e222ee2132dab25ff87301682f89eb82c7880ea3a1bf543bfe9708fd08d67d
+kindest/node:v1.33.12@sha256:3f5c8443c620245e4d355cfe09e96a91ead32ceaa569d3f1ca9edf0cb2fe2ff4
+EOF
 }
 
 install_hint() {
@@ -108,6 +123,10 @@ main() {
   bin)
     [[ $# -eq 1 ]] || usage
     kind_bin
+    ;;
+  images)
+    [[ $# -eq 1 ]] || usage
+    node_images
     ;;
   *) usage ;;
   esac
