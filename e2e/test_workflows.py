@@ -18,6 +18,8 @@ import yaml
 from rendering import REPO
 
 WORKFLOWS = REPO / ".github" / "workflows"
+ACTIONS = REPO / ".github" / "actions"
+BUILDER = "./.github/actions/multiarch-builder"
 ARCHES = {"linux/amd64", "linux/arm64"}
 ISSUER = "https://token.actions.githubusercontent.com"
 
@@ -55,7 +57,7 @@ def uses_lines() -> list[tuple[str, str, str]]:
     """(file, reference, the rest of the line) of every `uses:` in every workflow."""
     return [
         (path.name, found["ref"], found["comment"])
-        for path in sorted(WORKFLOWS.glob("*.y*ml"))
+        for path in sorted([*WORKFLOWS.glob("*.y*ml"), *ACTIONS.glob("*/action.y*ml")])
         for line in path.read_text(encoding="utf-8").splitlines()
         if (found := USES.match(line))
     ]
@@ -151,6 +153,9 @@ def test_both_architectures_are_built_by_ci_and_released() -> None:
     assert set(release["platforms"].split(",")) == ARCHES == set(ci["platforms"].split(","))
     assert release["context"] == ci["context"] == "worker"
     assert (release["push"], ci["push"]) == (True, False)
+    # With the same QEMU, Buildx and BuildKit.
+    for job in (workflow("release.yaml")["jobs"]["image"], ci_jobs["image-arches"]):
+        assert [s for s in job["steps"] if s.get("uses") == BUILDER], "no pinned builder"
     # CI builds them whenever worker/ changes (and when it cannot tell, e.g. for a new tag).
     assert ci_jobs["image-arches"]["if"] == "needs.changes.outputs.worker == 'true'"
     assert 'scripts/changed.sh "$BASE" worker/' in run_text(ci_jobs["changes"])
