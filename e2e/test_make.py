@@ -97,7 +97,7 @@ def test_a_failing_pipeline_fails_make_lock_under_3_81_semantics(lock_tree: Path
     assert result.returncode != 0, result.stdout + result.stderr
 
 
-def test_a_failing_pipeline_fails_make_lock_under_make_4(lock_tree: Path) -> None:
+def test_a_failing_pipeline_fails_make_lock_under_this_make(lock_tree: Path) -> None:
     result = make("lock", cwd=lock_tree)
     assert result.returncode != 0, result.stdout + result.stderr
 
