@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,8 +38,24 @@ class Superseded(QueueError):
 
 def run_id(items: Sequence[bytes], label: str = "") -> str:
     """The run id of `items` (as read from the items file) with `label`: `[<label>-]<12 hex>`."""
-    digest = hashlib.sha256(b"\n".join(items)).hexdigest()[:12]
-    return f"{checked(label, 'run label')}-{digest}" if label else digest
+    return digest_run_id(hashlib.sha256(b"\n".join(items)).hexdigest(), label)
+
+
+def items_digest(items: Iterable[bytes]) -> str:
+    """The SHA-256 (hex) of `items` joined by newlines: what names their run, whatever file,
+    compressed or not, holds them (`rediswq digest` prints it)."""
+    sha256 = hashlib.sha256()
+    separator = b""
+    for item in items:
+        sha256.update(separator)
+        sha256.update(item)
+        separator = b"\n"
+    return sha256.hexdigest()
+
+
+def digest_run_id(digest: str, label: str = "") -> str:
+    """The run id of the items whose `items_digest` is `digest`, with `label`."""
+    return f"{checked(label, 'run label')}-{digest[:12]}" if label else digest[:12]
 
 
 def checked(name: str, what: str) -> str:

@@ -20,9 +20,10 @@ run ends the current one, moving what it left undone aside.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -31,7 +32,8 @@ import redis
 
 from rediswq.errors import ConfigError, QueueError
 from rediswq.queue import WorkQueue
-from rediswq.runs import KEEP_SECONDS, remainder_key, run_id
+from rediswq.runs import KEEP_SECONDS, checked, digest_run_id, remainder_key, run_id
+from rediswq.sources import checked_items, is_url, sha256_digest, source_name, streamed_items
 
 _BATCH = 1000  # items per stage.lua call
 _BATCHES_PER_ROUND_TRIP = 20
@@ -86,24 +88,63 @@ class SeedResult:
 
 def read_items(path: str | None) -> list[bytes]:
     """Items from a file (or stdin for None or "-"), one per line, UTF-8, blank lines skipped."""
-    name = "stdin" if path in (None, "-") else f"items file {path}"
+    name = source_name(path or "-")
     try:
         data = sys.stdin.buffer.read() if path in (None, "-") else Path(str(path)).read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{name} not found") from None
     except OSError as exc:
         raise ConfigError(f"cannot read {name}: {exc.strerror or exc}") from None
-    items = []
-    for number, line in enumerate(data.splitlines(), start=1):
-        try:
-            line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{name}, line {number}: not valid UTF-8 ({exc.reason})") from None
-        if line.strip():
-            items.append(line)
+    items = list(checked_items(data.splitlines(), name))
     if not items:
         raise ConfigError(f"{name} has no items (only blank lines or nothing)")
     return items
+
+
+def planned(source: str, digest: str, run: str, label: str) -> tuple[Iterable[bytes], str]:
+    """The items a seed queues from `source` (a file, "-", or a URL) and the run they make.
+
+    With `digest` (ITEMS_SHA256) or an explicit `run` (RUN_ID) the items are streamed, never all
+    in memory; the digest then names the run and is checked before the seal. Without either the
+    run is computed from the whole list, which a URL may not be read for: Git must pin it.
+    """
+    if run:
+        run = checked(run, "run id (--run-id, RUN_ID)")
+    if digest:
+        digest = sha256_digest(digest)
+        return streamed_items(source, digest), run or digest_run_id(digest, label)
+    if is_url(source):
+        raise ConfigError(
+            f"{source_name(source)}: a URL needs its items' digest in ITEMS_SHA256 "
+            "(--items-sha256; `rediswq digest` prints it), so that Git pins what is queued"
+        )
+    if run:
+        return streamed_items(source), run
+    items = read_items(source)
+    return items, run_id(items, label)
+
+
+def worker_run(run: str, digest: str, items_file: str, label: str) -> str | None:
+    """The run a worker is for (RUN_ID, else ITEMS_SHA256, else RUN_ITEMS), or None: then any
+    seal will do (the tutorial's manual flows)."""
+    if run:
+        return checked(run, "run id (--run-id, RUN_ID)")
+    if digest and items_file:
+        raise ConfigError(
+            "--items-sha256 (ITEMS_SHA256) and --run-items (RUN_ITEMS) both name the run: "
+            "set one (a list from a URL is named by its digest; components/remote-items "
+            "removes RUN_ITEMS from the worker)"
+        )
+    if digest:
+        return digest_run_id(sha256_digest(digest), label)
+    if items_file:
+        return run_id(read_items(items_file), label)
+    if label:
+        raise ConfigError(
+            "--run-label (RUN_LABEL) names a run only with --run-items (RUN_ITEMS) or "
+            "--items-sha256 (ITEMS_SHA256)"
+        )
+    return None
 
 
 def _batches(items: Iterable[bytes]) -> Iterator[list[bytes]]:
@@ -113,21 +154,31 @@ def _batches(items: Iterable[bytes]) -> Iterator[list[bytes]]:
 
 
 def seed(
-    queue: WorkQueue, items: Sequence[bytes], *, reset: bool = False, run: str | None = None
+    queue: WorkQueue, items: Iterable[bytes], *, reset: bool = False, run: str | None = None
 ) -> SeedResult:
     """Queue `items` for `run` (by default the items' own run id) and seal the queue.
 
-    On a queue sealed for the same run nothing changes (unless `reset`); a new run ends the
-    current one.
+    On a queue sealed for the same run nothing changes (unless `reset`), and `items` is not read:
+    a list streamed from a URL is not even fetched. A new run ends the current one.
     """
-    if not items:  # sealing nothing would tell waiting workers the work is done
-        raise QueueError("no items to queue")
-    run = run or run_id(items)
+    if run is None:
+        items = list(items)
+        if not items:  # sealing nothing would tell waiting workers the work is done
+            raise QueueError("no items to queue")
+        run = run_id(items)
     if not reset and _sealed_for(queue) == run:  # spares staging a long list for nothing
         return SeedResult(queued=0, already_sealed=True, run=run)
     token = uuid.uuid4().hex
     staging = queue.keys.staging(token)
-    staged = _stage(queue, staging, items)
+    try:
+        staged = _stage(queue, staging, items)
+        if not staged:
+            raise QueueError("no items to queue")
+    except (QueueError, OSError):
+        # The list failed (a digest that does not match, a broken download) or Redis refused it:
+        # what was staged would hold Redis's memory until its TTL; a retry stages a new copy.
+        _discard(queue, staging)
+        raise
     try:
         reply = queue.run(
             queue.scripts.seal, [int(reset), run, token, staged, KEEP_SECONDS], keys=[staging]
@@ -149,6 +200,13 @@ def seed(
     )
 
 
+def _discard(queue: WorkQueue, staging: str) -> None:
+    # Best effort, and never a long wait: Redis answered the last call, or it did not and the
+    # staging list expires on its own.
+    with contextlib.suppress(redis.RedisError):
+        queue.client.delete(staging)
+
+
 def _dropped(record: dict[str, str]) -> dict[str, str]:
     dropped = {k: v for k, v in record.items() if k.startswith("dropped_")}
     dropped.pop("dropped_remainder", None)
@@ -161,7 +219,7 @@ def _sealed_for(queue: WorkQueue) -> str | None:
     return value.decode() if isinstance(value, bytes) else None
 
 
-def _stage(queue: WorkQueue, staging: str, items: Sequence[bytes]) -> int:
+def _stage(queue: WorkQueue, staging: str, items: Iterable[bytes]) -> int:
     """Stage `items` in `staging`, `_BATCHES_PER_ROUND_TRIP` batches per pipeline; how many."""
     keys = [*queue.keys.all(), staging]
     offset = 0
