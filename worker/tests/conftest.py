@@ -15,6 +15,7 @@ from typing import cast
 import pytest
 import redis
 from faults import FaultProxy
+from itemserver import ItemServer
 from rediswq.connection import connect
 from rediswq.queue import WorkQueue
 from rediswq.server import EmbeddedRedis
@@ -74,6 +75,13 @@ def fault_proxy(fresh_server: EmbeddedRedis) -> Iterator[FaultProxy]:
 
 
 @pytest.fixture
+def item_server() -> Iterator[ItemServer]:
+    """An HTTP server on loopback for the seed to stream item lists from."""
+    with ItemServer() as served:
+        yield served
+
+
+@pytest.fixture
 def client(server: EmbeddedRedis) -> Iterator[redis.Redis]:
     db = connect(server.url)
     yield db
@@ -121,7 +129,7 @@ _SETTINGS = {
     "REDIS_URL", "REDIS_PASSWORD", "QUEUE_NAME", "LEASE_SECONDS", "WORK_SECONDS", "PREFETCH",
     "MAX_ATTEMPTS", "SEAL_TIMEOUT", "REDIS_WAIT_TIMEOUT", "REQUIRE_SEAL", "HANDLER",
     "HANDLER_BYTES", "RUN_ITEMS", "RUN_LABEL", "RUN_ID", "ITEM_TIMEOUT", "RETRY_BACKOFF", "RESULTS",
-    "RESULTS_MAX_BYTES", "RESULTS_TTL", "REDIS_OUTAGE_TIMEOUT",
+    "RESULTS_MAX_BYTES", "RESULTS_TTL", "REDIS_OUTAGE_TIMEOUT", "ITEMS_SHA256",
 }  # fmt: skip
 
 

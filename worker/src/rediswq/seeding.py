@@ -33,7 +33,13 @@ import redis
 from rediswq.errors import ConfigError, QueueError
 from rediswq.queue import WorkQueue
 from rediswq.runs import KEEP_SECONDS, checked, digest_run_id, remainder_key, run_id
-from rediswq.sources import checked_items, is_url, sha256_digest, source_name, streamed_items
+from rediswq.sources import (
+    checked_digest,
+    checked_items,
+    is_url,
+    source_name,
+    streamed_items,
+)
 
 _BATCH = 1000  # items per stage.lua call
 _BATCHES_PER_ROUND_TRIP = 20
@@ -111,7 +117,7 @@ def planned(source: str, digest: str, run: str, label: str) -> tuple[Iterable[by
     if run:
         run = checked(run, "run id (--run-id, RUN_ID)")
     if digest:
-        digest = sha256_digest(digest)
+        digest = checked_digest(digest)
         return streamed_items(source, digest), run or digest_run_id(digest, label)
     if is_url(source):
         raise ConfigError(
@@ -136,7 +142,7 @@ def worker_run(run: str, digest: str, items_file: str, label: str) -> str | None
             "removes RUN_ITEMS from the worker)"
         )
     if digest:
-        return digest_run_id(sha256_digest(digest), label)
+        return digest_run_id(checked_digest(digest), label)
     if items_file:
         return run_id(read_items(items_file), label)
     if label:

@@ -45,14 +45,21 @@ def is_url(source: str) -> bool:
     return source.startswith(("http://", "https://"))
 
 
-def sha256_digest(text: str, what: str = "ITEMS_SHA256") -> str:
-    """The 64 lowercase hex digits of a SHA-256 digest given bare or as `sha256:<hex>`."""
+def sha256_digest(text: str) -> str:
+    """The 64 lowercase hex digits of a SHA-256 digest given bare or as `sha256:<hex>`; a
+    ValueError for anything else."""
     found = _DIGEST.fullmatch(text.strip())
     if not found:
-        raise ConfigError(
-            f"{what} {text!r} is not a SHA-256 digest (64 hex digits, as `rediswq digest` prints)"
-        )
+        raise ValueError("expected a SHA-256 digest, 64 hex digits as `rediswq digest` prints")
     return found.group(1).lower()
+
+
+def checked_digest(text: str) -> str:
+    """`sha256_digest(text)`, or a ConfigError naming ITEMS_SHA256."""
+    try:
+        return sha256_digest(text)
+    except ValueError as exc:
+        raise ConfigError(f"ITEMS_SHA256={text!r}: {exc}") from None
 
 
 def checked_items(lines: Iterable[bytes], name: str) -> Iterator[bytes]:

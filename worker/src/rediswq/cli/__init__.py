@@ -1,4 +1,4 @@
-"""The `rediswq` command: worker, seed, status, failed, results, runs, local. Flags override
+"""The `rediswq` command: worker, seed, digest, status, failed, results, runs, local. Flags override
 environment variables."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from urllib.parse import urlsplit
 
 import redis
 
-from rediswq.cli import failed, local, results, runs, seed, status, worker
+from rediswq.cli import digest, failed, local, results, runs, seed, status, worker
 from rediswq.cli.options import resolve
 from rediswq.connection import describe
 from rediswq.errors import QueueError, signal_exit
 
-_COMMANDS = (worker, seed, status, failed, results, runs, local)
+_COMMANDS = (worker, seed, digest, status, failed, results, runs, local)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,7 @@ from typing import Any, TypeAlias
 
 from rediswq.errors import ConfigError
 from rediswq.retry import Backoff
+from rediswq.sources import sha256_digest
 
 Parse = Callable[[str], Any]
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -87,6 +88,11 @@ def boolean(text: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ValueError("expected true or false")
+
+
+def digest(text: str) -> str:
+    """A SHA-256 digest as 64 lowercase hex digits, or "" for none."""
+    return sha256_digest(text) if text else ""
 
 
 def text(value: str) -> str:
@@ -161,6 +167,8 @@ SETTINGS: tuple[Setting, ...] = (
        "the items file of this worker's run: it waits for the seal of that run"),
     Setting("--run-label", "RUN_LABEL", "", text, RUNS,
        "part of the run id: bump it to run the same items again"),
+    Setting("--items-sha256", "ITEMS_SHA256", "", digest, RUNS,
+       "the digest of the run's items (`rediswq digest`): it names the run, the seed checks it"),
     Setting("--run-id", "RUN_ID", "", text, RUNS,
        "the run id itself, instead of one from the items"),
 )  # fmt: skip

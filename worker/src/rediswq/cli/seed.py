@@ -1,4 +1,4 @@
-"""`rediswq seed`: queue items from a file (or stdin) and seal the queue for their run."""
+"""`rediswq seed`: queue items from a file, stdin or a URL and seal the queue for their run."""
 
 from __future__ import annotations
 
@@ -6,13 +6,18 @@ import argparse
 
 from rediswq.cli.options import Commands, add_settings
 from rediswq.cli.queues import queue_of
-from rediswq.runs import checked, run_id
-from rediswq.seeding import read_items, seed
+from rediswq.seeding import planned, seed
 
 
 def add_command(commands: Commands) -> None:
-    parser = commands.add_parser("seed", help="queue items from a file (or stdin), seal the queue")
-    parser.add_argument("file", nargs="?", default="-", help="one item per line; - for stdin")
+    parser = commands.add_parser(
+        "seed", help="queue items from a file, stdin or a URL, seal the queue"
+    )
+    parser.add_argument(
+        "file", nargs="?", default="-",
+        help="one item per line, gzip or not; - for stdin; or an http(s):// URL (needs "
+        "ITEMS_SHA256)",
+    )  # fmt: skip
     parser.add_argument(
         "--reset", action="store_true", help="drop the current run (items, counters), then seed"
     )
@@ -21,9 +26,7 @@ def add_command(commands: Commands) -> None:
 
 
 def _seed(args: argparse.Namespace) -> int:
-    items = read_items(args.file)
-    run = checked(args.run_id, "run id (--run-id, RUN_ID)") if args.run_id else None
-    run = run or run_id(items, args.run_label)
+    items, run = planned(args.file, args.items_sha256, args.run_id, args.run_label)
     queue = queue_of(args)
     queue.check_types()
     result = seed(queue, items, reset=args.reset, run=run)

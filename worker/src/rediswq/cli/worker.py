@@ -11,8 +11,7 @@ from rediswq.errors import ConfigError
 from rediswq.execution import TimeLimited
 from rediswq.handlers import HandlerSpec
 from rediswq.results import ResultStore, encoded
-from rediswq.runs import checked, run_id
-from rediswq.seeding import read_items
+from rediswq.seeding import worker_run
 from rediswq.supervisor import supervised
 from rediswq.worker import Worker, exit_code, log_line
 
@@ -40,17 +39,11 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _worker_run(args: argparse.Namespace) -> str | None:
     """The run this worker is for, or None: then any seal will do (today's manual flows)."""
-    run: str | None = None
-    if args.run_id:
-        run = checked(args.run_id, "run id (--run-id, RUN_ID)")
-    elif args.run_items:
-        run = run_id(read_items(args.run_items), args.run_label)
-    elif args.run_label:
-        raise ConfigError("--run-label (RUN_LABEL) names a run only with --run-items (RUN_ITEMS)")
+    run = worker_run(args.run_id, args.items_sha256, args.run_items, args.run_label)
     if run and not args.require_seal:
         raise ConfigError(
-            "--no-seal (REQUIRE_SEAL=false) and a run (--run-items or --run-id) contradict: "
-            "a run's workers wait for its seal"
+            "--no-seal (REQUIRE_SEAL=false) and a run (--run-items, --items-sha256 or --run-id) "
+            "contradict: a run's workers wait for its seal"
         )
     return run
 

@@ -1,0 +1,25 @@
+"""`rediswq digest`: the digest of a list's items, for ITEMS_SHA256 (components/remote-items)."""
+
+from __future__ import annotations
+
+import argparse
+
+from rediswq.cli.options import Commands, add_settings
+from rediswq.runs import items_digest
+from rediswq.sources import streamed_items
+
+
+def add_command(commands: Commands) -> None:
+    parser = commands.add_parser(
+        "digest", help="print the digest of a list's items, for ITEMS_SHA256"
+    )
+    parser.add_argument(
+        "file", nargs="?", default="-", help="one item per line, gzip or not; - for stdin; or a URL"
+    )
+    add_settings(parser, "digest")
+    parser.set_defaults(run=_digest)
+
+
+def _digest(args: argparse.Namespace) -> int:
+    print(items_digest(streamed_items(args.file)))
+    return 0

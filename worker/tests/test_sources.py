@@ -1,0 +1,173 @@
+"""Lists too big for a ConfigMap: the seed streams them from a URL (or a file), gzip or not,
+checks the items' digest committed in Git before it seals, and names the run by that digest, as
+the workers do without the list. Run as users run it: `rediswq` against a real server and a real
+HTTP server on loopback."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+import redis
+from conftest import cli_env, rediswq
+from itemserver import ItemServer
+from rediswq.runs import items_digest, run_id
+from rediswq.seeding import read_items
+from rediswq.server import EmbeddedRedis
+from rediswq.sources import MAX_ITEM_BYTES, streamed_items
+
+ITEMS = [f"item-{n:06d}" for n in range(2500)]
+
+
+def text(items: list[str]) -> bytes:
+    return "".join(f"{item}\n" for item in items).encode()
+
+
+def encoded(items: list[str]) -> list[bytes]:
+    return [item.encode() for item in items]
+
+
+def staged(client: redis.Redis, queue: str) -> list[bytes]:
+    return list(client.scan_iter(f"{queue}:staging:*"))
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"a\nb\n", b"a\r\nb\r\n\r\n", b"  \na\rb\n\nc", b"\xc3\xa9t\xc3\xa9\n \t\nx"],
+)
+def test_a_streamed_file_has_the_items_and_digest_of_the_file_read_whole(
+    tmp_path: Path, content: bytes
+) -> None:
+    plain, packed = tmp_path / "items.txt", tmp_path / "items.txt.gz"
+    plain.write_bytes(content)
+    packed.write_bytes(gzip.compress(content))
+    whole = read_items(str(plain))
+    for path in (plain, packed):
+        assert list(streamed_items(str(path))) == whole, path
+    assert items_digest(whole)[:12] == run_id(whole)
+
+
+def test_a_gzipped_list_from_a_url_is_queued_as_the_run_of_its_items_and_fetched_once(
+    server: EmbeddedRedis, client: redis.Redis, queue_name: str, item_server: ItemServer
+) -> None:
+    item_server.files["/items.txt.gz"] = gzip.compress(b"\r\n" + text(ITEMS))
+    url = item_server.url("/items.txt.gz")
+    digest = rediswq("digest", url)
+    assert digest.returncode == 0, digest.stderr
+    assert digest.stdout.strip() == items_digest(encoded(ITEMS))
+    where = ("--redis-url", server.url, "--queue", queue_name)
+    env = cli_env(ITEMS_SHA256=digest.stdout.strip())
+    first = rediswq("seed", url, *where, env=env)
+    assert first.returncode == 0, first.stderr
+    run = run_id(encoded(ITEMS))  # the same run as the items from a ConfigMap
+    said = f"Queued {len(ITEMS)} items in {queue_name!r} for run {run} and sealed it"
+    assert said in first.stdout
+    assert client.lrange(queue_name, 0, -1) == encoded(ITEMS)
+    fetched = len(item_server.requests)
+    again = rediswq("seed", url, *where, env=env)
+    assert again.returncode == 0, again.stderr
+    assert f"already sealed for run {run}; nothing changed" in again.stdout
+    assert len(item_server.requests) == fetched, "the same run was downloaded again"
+
+
+def test_a_list_that_does_not_match_its_digest_is_never_sealed_nor_left_staged(
+    server: EmbeddedRedis, client: redis.Redis, queue_name: str, item_server: ItemServer
+) -> None:
+    where = ("--redis-url", server.url, "--queue", queue_name)
+    assert rediswq("seed", *where, stdin=b"old\n").returncode == 0
+    item_server.files["/items.txt"] = text(ITEMS)
+    env = cli_env(ITEMS_SHA256=items_digest(encoded(ITEMS[:-1])))  # one item short
+    done = rediswq("seed", item_server.url("/items.txt"), *where, env=env)
+    assert done.returncode == 3, done.stderr
+    assert "the items' digest is" in done.stderr and "nothing was queued" in done.stderr
+    assert client.lrange(queue_name, 0, -1) == [b"old"]
+    assert client.get(f"{queue_name}:sealed") == run_id([b"old"]).encode()
+    assert staged(client, queue_name) == []
+
+
+@pytest.mark.parametrize("path", ["/items.txt", "/items.txt.gz"])
+def test_a_download_cut_mid_way_fails_for_a_retry_and_leaves_nothing_staged(
+    server: EmbeddedRedis,
+    client: redis.Redis,
+    queue_name: str,
+    item_server: ItemServer,
+    path: str,
+) -> None:
+    many = [f"item-{n:07d}" for n in range(400_000)]  # the first half is staged before the cut
+    body = text(many)
+    item_server.files[path] = gzip.compress(body) if path.endswith(".gz") else body
+    item_server.cut.add(path)
+    env = cli_env(ITEMS_SHA256=items_digest(encoded(many)))
+    where = ("--redis-url", server.url, "--queue", queue_name)
+    done = rediswq("seed", item_server.url(path), *where, env=env)
+    assert done.returncode == 1, done.stderr
+    assert "failed mid-way (the connection closed" in done.stderr, done.stderr
+    assert client.exists(queue_name, f"{queue_name}:sealed") == 0
+    assert staged(client, queue_name) == []
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [(404, 3), (403, 3), (503, 1)], ids=["missing", "refused", "unavailable"]
+)
+def test_an_http_error_fails_the_seed_final_or_worth_a_retry(
+    server: EmbeddedRedis, queue_name: str, item_server: ItemServer, status: int, code: int
+) -> None:
+    item_server.status["/items.txt"] = status
+    env = cli_env(ITEMS_SHA256="0" * 64)
+    where = ("--redis-url", server.url, "--queue", queue_name)
+    done = rediswq("seed", item_server.url("/items.txt"), *where, env=env)
+    assert done.returncode == code, done.stderr
+    assert done.stderr.startswith(f"rediswq: error: items at {item_server.url('/items.txt')}")
+    assert f"HTTP {status}" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ({}, "a URL needs its items' digest in ITEMS_SHA256"),
+        ({"ITEMS_SHA256": "abc"}, "ITEMS_SHA256=abc: expected a SHA-256 digest"),
+    ],
+)
+def test_a_url_without_a_valid_digest_is_refused_before_anything_is_fetched(
+    server: EmbeddedRedis, item_server: ItemServer, setup: dict[str, str], message: str
+) -> None:
+    item_server.files["/items.txt"] = text(ITEMS)
+    done = rediswq("seed", item_server.url("/items.txt"), "--redis-url", server.url,
+                   env=cli_env(**setup))  # fmt: skip
+    assert done.returncode == 3
+    assert message in done.stderr
+    assert item_server.requests == []
+
+
+def test_a_line_too_long_to_be_an_item_is_refused(server: EmbeddedRedis, tmp_path: Path) -> None:
+    items = tmp_path / "items.txt"
+    items.write_bytes(b"ok\n" + b"x" * (MAX_ITEM_BYTES + 1) + b"\n")
+    done = rediswq("seed", str(items), "--redis-url", server.url, "--run-id", "r1")
+    assert done.returncode == 3
+    assert f"line 2: longer than {MAX_ITEM_BYTES} bytes" in done.stderr
+
+
+def test_a_worker_named_by_the_digest_works_that_run_and_no_other(
+    server: EmbeddedRedis, queue_name: str, item_server: ItemServer, tmp_path: Path
+) -> None:
+    item_server.files["/items.txt.gz"] = gzip.compress(text(ITEMS[:5]))
+    digest = items_digest(encoded(ITEMS[:5]))
+    where = ("--redis-url", server.url, "--queue", queue_name)
+    seeded = rediswq("seed", item_server.url("/items.txt.gz"), *where,
+                     env=cli_env(ITEMS_SHA256=digest, RUN_LABEL="big"))  # fmt: skip
+    assert seeded.returncode == 0, seeded.stderr
+    worker = rediswq("worker", *where, "--work-seconds", "0",
+                     env=cli_env(ITEMS_SHA256=digest, RUN_LABEL="big"))  # fmt: skip
+    assert worker.returncode == 0, worker.stderr
+    assert f"Worker of run big-{digest[:12]}" in worker.stdout
+    assert "Done 5 items" in worker.stdout
+    other = rediswq("worker", *where, "--seal-timeout", "1",
+                    env=cli_env(ITEMS_SHA256="1" * 64))  # fmt: skip
+    assert other.returncode == 1, other.stdout
+    assert f"was not sealed for run {'1' * 12}" in other.stderr
+    items = tmp_path / "items.txt"
+    items.write_text("a\n", encoding="utf-8")
+    both = rediswq("worker", *where, env=cli_env(ITEMS_SHA256=digest, RUN_ITEMS=str(items)))
+    assert both.returncode == 3
+    assert "both name the run" in both.stderr
