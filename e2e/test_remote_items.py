@@ -1,0 +1,139 @@
+"""components/remote-items: a list too big for a ConfigMap, streamed by the seed from a URL whose
+items' digest Git keeps. Renders an overlay as a user writes it (the component's own header) and
+reads the Jobs as the kubelet and rediswq would: the run is the digest's, in both Jobs, and Git
+alone decides when a new run starts."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from podspec import Spec, pod_spec
+from rediswq.errors import ConfigError
+from rediswq.runs import items_digest, run_id
+from rediswq.seeding import planned, worker_run
+from rendering import REPO, Manifest, find, manifests_copy, render_tree, seed_items
+from test_manifests import validation_problems
+
+COMPONENT = REPO / "components" / "remote-items"
+URL = "https://storage.example.com/batches/items.txt.gz"
+DIGEST = "6b7cdca9bd2cace86d983cb3da570e29cff59a9e991956bb52e3023094e6aadb"
+JOBS = ("job-wq-2-seed", "job-wq-2")
+
+
+def overlay(root: Path, **settings: str) -> Path:
+    """An overlay on the dev one with the component and `settings` merged into the settings
+    ConfigMap, in a copy of the manifests under `root`; the copy is made once."""
+    if not (root / "base").exists():
+        manifests_copy(root)
+    literals = "".join(f"      - {key}={value}\n" for key, value in settings.items())
+    directory = root / "overlays" / "large"
+    directory.mkdir(exist_ok=True)
+    (directory / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\n"
+        "kind: Kustomization\n"
+        "resources: [../dev]\n"
+        "components: [../../components/remote-items]\n"
+        "configMapGenerator:\n"
+        "  - name: job-wq-2-settings\n"
+        "    behavior: merge\n"
+        "    literals:\n" + literals,
+        encoding="utf-8",
+    )
+    return root
+
+
+def specs(objects: list[Manifest], scratch: Path) -> dict[str, Spec]:
+    """Each Job's container as the kubelet runs it: environment and `$(VAR)` arguments resolved."""
+    return {
+        job: pod_spec(find(objects, "Job", job)["spec"]["template"]["spec"], objects, scratch)
+        for job in JOBS
+    }
+
+
+def runs(objects: list[Manifest], scratch: Path) -> tuple[str, str | None]:
+    """The run the seed queues for and the run the workers wait for, as rediswq names them."""
+    seed, worker = specs(objects, scratch).values()
+    assert seed.args is not None
+    _, seeded = planned(
+        seed.args[-1], seed.env["ITEMS_SHA256"], seed.env.get("RUN_ID", ""), seed.env["RUN_LABEL"]
+    )
+    env = worker.env
+    worked = worker_run(
+        env.get("RUN_ID", ""), env["ITEMS_SHA256"], env.get("RUN_ITEMS", ""), env["RUN_LABEL"]
+    )
+    return seeded, worked
+
+
+def test_the_component_header_is_what_the_tests_render() -> None:
+    header = (COMPONENT / "kustomization.yaml").read_text(encoding="utf-8")
+    for line in (
+        "#     - ../../components/remote-items",
+        "#     - name: job-wq-2-settings",
+        "#       behavior: merge",
+        "#         - ITEMS_URL=",
+        "#         - ITEMS_SHA256=",
+    ):
+        assert line in header, line
+
+
+def test_the_seed_streams_the_url_and_no_job_mounts_the_items(tmp_path: Path) -> None:
+    objects = render_tree(overlay(tmp_path / "repo", ITEMS_URL=URL, ITEMS_SHA256=DIGEST), "large")
+    problems = list(validation_problems(objects))
+    assert not problems, "\n".join(problems)
+    assert not [o for o in objects if o["metadata"]["name"].startswith("job-wq-2-items")]
+    seed, worker = specs(objects, tmp_path / "volumes").values()
+    assert seed.args == ("seed", URL), seed.args
+    assert "RUN_ITEMS" not in worker.env
+    for job in JOBS:
+        pod = find(objects, "Job", job)["spec"]["template"]["spec"]
+        assert [v["name"] for v in pod["volumes"]] == ["tmp"], job
+        mounts = [m["name"] for m in pod["containers"][0]["volumeMounts"]]
+        assert mounts == ["tmp"], job
+
+
+def test_both_jobs_name_the_digests_run_the_same_as_the_items_from_a_configmap(
+    tmp_path: Path,
+) -> None:
+    """Moving the committed list from seed/items.txt to a URL keeps its run: nothing is redone."""
+    committed = [item.encode() for item in seed_items()]
+    root = overlay(tmp_path / "repo", ITEMS_URL=URL, ITEMS_SHA256=items_digest(committed))
+    seeded, worked = runs(render_tree(root, "large"), tmp_path / "volumes")
+    assert seeded == worked == run_id(committed)
+
+
+@pytest.mark.parametrize(
+    ("what", "settings", "new_run"),
+    [
+        ("a new digest", {"ITEMS_URL": URL, "ITEMS_SHA256": "0" * 64}, True),
+        ("a bumped run label", {"ITEMS_URL": URL, "ITEMS_SHA256": DIGEST, "RUN_LABEL": "2"}, True),
+        ("another URL, same items", {"ITEMS_URL": URL + "?v=2", "ITEMS_SHA256": DIGEST}, False),
+    ],
+)
+def test_a_change_replaces_both_jobs_and_only_the_digest_or_label_make_a_new_run(
+    tmp_path: Path, what: str, settings: dict[str, str], new_run: bool
+) -> None:
+    root = tmp_path / "repo"
+    before = render_tree(overlay(root, ITEMS_URL=URL, ITEMS_SHA256=DIGEST), "large")
+    again = render_tree(overlay(root, ITEMS_URL=URL, ITEMS_SHA256=DIGEST), "large")
+    after = render_tree(overlay(root, **settings), "large")
+    old, new = runs(before, tmp_path / "old"), runs(after, tmp_path / "new")
+    assert old[0] == old[1] and new[0] == new[1], f"{what}: seed and workers disagree"
+    assert (old[0] != new[0]) == new_run, f"{what}: new run is not {new_run}"
+    for job in JOBS:
+        spec = find(before, "Job", job)["spec"]
+        assert find(again, "Job", job)["spec"] == spec, f"the same tree changed {job}"
+        assert find(after, "Job", job)["spec"] != spec, f"{what} left {job} unchanged"
+
+
+def test_without_the_digest_neither_job_runs(tmp_path: Path) -> None:
+    """A forgotten ITEMS_SHA256 stops both Jobs with one line, never a worker that takes any
+    seal for its own."""
+    objects = render_tree(overlay(tmp_path / "repo", ITEMS_URL=URL), "large")
+    seed, worker = specs(objects, tmp_path / "volumes").values()
+    assert seed.args is not None
+    with pytest.raises(ConfigError, match=re.escape("a URL needs its items' digest")):
+        planned(seed.args[-1], seed.env.get("ITEMS_SHA256", ""), "", seed.env["RUN_LABEL"])
+    with pytest.raises(ConfigError, match=r"ITEMS_SHA256 '\$\(ITEMS_SHA256\)' is not a SHA-256"):
+        worker_run("", worker.env["ITEMS_SHA256"], "", worker.env["RUN_LABEL"])
