@@ -24,7 +24,8 @@ from podspec import Spec, pod_spec, stateful_pod_spec
 from rendering import Manifest, find, render
 
 OVERLAY = "dev"
-TAG = "localhost/job-wq-2-e2e/worker:test"
+# E2E_WORKER_TAG: another name, so that checkouts tested side by side do not share one image.
+TAG = os.environ.get("E2E_WORKER_TAG", "localhost/job-wq-2-e2e/worker:test")
 # The one change to the rendered environment (tests may add theirs): the tutorial's 10 s of
 # "work" per item shortened to keep the run short.
 WORK_SECONDS = "2"

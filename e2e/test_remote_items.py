@@ -13,35 +13,13 @@ from podspec import Spec, pod_spec
 from rediswq.errors import ConfigError
 from rediswq.runs import items_digest, run_id
 from rediswq.seeding import planned, worker_run
-from rendering import REPO, Manifest, find, manifests_copy, render_tree, seed_items
+from remoteitems import COMPONENT, OVERLAY, overlay
+from rendering import Manifest, find, render_tree, seed_items
 from test_manifests import validation_problems
 
-COMPONENT = REPO / "components" / "remote-items"
 URL = "https://storage.example.com/batches/items.txt.gz"
 DIGEST = "6b7cdca9bd2cace86d983cb3da570e29cff59a9e991956bb52e3023094e6aadb"
 JOBS = ("job-wq-2-seed", "job-wq-2")
-
-
-def overlay(root: Path, **settings: str) -> Path:
-    """An overlay on the dev one with the component and `settings` merged into the settings
-    ConfigMap, in a copy of the manifests under `root`; the copy is made once."""
-    if not (root / "base").exists():
-        manifests_copy(root)
-    literals = "".join(f"      - {key}={value}\n" for key, value in settings.items())
-    directory = root / "overlays" / "large"
-    directory.mkdir(exist_ok=True)
-    (directory / "kustomization.yaml").write_text(
-        "apiVersion: kustomize.config.k8s.io/v1beta1\n"
-        "kind: Kustomization\n"
-        "resources: [../dev]\n"
-        "components: [../../components/remote-items]\n"
-        "configMapGenerator:\n"
-        "  - name: job-wq-2-settings\n"
-        "    behavior: merge\n"
-        "    literals:\n" + literals,
-        encoding="utf-8",
-    )
-    return root
 
 
 def specs(objects: list[Manifest], scratch: Path) -> dict[str, Spec]:
@@ -79,7 +57,7 @@ def test_the_component_header_is_what_the_tests_render() -> None:
 
 
 def test_the_seed_streams_the_url_and_no_job_mounts_the_items(tmp_path: Path) -> None:
-    objects = render_tree(overlay(tmp_path / "repo", ITEMS_URL=URL, ITEMS_SHA256=DIGEST), "large")
+    objects = render_tree(overlay(tmp_path / "repo", ITEMS_URL=URL, ITEMS_SHA256=DIGEST), OVERLAY)
     problems = list(validation_problems(objects))
     assert not problems, "\n".join(problems)
     assert not [o for o in objects if o["metadata"]["name"].startswith("job-wq-2-items")]
@@ -99,7 +77,7 @@ def test_both_jobs_name_the_digests_run_the_same_as_the_items_from_a_configmap(
     """Moving the committed list from seed/items.txt to a URL keeps its run: nothing is redone."""
     committed = [item.encode() for item in seed_items()]
     root = overlay(tmp_path / "repo", ITEMS_URL=URL, ITEMS_SHA256=items_digest(committed))
-    seeded, worked = runs(render_tree(root, "large"), tmp_path / "volumes")
+    seeded, worked = runs(render_tree(root, OVERLAY), tmp_path / "volumes")
     assert seeded == worked == run_id(committed)
 
 
@@ -115,9 +93,9 @@ def test_a_change_replaces_both_jobs_and_only_the_digest_or_label_make_a_new_run
     tmp_path: Path, what: str, settings: dict[str, str], new_run: bool
 ) -> None:
     root = tmp_path / "repo"
-    before = render_tree(overlay(root, ITEMS_URL=URL, ITEMS_SHA256=DIGEST), "large")
-    again = render_tree(overlay(root, ITEMS_URL=URL, ITEMS_SHA256=DIGEST), "large")
-    after = render_tree(overlay(root, **settings), "large")
+    before = render_tree(overlay(root, ITEMS_URL=URL, ITEMS_SHA256=DIGEST), OVERLAY)
+    again = render_tree(overlay(root, ITEMS_URL=URL, ITEMS_SHA256=DIGEST), OVERLAY)
+    after = render_tree(overlay(root, **settings), OVERLAY)
     old, new = runs(before, tmp_path / "old"), runs(after, tmp_path / "new")
     assert old[0] == old[1] and new[0] == new[1], f"{what}: seed and workers disagree"
     assert (old[0] != new[0]) == new_run, f"{what}: new run is not {new_run}"
@@ -130,7 +108,7 @@ def test_a_change_replaces_both_jobs_and_only_the_digest_or_label_make_a_new_run
 def test_without_the_digest_neither_job_runs(tmp_path: Path) -> None:
     """A forgotten ITEMS_SHA256 stops both Jobs with one line, never a worker that takes any
     seal for its own."""
-    objects = render_tree(overlay(tmp_path / "repo", ITEMS_URL=URL), "large")
+    objects = render_tree(overlay(tmp_path / "repo", ITEMS_URL=URL), OVERLAY)
     seed, worker = specs(objects, tmp_path / "volumes").values()
     assert seed.args is not None
     with pytest.raises(ConfigError, match=re.escape("a URL needs its items' digest")):

@@ -1,0 +1,32 @@
+"""An overlay as a user of components/remote-items writes it, in a copy of the manifests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rendering import REPO, manifests_copy
+
+COMPONENT = REPO / "components" / "remote-items"
+OVERLAY = "large"
+
+
+def overlay(root: Path, **settings: str) -> Path:
+    """An overlay on the dev one with the component and `settings` merged into the settings
+    ConfigMap, in a copy of the manifests under `root`; the copy is made once."""
+    if not (root / "base").exists():
+        manifests_copy(root)
+    literals = "".join(f"      - {key}={value}\n" for key, value in settings.items())
+    directory = root / "overlays" / OVERLAY
+    directory.mkdir(exist_ok=True)
+    (directory / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\n"
+        "kind: Kustomization\n"
+        "resources: [../dev]\n"
+        "components: [../../components/remote-items]\n"
+        "configMapGenerator:\n"
+        "  - name: job-wq-2-settings\n"
+        "    behavior: merge\n"
+        "    literals:\n" + literals,
+        encoding="utf-8",
+    )
+    return root
