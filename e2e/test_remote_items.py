@@ -5,12 +5,13 @@ alone decides when a new run starts."""
 
 from __future__ import annotations
 
-import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from podspec import Spec, pod_spec
-from rediswq.errors import ConfigError
+from rediswq.errors import EXIT_CONFIG
 from rediswq.runs import items_digest, run_id
 from rediswq.seeding import planned, worker_run
 from remoteitems import COMPONENT, OVERLAY, overlay
@@ -106,12 +107,21 @@ def test_a_change_replaces_both_jobs_and_only_the_digest_or_label_make_a_new_run
 
 
 def test_without_the_digest_neither_job_runs(tmp_path: Path) -> None:
-    """A forgotten ITEMS_SHA256 stops both Jobs with one line, never a worker that takes any
-    seal for its own."""
+    """A forgotten ITEMS_SHA256 stops both Jobs with one line (exit 3: the Job fails at once),
+    never a worker that takes any seal for its own. Both refuse before reaching Redis."""
     objects = render_tree(overlay(tmp_path / "repo", ITEMS_URL=URL), OVERLAY)
     seed, worker = specs(objects, tmp_path / "volumes").values()
-    assert seed.args is not None
-    with pytest.raises(ConfigError, match=re.escape("a URL needs its items' digest")):
-        planned(seed.args[-1], seed.env.get("ITEMS_SHA256", ""), "", seed.env["RUN_LABEL"])
-    with pytest.raises(ConfigError, match=r"ITEMS_SHA256 '\$\(ITEMS_SHA256\)' is not a SHA-256"):
-        worker_run("", worker.env["ITEMS_SHA256"], "", worker.env["RUN_LABEL"])
+    for spec, said in (
+        (seed, "a URL needs its items' digest in ITEMS_SHA256"),
+        (worker, "ITEMS_SHA256='$(ITEMS_SHA256)': expected a SHA-256 digest"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "rediswq", *(spec.args or ())],
+            env={**spec.env, "REDIS_WAIT_TIMEOUT": "0"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == EXIT_CONFIG, f"{spec.name}: {done.stderr}"
+        assert said in done.stderr, done.stderr
