@@ -85,6 +85,14 @@ def measured(made: Containers, seed: Spec, name: str) -> tuple[str, float, int]:
     return made.stdout(started), float(found.group(1)), int(found.group(2))
 
 
+def used_memory(made: Containers, redis: str) -> int:
+    """Redis's `used_memory`, in bytes."""
+    info = made.run_in(redis, ["redis-cli", "info", "memory"])
+    found = re.search(r"^used_memory:(\d+)", info.stdout, re.MULTILINE)
+    assert found, info.stdout + info.stderr
+    return int(found.group(1))
+
+
 def test_a_million_items_stream_from_a_url_into_a_sealed_run(
     request: pytest.FixtureRequest, system: System, running: Containers, tmp_path: Path
 ) -> None:
@@ -109,20 +117,25 @@ def test_a_million_items_stream_from_a_url_into_a_sealed_run(
     )
     run = big[:12]
 
-    start_redis(running, system)
+    redis = start_redis(running, system)
     server = item_server(system, folder)
     served = running.start(server, "items", aliases=["items"])
     running.wait_ready(served, server, 60)
 
     # The tenth into a queue of its own, for the seed's memory at a tenth of the list.
-    _, _, peak_small = measured(running, seed_small.with_env(QUEUE_NAME="tenth"), "seed-tenth")
+    _, seconds_small, peak_small = measured(
+        running, seed_small.with_env(QUEUE_NAME="tenth"), "seed-tenth"
+    )
+    before = used_memory(running, redis)
     said, seconds, peak = measured(running, seed, "seed")
+    held = used_memory(running, redis) - before
     assert f"Queued {MILLION} items in 'job2' for run {run} and sealed it" in said, said
     assert peak - peak_small < GROWTH_KIB, f"peak RSS {peak} KiB at 1M, {peak_small} KiB at 100k"
     report(
         request,
-        f"seeded {MILLION:,} items from a URL in {seconds:.1f} s, peak RSS {peak / 1024:.0f} MiB "
-        f"({TENTH:,}: {peak_small / 1024:.0f} MiB)",
+        f"seeded {MILLION:,} items from a URL in {seconds:.1f} s, peak RSS {peak / 1024:.0f} MiB, "
+        f"{held / 2**20:.0f} MiB in Redis ({TENTH:,}: {seconds_small:.1f} s, "
+        f"{peak_small / 1024:.0f} MiB)",
     )
 
     status = queue_status(running, system)
