@@ -77,8 +77,9 @@ def fault_proxy(fresh_server: EmbeddedRedis) -> Iterator[FaultProxy]:
 @pytest.fixture
 def item_server() -> Iterator[ItemServer]:
     """An HTTP server on loopback for the seed to stream item lists from."""
-    with ItemServer() as served:
-        yield served
+    served = ItemServer()
+    yield served
+    served.close()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 
 
 class ItemServer:
@@ -37,20 +36,11 @@ class ItemServer:
                 pass
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self._httpd.server_address[1]}{path}"
 
-    def __enter__(self) -> ItemServer:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
