@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import cli_env, rediswq
+from faults import FaultProxy
 from itemserver import ItemServer
+from rediswq.queue import WorkQueue
 from rediswq.runs import items_digest, run_id
 from rediswq.seeding import read_items
 from rediswq.server import EmbeddedRedis
@@ -171,3 +173,24 @@ def test_a_worker_named_by_the_digest_works_that_run_and_no_other(
     both = rediswq("worker", *where, env=cli_env(ITEMS_SHA256=digest, RUN_ITEMS=str(items)))
     assert both.returncode == 3
     assert "both name the run" in both.stderr
+
+
+def test_a_lost_reply_mid_stream_queues_each_item_once(
+    fault_proxy: FaultProxy, queue_name: str, item_server: ItemServer
+) -> None:
+    """redis-py re-sends a staging pipeline whose reply was lost: the items it held are staged
+    once, and the stream goes on from where it was, never read twice."""
+    many = [f"item-{n:06d}" for n in range(60_000)]  # three pipelines of 20 batches
+    item_server.files["/items.txt.gz"] = gzip.compress(text(many))
+    upstream = WorkQueue(redis.Redis(port=fault_proxy.upstream_port), queue_name)
+    for script in vars(upstream.scripts).values():  # else the fault would hit a NOSCRIPT answer
+        upstream.client.script_load(script.script)
+    prefix = f"{queue_name}:staging:".encode()
+    lost = fault_proxy.lose_reply(lambda args: any(a.startswith(prefix) for a in args[1:]), nth=25)
+    done = rediswq("seed", item_server.url("/items.txt.gz"), "--redis-url", fault_proxy.url,
+                   "--queue", queue_name,
+                   env=cli_env(ITEMS_SHA256=items_digest(encoded(many))))  # fmt: skip
+    assert lost.fired.is_set(), "the fault did not fire: the test proves nothing"
+    assert done.returncode == 0, done.stderr
+    assert upstream.client.lrange(queue_name, 0, -1) == encoded(many)
+    assert len(item_server.requests) == 1
