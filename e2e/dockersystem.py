@@ -41,7 +41,7 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(f"{reason} (set {FORCE}=1 to fail instead of skipping)")
 
 
-def report(request: pytest.FixtureRequest, line: str) -> None:
+def report(request: pytest.FixtureRequest, line: str, tag: str = "e2e-docker") -> None:
     """Numbers the run should show even when it passes: written past pytest's capture."""
     plugins = request.config.pluginmanager
     terminal, capture = plugins.getplugin("terminalreporter"), plugins.getplugin("capturemanager")
@@ -49,7 +49,7 @@ def report(request: pytest.FixtureRequest, line: str) -> None:
         print(line)
         return
     with capture.global_and_fixture_disabled():
-        terminal.write_line(f"\n[e2e-docker] {line}")
+        terminal.write_line(f"\n[{tag}] {line}")
 
 
 @dataclass(frozen=True)
