@@ -53,9 +53,22 @@ def find(objects: list[Manifest], kind: str, name: str) -> Manifest:
     raise LookupError(f"no {kind}/{name} in the rendered objects")
 
 
+def runs_redis(overlay: str) -> bool:
+    """Whether `overlay` runs Redis in the cluster (components/redis) rather than using a managed
+    one (components/managed-redis)."""
+    return any(
+        obj["kind"] == "StatefulSet" and obj["metadata"]["name"] == "redis"
+        for obj in render(overlay)
+    )
+
+
 def redis_template(objects: list[Manifest]) -> Manifest:
     """The Pod template (metadata and spec) of the in-cluster Redis, components/redis."""
     return find(objects, "StatefulSet", "redis")["spec"]["template"]  # type: ignore[no-any-return]
+
+
+# The overlays with the in-cluster Redis.
+IN_CLUSTER = tuple(overlay for overlay in OVERLAYS if runs_redis(overlay))
 
 
 def seed_items() -> list[str]:

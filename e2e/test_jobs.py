@@ -15,6 +15,7 @@ from rediswq.errors import EXIT_CONFIG, EXIT_USAGE
 from rediswq.runs import run_id
 from rediswq.seeding import read_items
 from rendering import (
+    IN_CLUSTER,
     OVERLAYS,
     REPO,
     Manifest,
@@ -168,7 +169,7 @@ def redis_bytes(text: str) -> int:
     return int(found.group(1)) * _REDIS_UNITS[found.group(2)]
 
 
-@overlays
+@pytest.mark.parametrize("overlay", IN_CLUSTER)
 def test_redis_has_headroom_for_the_rewrite_fork(overlay: str) -> None:
     objects = render(overlay)
     pod = redis_template(objects)["spec"]

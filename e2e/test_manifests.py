@@ -10,20 +10,17 @@ import json
 import re
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
-from rendering import OVERLAYS, REPO, Manifest, find, kubectl, render, seed_items
+from objects import APP, COMPONENT, SECRET, PodSpec, of_kind, pod, pod_specs, selects
+from rendering import IN_CLUSTER, OVERLAYS, REPO, Manifest, find, kubectl, render, seed_items
 
 K8S_VERSION = (REPO / "scripts" / "k8s-version").read_text(encoding="utf-8").strip()
 K8S_MINOR = ".".join(K8S_VERSION.split(".")[:2])
 NAMESPACE = "job-wq-2"
-SECRET = ("redis-auth", "password")
-APP = "app.kubernetes.io/name"
-COMPONENT = "app.kubernetes.io/component"
 
 # (runAsUser, runAsGroup) and the one writable directory of each component's pods: an emptyDir,
 # or for Redis its PersistentVolumeClaim.
@@ -36,6 +33,7 @@ REGISTRY = {
     "ghcr": r"ghcr\.io/[a-z0-9-]+/job-wq-2[:@]",
     "dockerhub": r"docker\.io/[a-z0-9-]+/job-wq-2[:@]",
     "gcr": r"[a-z0-9-]+-docker\.pkg\.dev/[a-z0-9-]+/[a-z0-9-]+/job-wq-2[:@]",
+    "managed": r"ghcr\.io/[a-z0-9-]+/job-wq-2[:@]",
 }
 
 # An image reference as the container runtimes parse it: repository path in lower case.
@@ -47,68 +45,8 @@ IMAGE = re.compile(
 )
 
 overlays = pytest.mark.parametrize("overlay", OVERLAYS)
-
-
-@dataclass(frozen=True)
-class PodSpec:
-    """A Pod, or the Pod template of a Job or StatefulSet, with the component label that says what
-    it runs; a StatefulSet's first Pod also with the label its controller adds."""
-
-    owner: str
-    component: str
-    labels: dict[str, str]
-    spec: Manifest
-
-    @property
-    def containers(self) -> list[Manifest]:
-        return [*self.spec.get("initContainers", []), *self.spec["containers"]]
-
-
-def pod_specs(objects: list[Manifest]) -> list[PodSpec]:
-    found = []
-    for obj in objects:
-        owner = f"{obj['kind']}/{obj['metadata']['name']}"
-        if obj["kind"] == "Pod":
-            meta, spec = obj["metadata"], obj["spec"]
-        elif "template" in obj.get("spec", {}):
-            meta, spec = obj["spec"]["template"]["metadata"], obj["spec"]["template"]["spec"]
-        else:
-            continue
-        labels = meta.get("labels", {})
-        if obj["kind"] == "StatefulSet":
-            labels = {
-                **labels,
-                "statefulset.kubernetes.io/pod-name": f"{obj['metadata']['name']}-0",
-            }
-        found.append(PodSpec(owner, labels.get(COMPONENT, ""), labels, spec))
-    return found
-
-
-def pod(objects: list[Manifest], component: str) -> PodSpec:
-    (only,) = [p for p in pod_specs(objects) if p.component == component]
-    return only
-
-
-def of_kind(objects: list[Manifest], kind: str) -> list[Manifest]:
-    return [obj for obj in objects if obj["kind"] == kind]
-
-
-def selects(selector: Manifest, labels: dict[str, str]) -> bool:
-    """Kubernetes label-selector semantics (matchLabels and matchExpressions)."""
-    if not all(labels.get(key) == value for key, value in selector.get("matchLabels", {}).items()):
-        return False
-    for expression in selector.get("matchExpressions", []):
-        key, operator = expression["key"], expression["operator"]
-        values = expression.get("values", [])
-        matched = {
-            "In": key in labels and labels[key] in values,
-            "NotIn": key not in labels or labels[key] not in values,
-            "Exists": key in labels,
-            "DoesNotExist": key not in labels,
-        }[operator]
-        if not matched:
-            return False
-    return True
+# Those that run Redis in the cluster (components/redis); the others use a managed one.
+in_cluster = pytest.mark.parametrize("overlay", IN_CLUSTER)
 
 
 def environment(objects: list[Manifest], container: Manifest) -> dict[str, str]:
@@ -159,7 +97,8 @@ def test_objects_are_valid_for_the_pinned_kubernetes(overlay: str) -> None:
 @overlays
 def test_renders_redis_worker_and_seed(overlay: str) -> None:
     components = sorted(p.component for p in pod_specs(render(overlay)))
-    assert components == ["redis", "seed", "worker"]
+    redis = ["redis"] if overlay in IN_CLUSTER else []
+    assert components == [*redis, "seed", "worker"]
 
 
 @overlays
@@ -242,7 +181,7 @@ def test_dev_never_pulls_the_kind_loaded_image() -> None:
             assert container.get("imagePullPolicy") == "IfNotPresent", component
 
 
-@overlays
+@in_cluster
 def test_the_service_selects_the_redis_pod_on_6379(overlay: str) -> None:
     objects = render(overlay)
     service = find(objects, "Service", "redis")
@@ -261,7 +200,7 @@ def test_the_service_selects_the_redis_pod_on_6379(overlay: str) -> None:
     assert any(target in (name, number) and number == 6379 for name, number in container_ports)
 
 
-@overlays
+@in_cluster
 def test_redis_url_names_the_redis_service(overlay: str) -> None:
     objects = render(overlay)
     service = find(objects, "Service", "redis")
@@ -285,7 +224,7 @@ def test_seed_and_workers_share_the_queue_settings(overlay: str) -> None:
 @overlays
 def test_every_redis_client_gets_the_password_from_the_secret(overlay: str) -> None:
     objects = render(overlay)
-    for component in ("redis", "worker", "seed"):
+    for component in ("redis", "worker", "seed") if overlay in IN_CLUSTER else ("worker", "seed"):
         for container in pod(objects, component).containers:
             refs = {
                 var["name"]: var["valueFrom"]["secretKeyRef"]
@@ -320,7 +259,8 @@ REFERENCES = (
 
 
 def references(pod_spec: PodSpec) -> set[tuple[str, str]]:
-    """(kind, name) of every ConfigMap and Secret a Pod reads: volumes, envFrom and env."""
+    """(kind, name) of every ConfigMap and Secret a Pod needs to start: volumes, envFrom and env
+    (an `optional` one may be missing)."""
     sources = list(pod_spec.spec.get("volumes", []))
     for container in pod_spec.containers:
         sources += container.get("envFrom", [])
@@ -329,7 +269,7 @@ def references(pod_spec: PodSpec) -> set[tuple[str, str]]:
         (kind, source[field][key])
         for source in sources
         for field, key, kind in REFERENCES
-        if field in source
+        if field in source and not source[field].get("optional")
     }
 
 
@@ -367,7 +307,7 @@ def test_jobs_stay_finished_and_retry_within_bounds(overlay: str) -> None:
         assert annotations.get("argocd.argoproj.io/sync-wave") == "1", name
 
 
-@overlays
+@in_cluster
 def test_only_workers_and_seed_may_reach_redis(overlay: str) -> None:
     objects = render(overlay)
     redis = pod(objects, "redis")

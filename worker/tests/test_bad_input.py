@@ -138,6 +138,17 @@ def test_a_malformed_redis_url_is_named(command: str, url: str, items_file: Path
     assert "malformed Redis URL" in line and url in line
 
 
+@pytest.mark.parametrize("command", ["worker", "seed", "status"])
+def test_a_tls_file_the_url_names_but_that_is_missing_is_named(
+    command: str, items_file: Path, tmp_path: Path
+) -> None:
+    missing = tmp_path / "redis-ca" / "ca.crt"
+    url = f"rediss://job2@127.0.0.1:6380/0?ssl_ca_certs={missing}"
+    result = rediswq(*args_for(command, items_file), env=cli_env(REDIS_URL=url))
+    line = error_line(result, EXIT_CONFIG)
+    assert f"ssl_ca_certs: no file {missing}" in line, line
+
+
 @pytest.mark.parametrize(
     "template",
     [

@@ -7,8 +7,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
@@ -177,6 +178,15 @@ def _check(url: str) -> None:
     # redis-py reads a database path that is not a number as database 0, without a word.
     if parts.scheme != "unix" and not re.fullmatch(r"/?[0-9]*", parts.path):
         raise _malformed(url, f"database {parts.path[1:]!r} is not a number")
+    # A missing file would surface at the first connection as "No such file or directory",
+    # reported as Redis being unreachable, and be retried: name it, once, as the setting it is.
+    for option, values in parse_qs(parts.query).items():
+        if option in _TLS_FILES and not Path(values[-1]).is_file():
+            raise _malformed(url, f"{option}: no file {values[-1]} (a CA bundle not mounted?)")
+
+
+# The URL options that name a file (redis-py passes them on to the ssl module).
+_TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 
 
 def _malformed(url: str, reason: str) -> ConfigError:

@@ -1,0 +1,160 @@
+"""Where the queue lives, as the rendered overlays say: the in-cluster Redis of components/redis (a
+StatefulSet that outlives its Pod, its Services and disruption budget), or the managed Redis of
+components/managed-redis (no Redis objects, the URL and CA from outside Git, egress to it only).
+"""
+
+from __future__ import annotations
+
+import pytest
+from objects import APP, COMPONENT, SECRET, of_kind, pod, pod_specs, selects
+from rendering import IN_CLUSTER, OVERLAYS, Manifest, find, render
+
+MANAGED = tuple(overlay for overlay in OVERLAYS if overlay not in IN_CLUSTER)
+REDIS_KINDS = {"StatefulSet", "Service", "PodDisruptionBudget", "Pod", "PersistentVolumeClaim"}
+# The labels of the bare Redis Pod of trees before the StatefulSet, which may still be running.
+BARE_POD = {APP: "job-wq-2", COMPONENT: "redis"}
+CA_DIRECTORY = "/etc/redis-ca"
+
+in_cluster = pytest.mark.parametrize("overlay", IN_CLUSTER)
+managed = pytest.mark.parametrize("overlay", MANAGED)
+
+
+def redis_args(objects: list[Manifest]) -> dict[str, str]:
+    """redis-server's `--name value` arguments."""
+    [container] = pod(objects, "redis").containers
+    args = container["args"][1:]
+    return dict(zip(args[::2], args[1::2], strict=True))
+
+
+def test_some_overlay_uses_each_kind_of_redis() -> None:
+    assert IN_CLUSTER and MANAGED, (IN_CLUSTER, MANAGED)
+
+
+@in_cluster
+def test_redis_acknowledges_only_writes_on_its_disk(overlay: str) -> None:
+    args = redis_args(render(overlay))
+    assert args["--appendonly"] == "yes"
+    # everysec could lose the last second of acknowledged writes (a seal, say) on a node crash.
+    assert args["--appendfsync"] == "always"
+    assert args["--dir"] == "/data"
+
+
+@in_cluster
+def test_the_queue_is_on_a_claim_that_outlives_pod_and_statefulset(overlay: str) -> None:
+    statefulset = find(render(overlay), "StatefulSet", "redis")["spec"]
+    assert statefulset["replicas"] == 1, "a second Redis would be a second, empty queue"
+    [claim] = statefulset["volumeClaimTemplates"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    retention = statefulset["persistentVolumeClaimRetentionPolicy"]
+    assert retention == {"whenDeleted": "Retain", "whenScaled": "Retain"}
+    [container] = statefulset["template"]["spec"]["containers"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts[claim["metadata"]["name"]] == "/data"
+    # The volume is made writable for Redis's group, whatever owns it on the node.
+    context = statefulset["template"]["spec"]["securityContext"]
+    assert context["fsGroup"] == context["runAsGroup"]
+
+
+@in_cluster
+def test_the_statefulsets_service_is_headless_and_selects_it(overlay: str) -> None:
+    objects = render(overlay)
+    statefulset = find(objects, "StatefulSet", "redis")
+    governing = find(objects, "Service", statefulset["spec"]["serviceName"])
+    assert governing["spec"]["clusterIP"] == "None"
+    assert selects({"matchLabels": governing["spec"]["selector"]}, pod(objects, "redis").labels)
+
+
+@in_cluster
+def test_clients_never_reach_a_bare_redis_pod_left_from_an_older_tree(overlay: str) -> None:
+    objects = render(overlay)
+    for service in of_kind(objects, "Service"):
+        selector = {"matchLabels": service["spec"]["selector"]}
+        assert not selects(selector, BARE_POD), f"Service {service['metadata']['name']}"
+    # The StatefulSet's own Pod is still selected (pod_specs adds the label its controller sets).
+    assert selects({"matchLabels": find(objects, "Service", "redis")["spec"]["selector"]},
+                   pod(objects, "redis").labels)  # fmt: skip
+
+
+@in_cluster
+def test_no_voluntary_eviction_of_a_ready_redis(overlay: str) -> None:
+    objects = render(overlay)
+    [budget] = of_kind(objects, "PodDisruptionBudget")
+    spec = budget["spec"]
+    selected = [p.component for p in pod_specs(objects) if selects(spec["selector"], p.labels)]
+    assert selected == ["redis"]
+    assert spec.get("maxUnavailable") == 0 or spec.get("minAvailable") == 1, spec
+    assert spec["unhealthyPodEvictionPolicy"] == "AlwaysAllow", "a broken Redis would block drains"
+
+
+@in_cluster
+def test_liveness_waits_for_the_append_only_files_replay(overlay: str) -> None:
+    [container] = pod(render(overlay), "redis").containers
+    startup = container["startupProbe"]
+    # A 200 MB file replays in well under a minute; five minutes before the liveness probe starts.
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300, startup
+
+
+@managed
+def test_a_managed_redis_overlay_has_no_redis_objects(overlay: str) -> None:
+    objects = render(overlay)
+    redis = [
+        f"{obj['kind']}/{obj['metadata']['name']}"
+        for obj in objects
+        if obj["kind"] in REDIS_KINDS or obj["metadata"].get("labels", {}).get(COMPONENT) == "redis"
+    ]
+    assert not redis, redis
+    assert not of_kind(objects, "Secret"), "the URL and the password stay out of Git"
+
+
+@managed
+def test_workers_and_seed_take_url_password_and_ca_from_outside_git(overlay: str) -> None:
+    objects = render(overlay)
+    for component in ("worker", "seed"):
+        spec = pod(objects, component)
+        [container] = spec.containers
+        refs = {
+            var["name"]: var["valueFrom"]["secretKeyRef"]
+            for var in container["env"]
+            if "secretKeyRef" in var.get("valueFrom", {})
+        }
+        assert (refs["REDIS_URL"]["name"], refs["REDIS_URL"]["key"]) == (SECRET[0], "url")
+        assert (refs["REDIS_PASSWORD"]["name"], refs["REDIS_PASSWORD"]["key"]) == SECRET
+        # The Secret's URL wins: an `env` entry overrides the settings ConfigMap's `envFrom`.
+        assert [v["name"] for v in container["env"]].count("REDIS_URL") == 1
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        ca = mounts[CA_DIRECTORY]
+        assert ca["readOnly"] is True
+        [volume] = [v for v in spec.spec["volumes"] if v["name"] == ca["name"]]
+        # Optional: with a public CA (the image's trust store) the ConfigMap need not exist.
+        assert volume["configMap"] == {"name": "redis-ca", "optional": True}, volume
+
+
+def egress_policies(objects: list[Manifest], labels: dict[str, str]) -> list[Manifest]:
+    return [
+        policy
+        for policy in of_kind(objects, "NetworkPolicy")
+        if "Egress" in policy["spec"]["policyTypes"]
+        and selects(policy["spec"]["podSelector"], labels)
+    ]
+
+
+@managed
+def test_workers_and_seed_reach_only_dns_and_the_managed_endpoint(overlay: str) -> None:
+    objects = render(overlay)
+    for component in ("worker", "seed"):
+        [policy] = egress_policies(objects, pod(objects, component).labels)
+        dns, redis = policy["spec"]["egress"]
+        assert {(p["protocol"], p["port"]) for p in dns["ports"]} == {("UDP", 53), ("TCP", 53)}
+        [dns_peer] = dns["to"]
+        assert dns_peer["namespaceSelector"]["matchLabels"] == {
+            "kubernetes.io/metadata.name": "kube-system"
+        }
+        [redis_peer] = redis["to"]
+        assert set(redis_peer) == {"ipBlock"}, "the endpoint by address, not every destination"
+        assert {(p["protocol"], p["port"]) for p in redis["ports"]} == {
+            ("TCP", 6379),
+            ("TCP", 6380),
+        }
+    # Nobody else is confined by it (a stranger with one of the labels, say).
+    for stranger in ({COMPONENT: "worker"}, {APP: "job-wq-2", COMPONENT: "other"}):
+        assert not egress_policies(objects, stranger), stranger
