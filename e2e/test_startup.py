@@ -4,7 +4,7 @@ decide. No cluster is needed; the container e2e (test_docker_latency.py) measure
 from __future__ import annotations
 
 import pytest
-from rendering import OVERLAYS, Manifest, redis_template, render
+from rendering import IN_CLUSTER, Manifest, redis_template, render
 
 # An append-only file replayed after a restart answers LOADING for a while: the startup probe's
 # budget must outlast a long replay.
@@ -16,7 +16,7 @@ def redis_container(overlay: str) -> Manifest:
     return container  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", IN_CLUSTER)
 def test_redis_is_tried_every_second_while_it_starts_and_ready_without_a_delay(
     overlay: str,
 ) -> None:
