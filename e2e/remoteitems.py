@@ -10,8 +10,8 @@ COMPONENT = REPO / "components" / "remote-items"
 OVERLAY = "large"
 
 
-def overlay(root: Path, **settings: str) -> Path:
-    """An overlay on the dev one with the component and `settings` merged into the settings
+def overlay(root: Path, base: str = "dev", **settings: str) -> Path:
+    """An overlay on overlays/`base` with the component and `settings` merged into the settings
     ConfigMap, in a copy of the manifests under `root`; the copy is made once."""
     if not (root / "base").exists():
         manifests_copy(root)
@@ -21,7 +21,7 @@ def overlay(root: Path, **settings: str) -> Path:
     (directory / "kustomization.yaml").write_text(
         "apiVersion: kustomize.config.k8s.io/v1beta1\n"
         "kind: Kustomization\n"
-        "resources: [../dev]\n"
+        f"resources: [../{base}]\n"
         "components: [../../components/remote-items]\n"
         "configMapGenerator:\n"
         "  - name: job-wq-2-settings\n"

@@ -57,19 +57,21 @@ def test_the_component_header_is_what_the_tests_render() -> None:
         assert line in header, line
 
 
-def test_the_seed_streams_the_url_and_no_job_mounts_the_items(tmp_path: Path) -> None:
-    objects = render_tree(overlay(tmp_path / "repo", ITEMS_URL=URL, ITEMS_SHA256=DIGEST), OVERLAY)
+@pytest.mark.parametrize("base", ["dev", "managed"])
+def test_the_seed_streams_the_url_and_no_job_mounts_the_items(tmp_path: Path, base: str) -> None:
+    root = overlay(tmp_path / "repo", base, ITEMS_URL=URL, ITEMS_SHA256=DIGEST)
+    objects = render_tree(root, OVERLAY)
     problems = list(validation_problems(objects))
     assert not problems, "\n".join(problems)
     assert not [o for o in objects if o["metadata"]["name"].startswith("job-wq-2-items")]
-    seed, worker = specs(objects, tmp_path / "volumes").values()
-    assert seed.args == ("seed", URL), seed.args
-    assert "RUN_ITEMS" not in worker.env
-    for job in JOBS:
-        pod = find(objects, "Job", job)["spec"]["template"]["spec"]
-        assert [v["name"] for v in pod["volumes"]] == ["tmp"], job
+    seed, worker = (find(objects, "Job", job)["spec"]["template"]["spec"] for job in JOBS)
+    assert seed["containers"][0]["args"] == ["seed", "$(ITEMS_URL)"]
+    env = {var["name"]: var.get("value") for var in worker["containers"][0]["env"]}
+    assert "RUN_ITEMS" not in env and env["ITEMS_SHA256"] == "$(ITEMS_SHA256)", env
+    for job, pod in zip(JOBS, (seed, worker), strict=True):
+        assert "items" not in [v["name"] for v in pod["volumes"]], job
         mounts = [m["name"] for m in pod["containers"][0]["volumeMounts"]]
-        assert mounts == ["tmp"], job
+        assert "items" not in mounts and "tmp" in mounts, job
 
 
 def test_both_jobs_name_the_digests_run_the_same_as_the_items_from_a_configmap(
