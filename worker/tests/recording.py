@@ -100,3 +100,11 @@ def misbehave(item: str) -> None:
     if item.startswith("interrupt"):
         raise KeyboardInterrupt
     _record(item)
+
+
+def gated(item: str) -> None:
+    """Fail on poison items; hold the item "last" until the file GATE_FILE exists."""
+    if item == "last":
+        while not os.path.exists(os.environ["GATE_FILE"]):
+            time.sleep(0.05)
+    fail_on_poison(item)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import redis
 from conftest import cli_env, rediswq
+from rediswq.logs import message, messages
 from rediswq.server import EmbeddedRedis
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,7 +53,7 @@ def test_environment_configures_the_worker(server: EmbeddedRedis, queue_name: st
     rediswq("seed", env=env, stdin=b"from-env\n")
     worker = rediswq("worker", env=env)
     assert worker.returncode == 0, worker.stderr
-    assert "Working on from-env" in worker.stdout.splitlines()
+    assert "Working on from-env" in messages(worker.stdout)
 
 
 def test_local_runs_the_whole_system_on_the_tutorials_items() -> None:
@@ -60,10 +61,11 @@ def test_local_runs_the_whole_system_on_the_tutorials_items() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     fruits = (REPO / "seed" / "items.txt").read_text().split()
+    said = [message(line.partition("] ")[2]) for line in lines if line.startswith("[worker-")]
     for fruit in fruits:
-        assert sum(line.endswith(f"] Working on {fruit}") for line in lines) == 1
+        assert said.count(f"Working on {fruit}") == 1
     assert "Summary: 9/9 done, 0 failed" in result.stdout
-    assert sum(line.endswith("] Queue empty, exiting") for line in lines) == 2
+    assert said.count("Queue empty, exiting") == 2
     done = [int(line.split(":")[1].split()[0]) for line in lines if line.startswith("  worker-")]
     assert sum(done) == 9
 

@@ -7,6 +7,7 @@ import os
 import time
 from pathlib import Path
 
+from collected import Log
 from conftest import QueueFactory, cli_env, pending_of, rediswq
 from faults import FaultProxy, evalsha
 from recording import recorded
@@ -16,11 +17,6 @@ from rediswq.deadletter import DeadLetters
 from rediswq.errors import EXIT_USAGE
 from rediswq.server import EmbeddedRedis
 from rediswq.worker import Worker
-
-
-class Log(list[str]):
-    def __call__(self, line: str) -> None:
-        self.append(line)
 
 
 def _dead_letter(make_queue: QueueFactory, *items: bytes) -> WorkQueue:

@@ -7,6 +7,7 @@ import threading
 from collections import Counter
 
 import pytest
+from collected import Log
 from conftest import QueueFactory, stats_of
 from faults import FaultProxy, command, evalsha
 from rediswq import Released, WorkQueue, seed
@@ -17,11 +18,6 @@ from rediswq.server import EmbeddedRedis
 from rediswq.worker import Summary, Worker
 
 ITEMS = [f"item-{n:03d}".encode() for n in range(60)]
-
-
-class Log(list[str]):
-    def __call__(self, line: str) -> None:
-        self.append(line)
 
 
 def loaded(queue: WorkQueue) -> WorkQueue:

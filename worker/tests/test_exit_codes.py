@@ -15,6 +15,7 @@ from recording import recorded
 from rediswq import WorkQueue, seed
 from rediswq.connection import connect
 from rediswq.errors import EXIT_FAILURE
+from rediswq.logs import message
 from rediswq.server import EmbeddedRedis
 
 
@@ -120,7 +121,7 @@ def test_a_sigkilled_worker_leaves_no_process_behind(
     )
     assert worker.stdout is not None
     for line in worker.stdout:
-        if line.startswith("Working on"):
+        if (message(line) or "").startswith("Working on"):
             break
     child = loop_pid(worker)
     worker.kill()

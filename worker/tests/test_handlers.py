@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from collected import Log
 from conftest import QueueFactory, cli_env
 from rediswq import WorkQueue, seed
 from rediswq.server import EmbeddedRedis
@@ -16,11 +17,6 @@ def shout(item):
     print("shouting", item, flush=True)
     return item.upper()
 """
-
-
-class Log(list[str]):
-    def __call__(self, line: str) -> None:
-        self.append(line)
 
 
 def _run_in(

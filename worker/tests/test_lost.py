@@ -15,6 +15,7 @@ from recording import recorded
 from rediswq import WorkQueue, seed
 from rediswq.connection import connect
 from rediswq.errors import EXIT_FAILURE
+from rediswq.logs import message
 from rediswq.server import EmbeddedRedis
 
 # Long enough that a worker waiting for a seal could not end the test on its own.
@@ -92,7 +93,7 @@ def test_a_lost_lease_is_logged_once(
     )  # fmt: skip
     assert worker.stdout is not None
     for line in worker.stdout:
-        if line.startswith("Working on slow"):
+        if (message(line) or "").startswith("Working on slow"):
             break
     stalled = loop_pid(worker)
     os.kill(stalled, signal.SIGSTOP)  # a pause longer than the lease, as a long GC or a stall

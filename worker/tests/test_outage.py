@@ -12,6 +12,7 @@ from recording import recorded
 from rediswq import WorkQueue, seed
 from rediswq.connection import connect
 from rediswq.errors import EXIT_FAILURE
+from rediswq.logs import messages
 from rediswq.server import EmbeddedRedis
 
 ITEMS = [f"item-{n:02d}" for n in range(40)]
@@ -44,7 +45,7 @@ def test_a_worker_rides_out_an_outage_longer_than_fifteen_seconds(
     assert worker.returncode == 0, out
     assert set(recorded(str(record))) == set(ITEMS)
     assert stats_of(WorkQueue(connect(durable_server.url), queue_name))["done"] == len(ITEMS)
-    lines = out.splitlines()
+    lines = messages(out)
     # Said once when it began, once when it ended; not on every try.
     assert sum("is unreachable" in line for line in lines) == 1, out
     assert sum("still unreachable" in line for line in lines) == 0, out

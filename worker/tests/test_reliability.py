@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -16,6 +15,7 @@ from conftest import cli_env, rediswq, spawn_worker, stats_of
 from recording import recorded
 from rediswq import WorkQueue, seed
 from rediswq.connection import connect
+from rediswq.logs import message, messages
 from rediswq.server import EmbeddedRedis
 
 
@@ -50,7 +50,7 @@ def test_eight_workers_do_twenty_thousand_items_exactly_once(
     assert stats_of(queue) == {"done": 20_000}
     assert queue.counts() == (0, 0)
     assert all(out.rstrip().endswith("Queue empty, exiting") for out in outputs)
-    done_per_worker = [int(out.split("\nDone ")[1].split()[0]) for out in outputs]
+    done_per_worker = [int(_summary(out).split()[1]) for out in outputs]
     assert sum(done_per_worker) == 20_000
 
 
@@ -66,8 +66,8 @@ def test_a_killed_workers_item_is_reclaimed_and_done_by_another(
     victim = spawn_worker(server.url, queue_name, *args, env=env)
     assert victim.stdout is not None
     for line in victim.stdout:
-        if line.startswith("Working on"):
-            held = line.removeprefix("Working on ").strip()
+        if (said := message(line.rstrip("\n")) or "").startswith("Working on"):
+            held = said.removeprefix("Working on ").strip()
             break
     victim.send_signal(signal.SIGKILL)
     victim.wait()
@@ -141,4 +141,9 @@ def test_the_worker_process_exits_zero_after_dead_lettering(
     assert sorted(recorded(str(record))) == ["ok-1", "ok-2"]
     assert queue.client.lrange(queue.keys.failed, 0, -1) == [b"poison-pill"]
     assert "Done 2 items; 2 failed attempts, 1 item dead-lettered, 0 lost leases" in out
-    assert os.linesep.join(out.splitlines()[-1:]) == "Queue empty, exiting"
+    assert messages(out)[-1:] == ["Queue empty, exiting"]
+
+
+def _summary(output: str) -> str:
+    (line,) = [said for said in messages(output) if said.startswith("Done ")]
+    return line

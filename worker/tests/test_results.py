@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from collected import Log
 from conftest import QueueFactory, cli_env, rediswq
 from rediswq import seed
 from rediswq.results import ResultStore
@@ -18,11 +19,6 @@ RESULTS = {
     b"doc": {"size": 3, "tags": ["x"]},
     b"none": None,
 }
-
-
-class Log(list[str]):
-    def __call__(self, line: str) -> None:
-        self.append(line)
 
 
 def test_results_round_trip_through_the_export(

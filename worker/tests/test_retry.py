@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from collected import Log
 from conftest import QueueFactory
 from rediswq import State, seed
 from rediswq.deadletter import DeadLetters, Settled
@@ -15,11 +16,6 @@ from rediswq.execution import Failure
 from rediswq.retry import Backoff
 from rediswq.status import snapshot
 from rediswq.worker import Worker
-
-
-class Log(list[str]):
-    def __call__(self, line: str) -> None:
-        self.append(line)
 
 
 def test_the_delay_doubles_up_to_the_maximum_with_jitter_in_its_upper_half() -> None:

@@ -16,6 +16,7 @@ from typing import cast
 
 import pytest
 import redis
+from collected import Log
 from conftest import (
     QueueFactory,
     cli_env,
@@ -277,7 +278,7 @@ def test_a_worker_whose_run_was_reset_away_stops(make_queue: QueueFactory) -> No
     def handler(item: bytes) -> None:
         seed(make_queue(), [b"b-1"], run="b", reset=True)
 
-    worker = Worker(make_queue(run="a"), handler, log=lambda line: None)
+    worker = Worker(make_queue(run="a"), handler, log=Log())
     with pytest.raises(Superseded, match=r"dropped .* by a reset; it is now sealed for run b"):
         worker.run()
 

@@ -15,6 +15,7 @@ from rediswq import seed
 from rediswq.deadletter import DeadLetters
 from rediswq.execution import Outcome, TimeLimited
 from rediswq.handlers import HandlerSpec
+from rediswq.logs import message
 from rediswq.server import EmbeddedRedis
 
 
@@ -76,7 +77,7 @@ def test_sigterm_during_a_limited_item_puts_it_back_uncharged(
     )  # fmt: skip
     assert worker.stdout is not None
     for line in worker.stdout:
-        if line.startswith("Working on"):
+        if (message(line) or "").startswith("Working on"):
             break
     time.sleep(0.3)
     worker.send_signal(signal.SIGTERM)
@@ -117,7 +118,7 @@ def test_the_handlers_process_dies_with_a_killed_worker(
     )  # fmt: skip
     assert worker.stdout is not None
     for line in worker.stdout:
-        if line.startswith("Working on"):
+        if (message(line) or "").startswith("Working on"):
             break
     deadline = time.monotonic() + 30
     while not (children := _handler_processes(worker.pid)) and time.monotonic() < deadline:

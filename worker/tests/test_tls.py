@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import cli_env, rediswq
+from rediswq.logs import messages
 from rediswq.server import free_port
 
 
@@ -59,7 +60,7 @@ def test_seed_and_worker_over_tls(tls_url: str) -> None:
     assert seeded.returncode == 0, seeded.stderr
     worked = rediswq("worker", env=env)
     assert worked.returncode == 0, worked.stderr
-    lines = worked.stdout.splitlines()
+    lines = messages(worked.stdout)
     assert "Working on secure-1" in lines and "Working on secure-2" in lines
     assert lines[-1] == "Queue empty, exiting"
 

@@ -8,17 +8,14 @@ import time
 from pathlib import Path
 
 import pytest
+from collected import Log
 from conftest import QueueFactory, cli_env, spawn_worker
 from recording import recorded
 from rediswq import WorkQueue, seed
 from rediswq.errors import QueueError
+from rediswq.logs import message, messages
 from rediswq.server import EmbeddedRedis
 from rediswq.worker import Worker, exit_code
-
-
-class Log(list[str]):
-    def __call__(self, line: str) -> None:
-        self.append(line)
 
 
 def test_the_tutorials_log_lines(make_queue: QueueFactory) -> None:
@@ -152,11 +149,11 @@ def test_sigterm_releases_the_item_at_once_and_exits_non_zero(
     lines = []
     for line in worker.stdout:
         lines.append(line.rstrip())
-        if line.startswith("Working on"):
+        if (message(line) or "").startswith("Working on"):
             break
     worker.send_signal(signal.SIGTERM)
     out, _ = worker.communicate(timeout=10)
-    lines += out.splitlines()
+    lines = messages("\n".join([*lines, *out.splitlines()]))
     assert worker.returncode == 128 + signal.SIGTERM
     assert "Working on first" in lines
     assert lines[-1] == "Stopped by SIGTERM, exiting"

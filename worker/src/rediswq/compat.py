@@ -21,6 +21,11 @@ _POLL = 0.1
 _log = logging.getLogger(__name__)
 
 
+def _warn(event: str, message: str, /, **fields: object) -> None:
+    """The lease keeper's events, through the `logging` a tutorial program configures."""
+    _log.warning(message)
+
+
 class RedisWQ:
     def __init__(self, name: str, **redis_kwargs: Any) -> None:
         self._db = redis.Redis(**redis_kwargs)
@@ -75,5 +80,5 @@ class RedisWQ:
                 self._db, self._name, session=self._queue.session, lease_seconds=lease_secs,
                 require_seal=False,
             )  # fmt: skip
-            keeper = self._keepers[lease_secs] = LeaseKeeper(queue, _log.warning).start()
+            keeper = self._keepers[lease_secs] = LeaseKeeper(queue, _warn).start()
         return keeper

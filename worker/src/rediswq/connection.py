@@ -16,13 +16,12 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.retry import Retry
 
 from rediswq.errors import ConfigError, QueueError
+from rediswq.logs import Log
+from rediswq.waits import REPORT_EVERY, Waiting
 
 T = TypeVar("T")
-Log = Callable[[str], None]
 
 _BACKOFF = ExponentialWithJitterBackoff(base=0.05, cap=2.0)
-# How often a worker says it is still trying, after saying so at once.
-_REPORT_EVERY = 30.0
 # The longest pause between tries while waiting for Redis at start: every pod of a first deploy
 # waits for Redis, and a pause of 1 s cost a median 0.44 s after Redis came up (docs/benchmarks.md);
 # a refused connection or a PING is cheap for both sides.
@@ -50,13 +49,14 @@ class Outage:
         with self._lock:
             now = time.monotonic()
             if self.since is None:
-                self.since, self._next_report = now, now + _REPORT_EVERY
-                self._report(f"Redis at {self.where} is unreachable ({_first_line(error)}); "
+                self.since, self._next_report = now, now + REPORT_EVERY
+                self._report("redis-unreachable",
+                             f"Redis at {self.where} is unreachable ({_first_line(error)}); "
                              f"retrying for up to {self.budget:g}s")  # fmt: skip
             elif now >= self._next_report:
-                self._next_report = now + _REPORT_EVERY
-                self._report(f"Redis at {self.where} still unreachable after "
-                             f"{now - self.since:.0f}s ({_first_line(error)})")  # fmt: skip
+                self._next_report = now + REPORT_EVERY
+                self._report("redis-unreachable", f"Redis at {self.where} still unreachable "
+                             f"after {now - self.since:.0f}s ({_first_line(error)})")  # fmt: skip
             left = self.since + self.budget - now
         if left <= 0:
             raise Unreachable(
@@ -69,14 +69,15 @@ class Outage:
         with self._lock:
             if self.since is not None:
                 self._report(
+                    "redis-reconnected",
                     f"Reconnected to Redis at {self.where} after "
-                    f"{time.monotonic() - self.since:.1f}s"
+                    f"{time.monotonic() - self.since:.1f}s",
                 )
                 self.since = None
 
-    def _report(self, line: str) -> None:
+    def _report(self, event: str, line: str) -> None:
         if self.log is not None:
-            self.log(line)
+            self.log(event, line)
 
 
 class OutageRetry(Retry):
@@ -205,9 +206,11 @@ def redacted(url: str) -> str:
     return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
 
 
-def wait_until_ready(url: str, password: str | None, timeout: float) -> None:
+def wait_until_ready(
+    url: str, password: str | None, timeout: float, log: Log | None = None
+) -> None:
     """Wait up to `timeout` seconds for Redis to answer: pods start before the Redis pod and
-    its DNS name are ready.
+    its DNS name are ready. With `log`, say so while waiting (at once, then every 30 s).
 
     redis-py retries a number of times, not for a time; an operator sets a time, so this loop
     is ours, on a probe client that does not retry by itself.
@@ -215,6 +218,7 @@ def wait_until_ready(url: str, password: str | None, timeout: float) -> None:
     probe = connect(url, password, timeout=min(10.0, max(1.0, timeout)), outage=0, pooled=True)
     deadline = time.monotonic() + timeout
     delay = 0.05
+    waiting = Waiting(log) if log is not None else None
     try:
         while True:
             try:
@@ -223,12 +227,24 @@ def wait_until_ready(url: str, password: str | None, timeout: float) -> None:
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 if isinstance(exc, redis.AuthenticationError) or time.monotonic() >= deadline:
                     raise describe(exc, where(probe)) from None
+                if waiting is not None:
+                    waiting.waiting("redis", _waiting_for(where(probe), exc, timeout))
             except redis.RedisError as exc:
                 raise describe(exc, where(probe)) from None
             time.sleep(delay)
             delay = min(delay * 2, _READY_POLL)
     finally:
         probe.close()
+
+
+def _waiting_for(at: str, error: Exception, timeout: float) -> Callable[[float], str]:
+    def say(seconds: float) -> str:
+        now = f" for {seconds:.0f}s now" if seconds else ""
+        return (
+            f"Waiting for Redis at {at} ({_first_line(error)}){now}; giving up after {timeout:g}s"
+        )
+
+    return say
 
 
 def where(client: redis.Redis) -> str:

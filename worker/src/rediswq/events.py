@@ -6,11 +6,11 @@ and a Redis user that may not subscribe (an ACL without the channel) only polls.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from types import TracebackType
 
 import redis
 
+from rediswq.logs import Log
 from rediswq.queue import WorkQueue
 
 # How long to wait for the server to confirm (or refuse) the subscription at start.
@@ -18,7 +18,7 @@ _CONFIRM_SECONDS = 2.0
 
 
 class QueueEvents:
-    def __init__(self, queue: WorkQueue, log: Callable[[str], None]) -> None:
+    def __init__(self, queue: WorkQueue, log: Log) -> None:
         # redis-py leaves pubsub() unannotated.
         self._pubsub = queue.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         self._channel = f"{queue.keys.pending}:events"
@@ -41,7 +41,7 @@ class QueueEvents:
         self._polling = True
         self._pubsub.close()
         reason = str(exc).strip().splitlines()[0]
-        self._log(f"No wake-ups from {self._channel} ({reason}); polling instead")
+        self._log("polling", f"No wake-ups from {self._channel} ({reason}); polling instead")
 
     def __exit__(
         self,

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 
 import redis
 
 from rediswq.errors import QueueError
+from rediswq.logs import Log
 from rediswq.queue import Lease, WorkQueue
-
-Log = Callable[[str], None]
 
 
 def shown(item: bytes) -> str:
@@ -31,6 +29,9 @@ class LeaseKeeper:
     def hold(self, leases: list[Lease]) -> None:
         with self._lock:
             self._held.update((lease.id, lease) for lease in leases)
+
+    def holding(self) -> int:
+        return len(self._held)
 
     def drop(self, leases: list[Lease]) -> None:
         with self._lock:
@@ -61,7 +62,7 @@ class LeaseKeeper:
             try:
                 kept = self._queue.extend(*held)
             except (redis.RedisError, QueueError) as exc:
-                self._log(f"Could not renew leases ({exc}); retrying")
+                self._log("renew-failed", f"Could not renew leases ({exc}); retrying")
                 continue
             with self._lock:  # a lease handed in meanwhile is not lost
                 lost = [lease for lease, ok in zip(held, kept, strict=True)
@@ -69,4 +70,6 @@ class LeaseKeeper:
                 for lease in lost:  # said once: renewing it again cannot bring it back
                     del self._held[lease.id]
             for lease in lost:
-                self._log(f"Lease on {shown(lease.item)} was lost; another worker may repeat it")
+                item = shown(lease.item)
+                self._log("lease-lost", f"Lease on {item} was lost; another worker may repeat it",
+                          item=item, attempt=lease.attempt)  # fmt: skip

@@ -14,6 +14,7 @@ from typing import TextIO
 
 from rediswq.connection import connect
 from rediswq.deadletter import DeadLetters
+from rediswq.logs import message
 from rediswq.queue import WorkQueue
 from rediswq.results import as_json, stored_results
 from rediswq.seeding import read_items, seed
@@ -49,7 +50,7 @@ def _stream(worker: WorkerProcess, console: Console) -> None:
     for raw in worker.process.stdout:
         line = raw.rstrip("\n")
         worker.lines.append(line)
-        if match := _SUMMARY.match(line):
+        if match := _SUMMARY.match(message(line) or ""):
             worker.done = int(match.group(1))
         console.line(f"[{worker.name}] {line}")
 
@@ -63,7 +64,9 @@ def _start_worker(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # Workers on one host cannot share a metrics port: `local` serves no metrics.
+        env={**{k: v for k, v in os.environ.items() if k != "METRICS_PORT"},
+             "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
     worker = WorkerProcess(f"worker-{number}", process)
     threading.Thread(target=_stream, args=(worker, console), daemon=True).start()

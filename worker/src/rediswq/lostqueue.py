@@ -2,6 +2,12 @@
 seal (nothing pending, nothing leased), or leases that vanished with the seal, means Redis lost
 the queue (it restarted without persistence, or the keys were deleted). Waiting for a seal that
 came long ago would end, after the seal timeout, by blaming the seed.
+
+And telling a queue filled by hand: the seed publishes its items and seals in one step, so a
+worker that requires a seal and is handed items while there is none is draining a queue that
+someone fills with RPUSH. It could never tell when that queue is finished, so it stops at once,
+before working on anything, with a configuration error (exit 3: another pod would stop the same
+way) that says to use --no-seal; waiting for a seal after doing the work would fail the run late.
 """
 
 from __future__ import annotations
@@ -9,7 +15,7 @@ from __future__ import annotations
 import time
 
 from rediswq.connection import where
-from rediswq.errors import QueueError
+from rediswq.errors import ConfigError, QueueError
 from rediswq.queue import State, Step, WorkQueue
 
 # A worker that has not seen the seal yet asks at most this often (one round trip).
@@ -18,6 +24,10 @@ _ASK_EVERY = 1.0
 
 class QueueLost(QueueError):
     """Redis no longer holds a queue this worker saw sealed."""
+
+
+class HandFilled(ConfigError):
+    """A worker that requires a seal was handed items from a queue that has none."""
 
 
 class SealWatch:
@@ -29,28 +39,44 @@ class SealWatch:
         self._next_ask = 0.0
 
     def check(self, step: Step) -> None:
-        """Note what a step returned; raise QueueLost if it shows the queue gone."""
+        """Note what a step returned; raise QueueLost if it shows the queue gone, HandFilled
+        (after putting back what the step leased) if it shows a queue filled by hand."""
         self._completed(step.completed)
-        self._observe(step.state)
+        if not self._observe(step.state) and step.state is not State.DRAINED:
+            if step.leases:
+                self._queue.release(*step.leases, failed=False)
+            raise self._hand_filled(len(step.leases))
 
-    def _observe(self, state: State) -> None:
-        """'unsealed' after the seal was seen is a lost queue."""
+    def _observe(self, state: State) -> bool:
+        """'unsealed' after the seal was seen is a lost queue; False if the queue was just
+        found unsealed though it has work (a run's worker is never handed any: lease.lua)."""
         if self._seen:
             if state is State.UNSEALED:
                 raise self._lost("the seal is gone and nothing is pending or leased")
-            return
+            return True
         # "other-run" is a seal too, but not ours; until ours is seen, only a look tells.
         if not self._queue.require_seal or state in (State.UNSEALED, State.OTHER_RUN):
-            return
+            return True
         now = time.monotonic()
         if now >= self._next_ask:
             self._next_ask = now + _ASK_EVERY
             self._seen = self._queue.is_sealed()
+            return self._seen or self._queue.run_id is not None
+        return True
 
     def _completed(self, flags: list[bool]) -> None:
         """Every handed-in lease gone, with the seal, is a lost queue."""
         if self._seen and flags and not any(flags) and not self._queue.is_sealed():
             raise self._lost(f"the seal and the {len(flags)} lease(s) this worker held are gone")
+
+    def _hand_filled(self, leased: int) -> HandFilled:
+        name = self._queue.keys.name
+        back = f"; the {leased} item(s) this worker leased are back in it" if leased else ""
+        return HandFilled(
+            f"queue {name!r} has items but no seal: it was filled by hand (RPUSH), and a worker "
+            "that requires a seal could never tell when it is finished; start the workers with "
+            f"--no-seal (REQUIRE_SEAL=false), or fill the queue with `rediswq seed`{back}"
+        )
 
     def _lost(self, what: str) -> QueueLost:
         queue = self._queue

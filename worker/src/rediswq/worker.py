@@ -3,43 +3,32 @@
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 
+from rediswq.attempts import Attempt, Observer
 from rediswq.deadletter import DeadLetters, Settled
 from rediswq.errors import ConfigError, QueueError, signal_exit
 from rediswq.events import QueueEvents
 from rediswq.execution import Executor, Failure, InProcess, Outcome
 from rediswq.handlers import Handler
 from rediswq.leases import LeaseKeeper, shown
+from rediswq.logs import Lines, Log, enabled
 from rediswq.lostqueue import SealWatch
 from rediswq.queue import Lease, State, WorkQueue
 from rediswq.results import ResultStore, encoded
 from rediswq.retry import Backoff
 from rediswq.runs import check_run_ended, for_run
-
-Log = Callable[[str], None]
+from rediswq.waits import Waiting, say_why
 
 NO_BACKOFF = Backoff(0, 0)
 
 # How often a busy worker also reclaims expired leases; an idle one does on every poll.
 _RECLAIM_EVERY = 0.5
-
-
-_STDOUT_LOCK = threading.Lock()
-
-
-def log_line(line: str) -> None:
-    """One whole line at a time, flushed: the lease keeper's thread logs too, and the e2e tests
-    read these lines back."""
-    with _STDOUT_LOCK:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
 
 
 def counted(n: int, noun: str) -> str:
@@ -84,9 +73,11 @@ class Worker:
         backoff: Backoff = NO_BACKOFF,
         results: ResultStore | None = None,
         executor: Executor | None = None,
-        log: Log = log_line,
+        log: Log | None = None,
+        observers: tuple[Observer, ...] = (),
     ) -> None:
-        """`executor` runs the handler (default: in this thread); `results` keeps its values."""
+        """`executor` runs the handler (default: in this thread); `results` keeps its values;
+        `observers` hear of each attempt (metrics.py)."""
         if prefetch < 1:
             raise ConfigError(f"prefetch must be at least 1, got {prefetch}")
         self.queue = queue
@@ -97,28 +88,34 @@ class Worker:
         self.prefetch = prefetch
         self.seal_timeout = seal_timeout
         self.poll_interval = poll_interval
-        self.log = log
+        self.log: Log = log if log is not None else Lines()
+        self.observers = observers
         self.summary = Summary()
         self._in_handler = False
+        self._keeper: LeaseKeeper | None = None
+        self._item_done_logged = enabled(self.log, "item-done")
+
+    def in_flight(self) -> int:
+        """How many leases this worker holds (a gauge reads it when scraped)."""
+        return 0 if self._keeper is None else self._keeper.holding()
 
     def run(self) -> Summary:
         """Work until the queue is drained (or a signal stops it); log the tutorial's lines."""
         queue = self.queue
-        self.log(f"Worker with sessionID: {queue.session}")
-        if queue.run_id:
-            self.log(f"Worker of run {queue.run_id}")
-        queue.check_types()
-        self.log(f"Initial queue state: empty={queue.is_empty()}")
+        started = time.monotonic()
+        self._greet()
         done: list[Lease] = []
         waiting_for_seal_since: float | None = None
         sealed_for_run = False  # a run's worker that saw its seal go is superseded, not early
         next_reclaim = 0.0
         watch = SealWatch(queue)
+        waiting = Waiting(self.log)
         with (
             LeaseKeeper(queue, self.log) as keeper,
             QueueEvents(queue, self.log) as events,
             self._signals(),
         ):
+            self._keeper = keeper
             while self.summary.stopped_by is None:
                 now = time.monotonic()
                 keeper.drop(done)  # before they are handed in: a renewal would find them gone
@@ -131,6 +128,7 @@ class Worker:
                 if step.leases:
                     waiting_for_seal_since = None
                     sealed_for_run = True
+                    waiting.over()
                     keeper.hold(step.leases)
                     done = self._work(step.leases, keeper)
                     continue
@@ -150,17 +148,37 @@ class Worker:
                 else:
                     waiting_for_seal_since = None
                     sealed_for_run = True
+                say_why(waiting, queue, step.state, self.seal_timeout)
                 next_reclaim = 0.0
                 events.wait(self.poll_interval)
             if done:  # finished before a signal arrived: hand them in
                 self._count_completed(done, queue.complete(*done))
+            self._keeper = None
         self.executor.close()
-        self.log(self.summary.line())
-        if self.summary.stopped_by is None:
-            self.log("Queue empty, exiting")
+        return self._finish(started)
+
+    def _greet(self) -> None:
+        queue = self.queue
+        self.log("started", f"Worker with sessionID: {queue.session}")
+        if queue.run_id:
+            self.log("run", f"Worker of run {queue.run_id}")
+        queue.check_types()
+        empty = queue.is_empty()
+        self.log("queue-state", f"Initial queue state: empty={empty}", empty=empty)
+
+    def _finish(self, started: float) -> Summary:
+        summary = self.summary
+        self.log(
+            "summary", summary.line(), done=summary.done, failed=summary.failed_attempts,
+            dead_lettered=summary.dead_lettered, lost=summary.lost,
+            duration=round(time.monotonic() - started, 3),
+        )  # fmt: skip
+        if summary.stopped_by is None:
+            self.log("exiting", "Queue empty, exiting")
         else:
-            self.log(f"Stopped by {signal.Signals(self.summary.stopped_by).name}, exiting")
-        return self.summary
+            name = signal.Signals(summary.stopped_by).name
+            self.log("exiting", f"Stopped by {name}, exiting", signal=name)
+        return summary
 
     def _work(self, leases: list[Lease], keeper: LeaseKeeper) -> list[Lease]:
         """Run the handler on each lease; return those that succeeded, to hand in next step."""
@@ -169,16 +187,26 @@ class Worker:
             if self.summary.stopped_by is not None:
                 self._release_unstarted(leases[index:], keeper)
                 break
-            self.log(f"Working on {shown(lease.item)}")
+            item = shown(lease.item)
+            self.log("working", f"Working on {item}", item=item, attempt=lease.attempt)
+            start = time.perf_counter()
             try:
                 outcome = self._attempt(lease.item)
             except Shutdown:
                 self._release_unstarted(leases[index:], keeper)
                 break
+            seconds = time.perf_counter() - start
             if outcome.failure is not None:
                 keeper.drop([lease])
-                self._fail(lease, outcome.failure)
+                settled = self._fail(lease, outcome.failure, seconds)
+                for observer in self.observers:
+                    observer.attempted(Attempt(lease, outcome, seconds, settled))
                 continue
+            for observer in self.observers:
+                observer.attempted(Attempt(lease, outcome, seconds, None))
+            if self._item_done_logged:
+                self.log("item-done", f"Done {item} in {seconds:.3f}s", item=item,
+                         attempt=lease.attempt, duration=round(seconds, 6))  # fmt: skip
             if outcome.result is not None and self.results is not None:
                 self._keep(lease.item, outcome.result, self.results)
             succeeded.append(lease)
@@ -197,13 +225,15 @@ class Worker:
     def _keep(self, item: bytes, stored: bytes, results: ResultStore) -> None:
         if results.too_big(stored):
             self.log(
+                "result-not-kept",
                 f"Result of {shown(item)} not kept: {len(stored) - 1} bytes, more than "
-                f"{results.max_bytes}"
+                f"{results.max_bytes}",
+                item=shown(item),
             )
         else:
             results.keep(item, stored)
 
-    def _fail(self, lease: Lease, failure: Failure) -> None:
+    def _fail(self, lease: Lease, failure: Failure, seconds: float) -> Settled:
         self.summary.failed_attempts += 1
         delay = self.backoff.delay(lease.attempt)
         settled = self.dead_letters.settle(lease, failure, delay)
@@ -215,32 +245,44 @@ class Worker:
         }[settled]
         if failure.permanent and settled is Settled.DEAD_LETTERED:
             where = f"rejected, {where}"
+        item = shown(lease.item)
         self.log(
-            f"Failed on {shown(lease.item)} (attempt {lease.attempt}; {where}): {failure.reason}"
-        )
+            "failed", f"Failed on {item} (attempt {lease.attempt}; {where}): {failure.reason}",
+            item=item, attempt=lease.attempt, duration=round(seconds, 6), error=failure.reason,
+            settled=settled.name.lower(),
+        )  # fmt: skip
         if failure.traceback:  # once per attempt, whole: the dead letter keeps only its end
-            self.log(failure.traceback)
+            self.log("traceback", failure.traceback, item=item, attempt=lease.attempt)
         if settled is Settled.DEAD_LETTERED:
             self.summary.dead_lettered += 1
         elif settled is Settled.NOT_HELD:  # expired and put back meanwhile, as at a completion
             self.summary.lost += 1
+        return settled
 
     def _release_unstarted(self, leases: list[Lease], keeper: LeaseKeeper) -> None:
         keeper.drop(leases)
         self.queue.release(*leases, failed=False)
         names = ", ".join(shown(lease.item) for lease in leases)
-        self.log(f"Released {len(leases)} item(s) back to the queue: {names}")
+        self.log("released", f"Released {len(leases)} item(s) back to the queue: {names}",
+                 count=len(leases))  # fmt: skip
 
     def _count_completed(self, leases: list[Lease], completed: list[bool]) -> None:
+        before = self.summary.lost
         for lease, ok in zip(leases, completed, strict=True):
             if ok:
                 self.summary.done += 1
             else:
                 self.summary.lost += 1
                 self.log(
+                    "lease-expired",
                     f"Lease on {shown(lease.item)} had expired before completion; "
-                    "another worker may have repeated it"
-                )
+                    "another worker may have repeated it",
+                    item=shown(lease.item), attempt=lease.attempt,
+                )  # fmt: skip
+        if self.observers and leases:
+            lost = self.summary.lost - before
+            for observer in self.observers:
+                observer.handed_in(len(leases) - lost, lost)
 
     @contextmanager
     def _signals(self) -> Iterator[None]:

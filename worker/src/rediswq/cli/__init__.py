@@ -1,5 +1,5 @@
-"""The `rediswq` command: worker, seed, digest, status, failed, results, runs, local. Flags override
-environment variables."""
+"""The `rediswq` command: worker, seed, digest, status, failed, results, runs, local, exporter.
+Flags override environment variables."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from urllib.parse import urlsplit
 
 import redis
 
-from rediswq.cli import digest, failed, local, results, runs, seed, status, worker
+from rediswq.cli import digest, exporter, failed, local, results, runs, seed, status, worker
 from rediswq.cli.options import resolve
 from rediswq.connection import describe
 from rediswq.errors import QueueError, signal_exit
 
-_COMMANDS = (worker, seed, digest, status, failed, results, runs, local)
+_COMMANDS = (worker, seed, digest, status, failed, results, runs, local, exporter)
 
 
 def build_parser() -> argparse.ArgumentParser:

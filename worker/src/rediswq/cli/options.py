@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from rediswq.errors import ConfigError
+from rediswq.logs import FORMATS, level_named
+from rediswq.metrics import listen_address
 from rediswq.retry import Backoff
 from rediswq.sources import sha256_digest
 
@@ -23,14 +25,15 @@ Parse = Callable[[str], Any]
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 # Commands that talk to a Redis server given by the connection settings.
-CONNECTED = frozenset({"worker", "seed", "status", "failed", "results", "runs"})
+CONNECTED = frozenset({"worker", "seed", "status", "failed", "results", "runs", "exporter"})
 # Commands that run workers: the worker itself, and `local`, which passes these on to its own.
 WORKING = frozenset({"worker", "local"})
 # Commands a person runs and waits for: they give up on an unreachable Redis after seconds.
-INTERACTIVE = CONNECTED - {"worker"}
+INTERACTIVE = CONNECTED - {"worker", "exporter"}
 INTERACTIVE_WAIT = "5"
 WORKER = frozenset({"worker"})
 RUNS = frozenset({"worker", "seed"})  # the commands that name a run
+SERVING = frozenset({"worker", "exporter"})  # the commands that may serve metrics
 
 
 def _number(kind: Callable[[str], float], *, minimum: float, strict: bool) -> Parse:
@@ -96,6 +99,12 @@ def digest(text: str) -> str:
 
 
 def text(value: str) -> str:
+    return value
+
+
+def log_format(value: str) -> str:
+    if value not in FORMATS:
+        raise ValueError(f"expected {' or '.join(FORMATS)}")
     return value
 
 
@@ -171,6 +180,12 @@ SETTINGS: tuple[Setting, ...] = (
        "the digest of the run's items (`rediswq digest`): it names the run, the seed checks it"),
     Setting("--run-id", "RUN_ID", "", text, RUNS,
        "the run id itself, instead of one from the items"),
+    Setting("--log-format", "LOG_FORMAT", "text", log_format, WORKER,
+       "text (a time, a level, the tutorial's words) or json (one object a line)"),
+    Setting("--log-level", "LOG_LEVEL", "info", level_named, WORKER,
+       "debug (also a line per item done, with its duration), info, warning or error"),
+    Setting("--metrics-port", "METRICS_PORT", "0", listen_address, SERVING,
+       "serve Prometheus metrics on [HOST:]PORT, all interfaces by default; 0: off"),
 )  # fmt: skip
 
 

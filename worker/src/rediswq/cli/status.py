@@ -8,6 +8,7 @@ import sys
 
 from rediswq.cli.options import Commands, add_settings
 from rediswq.cli.queues import queue_of
+from rediswq.metrics import queue_exposition
 from rediswq.status import render, snapshot, watch
 
 
@@ -16,6 +17,9 @@ def add_command(commands: Commands) -> None:
     shown = parser.add_mutually_exclusive_group()
     shown.add_argument("--json", action="store_true", help="print JSON")
     shown.add_argument("--watch", action="store_true", help="a live progress bar until drained")
+    shown.add_argument(
+        "--prometheus", action="store_true", help="the queue's gauges in Prometheus' text format"
+    )
     add_settings(parser, "status")
     parser.set_defaults(run=_status)
 
@@ -26,6 +30,8 @@ def _status(args: argparse.Namespace) -> int:
         watch(queue, sys.stdout)
     elif args.json:
         print(json.dumps(snapshot(queue).as_json(), indent=2))
+    elif args.prometheus:
+        sys.stdout.write(queue_exposition(queue))
     else:
         print(render(snapshot(queue)))
     return 0

@@ -10,10 +10,12 @@ from rediswq.cli.queues import queue_of
 from rediswq.errors import ConfigError
 from rediswq.execution import TimeLimited
 from rediswq.handlers import HandlerSpec
+from rediswq.logs import Lines, identity, install
+from rediswq.metrics import WorkerMetrics, served_worker_metrics
 from rediswq.results import ResultStore, encoded
 from rediswq.seeding import worker_run
 from rediswq.supervisor import supervised
-from rediswq.worker import Worker, exit_code, log_line
+from rediswq.worker import Worker, exit_code
 
 
 def add_command(commands: Commands) -> None:
@@ -51,9 +53,15 @@ def _worker_run(args: argparse.Namespace) -> str | None:
 def _work(args: argparse.Namespace) -> int:
     spec = HandlerSpec(args.handler, args.handler_bytes, args.work_seconds)
     handler = spec.load()  # also with a time limit: a bad handler fails here, before any item
+    run = _worker_run(args)
+    lines = Lines(form=args.log_format, level=args.log_level)
+    install(lines)  # a handler's own `logging` too
+    session = identity()
+    lines.bind(queue=args.queue_name, run=run, worker=session)
+    metrics = _metrics(args, lines)
     queue = queue_of(
         args, lease_seconds=args.lease_seconds, max_attempts=int(args.max_attempts),
-        require_seal=args.require_seal, run=_worker_run(args), log=log_line,
+        require_seal=args.require_seal, run=run, log=lines, session=session,
     )  # fmt: skip
     results = (
         ResultStore(queue, int(args.results_max_bytes), int(args.results_ttl))
@@ -67,6 +75,19 @@ def _work(args: argparse.Namespace) -> int:
     )
     worker = Worker(
         queue, handler, prefetch=int(args.prefetch), seal_timeout=args.seal_timeout,
-        backoff=args.retry_backoff, results=results, executor=executor,
+        backoff=args.retry_backoff, results=results, executor=executor, log=lines,
+        observers=(metrics,) if metrics else (),
     )  # fmt: skip
+    if metrics:
+        metrics.reads_in_flight(worker.in_flight)
     return exit_code(worker.run())
+
+
+def _metrics(args: argparse.Namespace, lines: Lines) -> WorkerMetrics | None:
+    """The worker's metrics, served from before it waits for Redis; None with METRICS_PORT 0."""
+    host, port = args.metrics_port
+    if not port:
+        return None
+    metrics = served_worker_metrics((host, port), args.queue_name)
+    lines("metrics", f"Serving metrics on {host}:{port}/metrics", port=port)
+    return metrics

@@ -1,0 +1,233 @@
+"""What a worker's log says, in text and JSON: timestamps, levels, stable fields, who it is, and why
+it waits."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from collected import Log
+from conftest import QueueFactory, cli_env, rediswq
+from recording import recorded
+from rediswq import WorkQueue, seed
+from rediswq.connection import connect, wait_until_ready
+from rediswq.errors import EXIT_CONFIG, QueueError
+from rediswq.logs import LEVELS, Lines, identity, install, message, messages
+from rediswq.server import EmbeddedRedis
+from rediswq.worker import Worker
+
+STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+
+
+@pytest.fixture
+def shorter_reports(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("rediswq.waits.REPORT_EVERY", 0.5)
+
+
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_a_text_line_starts_with_the_utc_time_and_the_level() -> None:
+    out = io.StringIO()
+    before = datetime.now(UTC)
+    Lines(out=out)("working", "Working on apple", item="apple", attempt=1)
+    line = out.getvalue()
+    assert re.fullmatch(rf"{STAMP} INFO Working on apple\n", line), line
+    stamp = datetime.fromisoformat(line.split()[0])
+    assert before - timedelta(milliseconds=1) <= stamp <= datetime.now(UTC)
+    assert message(line.rstrip("\n")) == "Working on apple"
+
+
+def test_every_line_of_a_traceback_carries_the_time_and_the_level() -> None:
+    out = io.StringIO()
+    Lines(out=out)("traceback", "Traceback (most recent call last):\n  File x\nValueError: no")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3
+    assert all(re.match(rf"{STAMP} ERROR ", line) for line in lines), lines
+    assert messages(out.getvalue())[-1] == "ValueError: no"
+
+
+def test_the_level_leaves_out_the_lines_below_it() -> None:
+    out = io.StringIO()
+    lines = Lines(out=out, level=logging.WARNING)
+    lines("working", "Working on apple")
+    lines("failed", "Failed on apple")
+    assert messages(out.getvalue()) == ["Failed on apple"]
+    assert not lines.enabled("item-done")
+
+
+def test_a_handlers_own_logging_comes_out_in_the_workers_format(root_logging: None) -> None:
+    out = io.StringIO()
+    lines = Lines(form="json", out=out)
+    lines.bind(queue="q", worker="w")
+    install(lines)
+    logging.getLogger("thumbnails").warning("slow disk: %s", "sda")
+    logging.getLogger("thumbnails").debug("not shown at info")
+    (record,) = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert record["level"] == "warning" and record["event"] == "log"
+    assert record["message"] == "slow disk: sda" and record["logger"] == "thumbnails"
+    assert (record["queue"], record["worker"]) == ("q", "w")
+
+
+def test_a_worker_is_named_by_its_pod_in_a_pod_and_by_host_and_pid_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert identity().startswith(f"{socket.gethostname()}:{os.getpid()}/")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("HOSTNAME", "job-wq-2-x7k2p")
+    first, second = identity(), identity()
+    assert first.startswith("job-wq-2-x7k2p/") and second.startswith("job-wq-2-x7k2p/")
+    # Two containers of one pod, or one restarted in place, are still two lease holders.
+    assert first != second
+
+
+def test_json_logs_parse_and_carry_the_stable_fields(
+    server: EmbeddedRedis, queue_name: str, tmp_path: Path
+) -> None:
+    env = cli_env(REDIS_URL=server.url, QUEUE_NAME=queue_name, WORK_SECONDS="0")
+    assert rediswq("seed", env=env, stdin=b"apple\npoison-pear\n").returncode == 0
+    env |= {"LOG_FORMAT": "json", "LOG_LEVEL": "debug", "RECORD_FILE": str(tmp_path / "done")}
+    result = rediswq(
+        "worker", "--handler", "recording:fail_on_poison", "--max-attempts", "1", env=env
+    )
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]  # every line is JSON
+    stable = {"time", "level", "event", "message", "queue", "run", "worker"}
+    assert all(stable <= record.keys() for record in records), records
+    assert {r["worker"] for r in records} == {records[0]["worker"]}
+    assert records[0]["worker"].startswith(f"{socket.gethostname()}:")
+    assert {r["queue"] for r in records} == {queue_name}
+    assert all(r["event"] in LEVELS for r in records)
+    for record in records:
+        datetime.strptime(record["time"], "%Y-%m-%dT%H:%M:%S.%fZ")
+    by_event = {r["event"]: r for r in records}
+    assert by_event["working"]["item"] in ("apple", "poison-pear")
+    assert by_event["working"]["attempt"] == 1
+    done = by_event["item-done"]
+    assert (done["item"], done["level"]) == ("apple", "debug")
+    assert 0 <= done["duration"] < 5
+    failed = by_event["failed"]
+    assert (failed["item"], failed["attempt"], failed["level"]) == ("poison-pear", 1, "warning")
+    assert failed["error"] == "ValueError: cannot digest poison-pear"
+    assert by_event["traceback"]["level"] == "error"
+    assert "\n" in by_event["traceback"]["message"]  # whole, in one record
+    summary = by_event["summary"]
+    assert (summary["done"], summary["dead_lettered"]) == (1, 1)
+    assert records[-1]["message"] == "Queue empty, exiting"
+
+
+def test_a_worker_waiting_for_the_seal_says_why_at_once_and_then_every_so_often(
+    make_queue: QueueFactory, shorter_reports: None
+) -> None:
+    log = Log()
+    started = time.monotonic()
+    with pytest.raises(QueueError, match="was not sealed within 2s"):
+        Worker(make_queue(), print, seal_timeout=2, log=log).run()
+    waits = [(said, fields) for (event, fields), said in zip(log.events, log, strict=True)
+             if event == "waiting"]  # fmt: skip
+    name = make_queue().keys.name
+    assert waits[0][0] == (
+        f"Waiting for queue {name!r} to be sealed by the seed; giving up after 2s "
+        "(--no-seal if it is filled by hand)"
+    )
+    assert all(fields["reason"] == "seal" for _, fields in waits)
+    # Every half second here (30 s by default), not on every poll (four a second).
+    assert 3 <= len(waits) <= 2 + (time.monotonic() - started) / 0.5, waits
+    assert "(for 1s now)" in waits[2][0] or "(for 2s now)" in waits[2][0]
+
+
+def test_a_worker_of_another_run_says_which_seal_it_waits_for(
+    make_queue: QueueFactory, shorter_reports: None
+) -> None:
+    seed(make_queue(), [b"b-1"], run="b")
+    log = Log()
+    with pytest.raises(QueueError, match="was not sealed for run a"):
+        Worker(make_queue(run="a"), print, seal_timeout=1, log=log).run()
+    waiting = [said for said in log if said.startswith("Waiting for")]
+    assert "to be sealed for run a (it is sealed for run b)" in waiting[0]
+
+
+def test_a_worker_says_it_waits_for_leases_other_workers_hold(
+    make_queue: QueueFactory, shorter_reports: None
+) -> None:
+    seed(make_queue(), [b"held"])
+    other = make_queue(lease_seconds=1.5)
+    assert other.lease()  # a worker that then stalls: its lease expires
+    log = Log()
+    summary = Worker(make_queue(), lambda item: None, log=log).run()
+    assert summary.done == 1
+    name = make_queue().keys.name
+    waiting = [said for said in log if said.startswith(f"Nothing pending in queue {name!r}")]
+    assert waiting and waiting[0].endswith("waiting for items other workers hold or that wait "
+                                           "for a retry, which may come back")  # fmt: skip
+
+
+def test_a_worker_waiting_for_redis_says_so_until_it_gives_up(shorter_reports: None) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    log = Log()
+    with pytest.raises(QueueError, match=f"cannot reach Redis at 127.0.0.1:{port}"):
+        wait_until_ready(f"redis://127.0.0.1:{port}/0", None, 1.6, log)
+    assert log[0].startswith(f"Waiting for Redis at 127.0.0.1:{port} (")
+    assert log[0].endswith("; giving up after 1.6s")
+    assert len(log) >= 2, log
+    assert " for 1s now;" in log[-1] or " for 2s now;" in log[-1], log
+
+
+def test_a_worker_that_requires_a_seal_stops_at_once_on_a_queue_filled_by_hand(
+    server: EmbeddedRedis, queue_name: str, tmp_path: Path
+) -> None:
+    queue = WorkQueue(connect(server.url), queue_name)
+    queue.client.rpush(queue_name, "apple", "banana")  # the tutorial's manual flow
+    env = cli_env(REDIS_URL=server.url, QUEUE_NAME=queue_name, RECORD_FILE=str(tmp_path / "done"))
+    started = time.monotonic()
+    result = rediswq("worker", "--handler", "recording:record", env=env, timeout=60)
+    assert time.monotonic() - started < 30  # not the seal timeout's 600 s
+    assert result.returncode == EXIT_CONFIG, result
+    (line,) = result.stderr.splitlines()
+    assert line == (
+        f"rediswq: error: queue {queue_name!r} has items but no seal: it was filled by hand "
+        "(RPUSH), and a worker that requires a seal could never tell when it is finished; start "
+        "the workers with --no-seal (REQUIRE_SEAL=false), or fill the queue with `rediswq seed`; "
+        "the 1 item(s) this worker leased are back in it"
+    )
+    assert recorded(str(tmp_path / "done")) == []  # nothing was worked on
+    assert queue.client.lrange(queue_name, 0, -1) == [b"apple", b"banana"]  # in their order
+    assert queue.counts() == (2, 0)
+    worked = rediswq("worker", "--handler", "recording:record", "--no-seal", env=env)
+    assert worked.returncode == 0, worked.stderr
+    assert recorded(str(tmp_path / "done")) == ["apple", "banana"]
+
+
+def test_concurrent_lines_never_interleave() -> None:
+    out = io.StringIO()
+    lines = Lines(form="json", out=out)
+
+    def write(n: int) -> None:
+        for i in range(200):
+            lines("working", f"Working on {n}-{i}", item=f"{n}-{i}")
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len([json.loads(line) for line in out.getvalue().splitlines()]) == 800
