@@ -12,6 +12,7 @@ import re
 import subprocess
 import tarfile
 import time
+from pathlib import Path
 
 import pytest
 from containers import Containers, docker
@@ -20,11 +21,12 @@ from dockersystem import (
     WORKER_TIMEOUT,
     System,
     finish,
+    job_specs,
     queue_status,
     report,
     start_redis,
 )
-from rendering import REPO, seed_items
+from rendering import REPO, manifests_copy, render_tree, seed_items
 from worklog import QUEUE_EMPTY, assert_all_done, assert_drained, items_worked_on
 
 # The first test also pays for the base images and the image build, cold.
@@ -162,3 +164,45 @@ def test_a_killed_worker_loses_no_item(system: System, running: Containers) -> N
     status = queue_status(running, system)
     assert status["drained"] and status["done"] == len(items), status
     assert status["reclaimed"] >= 1, f"the killed worker's lease was never reclaimed: {status}"
+
+
+def test_json_logs_parse_and_metrics_answer_in_the_restricted_container(
+    system: System, running: Containers, tmp_path: Path
+) -> None:
+    # The dev overlay with components/metrics: METRICS_PORT and the named port come from it.
+    root = manifests_copy(tmp_path / "repo")
+    with_metrics = root / "overlays" / "dev" / "kustomization.yaml"
+    with_metrics.write_text(
+        with_metrics.read_text().replace(
+            "  - ../../components/namespace\n",
+            "  - ../../components/namespace\n  - ../../components/metrics\n",
+        )
+    )
+    _, worker = job_specs(render_tree(root, "dev"), tmp_path / "volumes")
+    port = int(worker.env["METRICS_PORT"])
+    worker = worker.with_env(LOG_FORMAT="json")
+    name = running.start(worker, "worker-json")
+    start_redis(running, system)
+    code, _ = finish(running, system.seed, "seed")
+    assert code == 0, f"seed exited {code}"
+
+    # Scraped from inside the container (its loopback), while it works on an item.
+    scrape = (f"import urllib.request; print(urllib.request.urlopen("
+              f"'http://127.0.0.1:{port}/metrics', timeout=10).read().decode())")  # fmt: skip
+    deadline = time.monotonic() + SEED_TIMEOUT
+    while not items_worked_on(running.stdout(name)):
+        assert time.monotonic() < deadline, running.logs(name)
+        time.sleep(0.2)
+    scraped = running.run_in(name, ["python3", "-c", scrape])
+    assert scraped.returncode == 0, scraped.stderr
+    assert 'rediswq_items_in_flight{queue="job2"} 1.0' in scraped.stdout, scraped.stdout
+
+    assert running.wait(name, WORKER_TIMEOUT) == 0, running.logs(name)
+    log = running.logs(name)  # stderr too: every line must be JSON
+    records = [json.loads(line) for line in log.splitlines()]
+    stable = {"time", "level", "event", "message", "queue", "run", "worker"}
+    assert all(stable <= record.keys() for record in records), records
+    assert {r["queue"] for r in records} == {"job2"} and all(r["run"] for r in records)
+    worked = [r["item"] for r in records if r["event"] == "working"]
+    assert sorted(worked) == sorted(seed_items())
+    assert_drained({name: log}, seed_items())

@@ -25,6 +25,7 @@ from dockersystem import (
     start_redis,
 )
 from podspec import Spec
+from rediswq.logs import messages
 from rediswq.runs import run_id
 from rendering import manifests_copy, render_tree, seed_items
 from worklog import QUEUE_EMPTY, assert_drained, items_worked_on
@@ -68,7 +69,7 @@ def test_git_drives_the_runs(system: System, running: Containers, tmp_path: Path
     assert f"already sealed for run {run_a}; nothing changed" in said, said
     for worker, log in logs.items():
         assert items_worked_on(log) == [], f"{worker} redid work of run A: {log}"
-        assert log.strip().splitlines()[-1] == QUEUE_EMPTY, log
+        assert messages(log)[-1:] == [QUEUE_EMPTY], log
 
     # 3. A commit with new items: run B. Its workers start while run A's seal is still there and
     # must wait for B's, not take A's drained queue for their own and exit.

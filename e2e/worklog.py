@@ -5,21 +5,26 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 
+from rediswq.logs import message, messages
+
 WORKING_ON = "Working on "
 QUEUE_EMPTY = "Queue empty, exiting"
 
 
 def items_worked_on(log: str) -> list[str]:
-    return [line[len(WORKING_ON) :] for line in log.splitlines() if line.startswith(WORKING_ON)]
+    return [said[len(WORKING_ON) :] for said in messages(log) if said.startswith(WORKING_ON)]
 
 
 def assert_drained(logs: Mapping[str, str], items: list[str]) -> None:
-    """Every item worked on exactly once across the workers; each worker ended on the queue."""
+    """Every item worked on exactly once across the workers; each worker ended on the queue, and
+    said everything in timestamped log lines (text or JSON)."""
     seen = Counter(item for log in logs.values() for item in items_worked_on(log))
     assert seen == Counter(items), f"items worked on {dict(seen)} != queued {items}"
     for worker, log in logs.items():
-        lines = log.strip().splitlines()
-        assert lines and lines[-1] == QUEUE_EMPTY, f"{worker} did not end with {QUEUE_EMPTY!r}"
+        unstamped = [line for line in log.splitlines() if line and message(line) is None]
+        assert not unstamped, f"{worker} logged lines without a time and level: {unstamped}"
+        said = messages(log)
+        assert said and said[-1] == QUEUE_EMPTY, f"{worker} did not end with {QUEUE_EMPTY!r}"
 
 
 def assert_all_done(logs: Mapping[str, str], items: list[str]) -> None:

@@ -14,10 +14,10 @@ import pytest
 from conftest import cli_env, rediswq, spawn_worker
 from prometheus_client.parser import text_string_to_metric_families
 from rediswq import WorkQueue, seed
+from rediswq.cli.options import listen_address
 from rediswq.connection import connect
 from rediswq.errors import EXIT_CONFIG
 from rediswq.logs import message
-from rediswq.metrics import listen_address
 from rediswq.server import EmbeddedRedis
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -87,18 +87,6 @@ class WorkerMetrics:
             self._reclaimed.inc(lost)
 
 
-def listen_address(text: str) -> tuple[str, int]:
-    """(host, port) of "PORT" (all interfaces) or "HOST:PORT"; port 0 means off."""
-    host, _, port = text.rpartition(":")
-    try:
-        number = int(port)
-    except ValueError:
-        number = -1
-    if not 0 <= number <= 65535:
-        raise ValueError(f"expected PORT or HOST:PORT with a port from 0 to 65535, got {text!r}")
-    return host.strip("[]") or "0.0.0.0", number  # noqa: S104 - a pod is scraped from outside
-
-
 def serve(address: tuple[str, int], registry: CollectorRegistry) -> None:
     """Serve `registry` over HTTP in a background thread, for as long as the process runs."""
     host, port = address

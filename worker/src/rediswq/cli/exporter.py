@@ -7,7 +7,6 @@ import argparse
 from rediswq.cli.options import Commands, add_settings
 from rediswq.cli.queues import queue_of
 from rediswq.errors import ConfigError
-from rediswq.metrics import serve_queue
 
 # A scrape waits for its snapshot: past a few seconds of outage it answers rediswq_queue_up 0,
 # well within Prometheus' scrape timeout (10 s by default), rather than retry for minutes.
@@ -27,5 +26,7 @@ def add_command(commands: Commands) -> None:
 def _exporter(args: argparse.Namespace) -> int:
     if not args.metrics_port[1]:
         raise ConfigError("the exporter needs a port: --metrics-port or METRICS_PORT")
+    from rediswq.metrics import serve_queue  # noqa: PLC0415 - prometheus_client takes 70-90 ms
+
     serve_queue(queue_of(args, outage=_SCRAPE_OUTAGE), args.metrics_port)
     return 0

@@ -17,7 +17,6 @@ from typing import Any, TypeAlias
 
 from rediswq.errors import ConfigError
 from rediswq.logs import FORMATS, level_named
-from rediswq.metrics import listen_address
 from rediswq.retry import Backoff
 from rediswq.sources import sha256_digest
 
@@ -100,6 +99,18 @@ def digest(text: str) -> str:
 
 def text(value: str) -> str:
     return value
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """(host, port) of "PORT" (all interfaces) or "HOST:PORT"; port 0 means off."""
+    host, _, port = text.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        number = -1
+    if not 0 <= number <= 65535:
+        raise ValueError(f"expected PORT or HOST:PORT with a port from 0 to 65535, got {text!r}")
+    return host.strip("[]") or "0.0.0.0", number  # noqa: S104 - a pod is scraped from outside
 
 
 def log_format(value: str) -> str:
