@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import tomllib
 from pathlib import Path
 
+import pytest
 import redis
 from conftest import cli_env, rediswq
+from rediswq.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_USAGE
 from rediswq.logs import message, messages
-from rediswq.server import EmbeddedRedis
+from rediswq.server import EmbeddedRedis, free_port
+from terminal import Terminal
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,7 +54,7 @@ def test_status_as_text_and_json(server: EmbeddedRedis, queue_name: str) -> None
     shown = json.loads(rediswq("status", "--json", *url).stdout)
     assert shown["done"] == 3 and shown["pending"] == 0 and shown["drained"] is True
     watched = rediswq("status", "--watch", *url)
-    assert "3/3" in watched.stdout
+    assert "3/3 done" in watched.stdout
 
 
 def test_environment_configures_the_worker(server: EmbeddedRedis, queue_name: str) -> None:
@@ -75,3 +84,95 @@ def test_help_lists_the_commands() -> None:
     assert result.returncode == 0
     for command in ("worker", "seed", "status", "local"):
         assert command in result.stdout
+
+
+def test_version_names_the_distribution() -> None:
+    project = tomllib.loads((REPO / "worker" / "pyproject.toml").read_text())["project"]
+    result = rediswq("--version")
+    assert (result.returncode, result.stdout) == (0, f"rediswq {project['version']} (job-wq-2)\n")
+
+
+def test_bare_rediswq_shows_the_help_as_a_usage_error() -> None:
+    result = rediswq()
+    assert result.returncode == EXIT_USAGE  # a Job whose args went missing must not succeed
+    assert result.stderr.startswith("usage: rediswq") and "worker" in result.stderr
+    assert "error:" not in result.stderr
+
+
+def test_seed_without_a_file_on_a_terminal_says_so(server: EmbeddedRedis, queue_name: str) -> None:
+    typing = Terminal("seed", "--redis-url", server.url, "--queue", queue_name, env=cli_env())
+    code, output = typing.finish(timeout=30)
+    assert code == EXIT_USAGE, output
+    assert b"no items file, and stdin is a terminal" in output
+
+
+def test_seed_dash_on_a_terminal_reads_what_is_typed(
+    server: EmbeddedRedis, client: redis.Redis, queue_name: str
+) -> None:
+    typing = Terminal("seed", "-", "--redis-url", server.url, "--queue", queue_name, env=cli_env())
+    typing.wait_for(b"end with Ctrl-D")
+    typing.type(b"typed\n\x04")
+    code, output = typing.finish(timeout=30)
+    assert code == 0, output
+    assert client.lrange(queue_name, 0, -1) == [b"typed"]
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_item(
+    server: EmbeddedRedis, client: redis.Redis, queue_name: str, tmp_path: Path
+) -> None:
+    items = tmp_path / "items.txt"
+    items.write_text("apple\r\nbanana\r\n", encoding="utf-8-sig")  # as Notepad saves it
+    result = rediswq("seed", str(items), "--redis-url", server.url, "--queue", queue_name)
+    assert result.returncode == 0, result.stderr
+    assert client.lrange(queue_name, 0, -1) == [b"apple", b"banana"]
+    run = hashlib.sha256(b"apple\nbanana").hexdigest()[:12]  # the same run as without the mark
+    assert f"for run {run}" in result.stdout
+
+
+def test_interactive_commands_give_up_on_a_silent_redis_within_seconds() -> None:
+    # Accepts and never answers, as a wrong host behind a firewall that drops.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        started = time.monotonic()
+        result = rediswq("status", "--redis-url", url, timeout=60)
+        elapsed = time.monotonic() - started
+    assert result.returncode == EXIT_FAILURE
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("rediswq: error: cannot reach Redis at 127.0.0.1:")
+    assert line.endswith("(gave up after 5s: --redis-wait-timeout, REDIS_WAIT_TIMEOUT)")
+    assert 4.0 <= elapsed < 20.0, f"gave up after {elapsed:.1f}s"
+
+
+def test_a_worker_keeps_waiting_for_redis_at_start() -> None:
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "rediswq", "worker", "--redis-url",
+         f"redis://127.0.0.1:{free_port()}/0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env(),
+    )  # fmt: skip
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            worker.wait(timeout=10)  # twice the interactive commands' wait
+    finally:
+        worker.kill()
+        worker.communicate()
+
+
+@pytest.mark.parametrize("where", ["url", "env"])
+def test_rejected_credentials_name_where_the_password_came_from(where: str) -> None:
+    wrong = secrets.token_hex(8)
+    with EmbeddedRedis(password=secrets.token_hex(8)) as guarded:
+        bare = f"redis://127.0.0.1:{guarded.port}/0"
+        if where == "url":
+            result = rediswq(
+                "status", "--redis-url", f"redis://:{wrong}@127.0.0.1:{guarded.port}/0"
+            )
+        else:
+            result = rediswq("status", "--redis-url", bare, env=cli_env(REDIS_PASSWORD=wrong))
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert wrong not in line
+    if where == "url":
+        assert line.endswith("check the user and password in the Redis URL"), line
+        assert "REDIS_PASSWORD" not in line
+    else:
+        assert line.endswith("check REDIS_PASSWORD"), line

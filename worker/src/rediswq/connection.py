@@ -219,18 +219,25 @@ def wait_until_ready(
     deadline = time.monotonic() + timeout
     delay = 0.05
     waiting = Waiting(log) if log is not None else None
+    in_url = credentials_in(url)
     try:
         while True:
             try:
                 probe.ping()
                 return
             except (redis.ConnectionError, redis.TimeoutError) as exc:
-                if isinstance(exc, redis.AuthenticationError) or time.monotonic() >= deadline:
-                    raise describe(exc, where(probe)) from None
+                error = describe(exc, where(probe), credentials=in_url)
+                if isinstance(exc, redis.AuthenticationError):
+                    raise error from None
+                if time.monotonic() >= deadline:
+                    raise type(error)(
+                        f"{error} (gave up after {timeout:g}s: --redis-wait-timeout, "
+                        "REDIS_WAIT_TIMEOUT)"
+                    ) from None
                 if waiting is not None:
                     waiting.waiting("redis", _waiting_for(where(probe), exc, timeout))
             except redis.RedisError as exc:
-                raise describe(exc, where(probe)) from None
+                raise describe(exc, where(probe), credentials=in_url) from None
             time.sleep(delay)
             delay = min(delay * 2, _READY_POLL)
     finally:
@@ -258,11 +265,21 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def describe(exc: BaseException, at: str) -> QueueError:
+def credentials_in(url: str) -> str:
+    """Where the credentials used with `url` come from, as the user would fix them."""
+    try:
+        parts = urlsplit(url)
+        in_url = parts.password is not None
+    except ValueError:
+        return "REDIS_PASSWORD"
+    return "the user and password in the Redis URL" if in_url else "REDIS_PASSWORD"
+
+
+def describe(exc: BaseException, at: str, *, credentials: str = "REDIS_PASSWORD") -> QueueError:
     """One line that names the problem, for any error redis-py raises talking to `at`."""
     text = _first_line(exc)
     if isinstance(exc, redis.AuthenticationError) or "NOAUTH" in text or "WRONGPASS" in text:
-        return ConfigError(f"Redis at {at} rejected the credentials ({text}); check REDIS_PASSWORD")
+        return ConfigError(f"Redis at {at} rejected the credentials ({text}); check {credentials}")
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
         return QueueError(f"cannot reach Redis at {at}: {text}")
     if "WRONGTYPE" in text:

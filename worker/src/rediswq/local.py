@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -15,13 +16,16 @@ from typing import TextIO
 from rediswq.connection import connect
 from rediswq.deadletter import DeadLetters
 from rediswq.logs import message
+from rediswq.progress import counts, finished, total
 from rediswq.queue import WorkQueue
 from rediswq.results import as_json, stored_results
 from rediswq.seeding import read_items, seed
 from rediswq.server import EmbeddedRedis
-from rediswq.status import Status, progress_bar, snapshot
+from rediswq.status import Status, snapshot
 
 _SUMMARY = re.compile(r"^Done (\d+) items?;")
+# How long interrupted workers get to put their items back before they are killed.
+_STOP_SECONDS = 30
 
 
 @dataclass
@@ -95,17 +99,13 @@ def run_local(
             _start_worker(n, server.url, queue_name, worker_args, console)
             for n in range(1, workers + 1)
         ]
-        last = ""
-        while any(w.process.poll() is None for w in pool):
-            bar = progress_bar(snapshot(queue))
-            if bar != last:
-                console.line(f"progress {bar}")
-                last = bar
-            time.sleep(0.2)
-        for worker in pool:
-            worker.process.wait()
+        try:
+            _follow(queue, pool, console)
+        except KeyboardInterrupt:
+            _stop(pool)
+            raise
         final = snapshot(queue)
-        console.line(f"progress {progress_bar(final)}")
+        console.line(_progress(final))
         # The server goes away with this command: show what it kept.
         for letter in DeadLetters(queue).listing():
             console.line(f"dead letter {letter.item!r}: {letter.error}")
@@ -113,6 +113,36 @@ def run_local(
             for item, stored in sorted(stored_results(queue)):
                 console.line(f"result {json.dumps(as_json(item, stored), ensure_ascii=False)}")
     return _summarize(console, pool, final, queued, time.monotonic() - started)
+
+
+def _follow(queue: WorkQueue, pool: list[WorkerProcess], console: Console) -> None:
+    last = ""
+    while any(w.process.poll() is None for w in pool):
+        line = _progress(snapshot(queue))
+        if line != last:
+            console.line(line)
+            last = line
+        time.sleep(0.2)
+    for worker in pool:
+        worker.process.wait()
+
+
+def _stop(pool: list[WorkerProcess]) -> None:
+    """Let the workers put their items back before the server goes: a terminal's Ctrl-C has
+    reached them too, a SIGINT sent to this process alone has not."""
+    for worker in pool:
+        if worker.process.poll() is None:
+            worker.process.send_signal(signal.SIGINT)
+    for worker in pool:
+        try:
+            worker.process.wait(timeout=_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            worker.process.kill()
+            worker.process.wait()
+
+
+def _progress(status: Status) -> str:
+    return f"progress {finished(status)}/{total(status)} done ({counts(status)})"
 
 
 def _summarize(

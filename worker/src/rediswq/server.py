@@ -78,7 +78,9 @@ class EmbeddedRedis:
         ]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
-        self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        # A session of its own: Ctrl-C in the terminal of `rediswq local` must not stop the
+        # server before the workers have put their items back; its owner stops it.
+        self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
         self._wait_ready()
 
     def stop(self) -> None:

@@ -15,6 +15,7 @@ that does not match is never published, and its staged copy is dropped.
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import http.client
@@ -66,6 +67,9 @@ def checked_items(lines: Iterable[bytes], name: str) -> Iterator[bytes]:
     """The items among `lines`: each checked to be UTF-8 (the line is named if not), blank ones
     skipped."""
     for number, line in enumerate(lines, start=1):
+        if number == 1:
+            # Windows editors start a UTF-8 file with a byte order mark: no part of the item.
+            line = line.removeprefix(codecs.BOM_UTF8)  # noqa: PLW2901
         try:
             line.decode("utf-8")
         except UnicodeDecodeError as exc:

@@ -1,10 +1,9 @@
-"""A consistent snapshot of a queue, as text, JSON, or a live progress bar."""
+"""A consistent snapshot of a queue, as text or JSON."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
-from typing import Any, TextIO
+from typing import Any
 
 from rediswq.queue import WorkQueue
 from rediswq.runs import RunInfo, history, remainder_key
@@ -119,25 +118,3 @@ def _ended(queue: str, run: RunInfo) -> str:
         )
     restored = f", its {run.restored} items left undone restored" if run.restored else ""
     return f"{run.id}  {run.ended}{restored}, then {run.next}; {kept}"
-
-
-def progress_bar(status: Status, width: int = 30) -> str:
-    finished = status.done + status.failed
-    total = finished + status.pending + len(status.in_flight) + status.delayed
-    filled = width * finished // total if total else 0
-    return (
-        f"[{'#' * filled}{'.' * (width - filled)}] {finished}/{total} "
-        f"(in flight {len(status.in_flight)}, failed {status.failed})"
-    )
-
-
-def watch(queue: WorkQueue, out: TextIO, interval: float = 1.0) -> Status:
-    """Redraw a progress bar until the queue is drained."""
-    while True:
-        status = snapshot(queue)
-        out.write("\r" + progress_bar(status))
-        out.flush()
-        if status.drained:
-            out.write("\n")
-            return status
-        time.sleep(interval)

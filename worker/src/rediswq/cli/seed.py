@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
+from typing import NoReturn
 
 from rediswq.cli.options import Commands, add_settings
 from rediswq.cli.queues import queue_of
@@ -14,19 +17,26 @@ def add_command(commands: Commands) -> None:
         "seed", help="queue items from a file, stdin or a URL, seal the queue"
     )
     parser.add_argument(
-        "file", nargs="?", default="-",
-        help="one item per line, gzip or not; - for stdin; or an http(s):// URL (needs "
-        "ITEMS_SHA256)",
+        "file", nargs="?",
+        help="one item per line, gzip or not; - for stdin (the default unless it is a "
+        "terminal); or an http(s):// URL (needs ITEMS_SHA256)",
     )  # fmt: skip
     parser.add_argument(
         "--reset", action="store_true", help="drop the current run (items, counters), then seed"
     )
     add_settings(parser, "seed")
-    parser.set_defaults(run=_seed)
+    parser.set_defaults(run=lambda args: _seed(args, parser.error))
 
 
-def _seed(args: argparse.Namespace) -> int:
-    items, run = planned(args.file, args.items_sha256, args.run_id, args.run_label)
+def _seed(args: argparse.Namespace, usage: Callable[[str], NoReturn]) -> int:
+    if sys.stdin.isatty():
+        if args.file is None:
+            usage("no items file, and stdin is a terminal: give a FILE, pipe the items in, or - "
+                  "to type them")  # fmt: skip
+        if args.file == "-":
+            print("rediswq: reading items from the terminal, one a line; end with Ctrl-D",
+                  file=sys.stderr)  # fmt: skip
+    items, run = planned(args.file or "-", args.items_sha256, args.run_id, args.run_label)
     queue = queue_of(args)
     queue.check_types()
     result = seed(queue, items, reset=args.reset, run=run)

@@ -6,16 +6,26 @@ import argparse
 import json
 import sys
 
-from rediswq.cli.options import Commands, add_settings
+from rediswq.cli.options import Commands, add_settings, argument, positive
 from rediswq.cli.queues import queue_of
-from rediswq.status import render, snapshot, watch
+from rediswq.progress import watch
+from rediswq.status import render, snapshot
 
 
 def add_command(commands: Commands) -> None:
     parser = commands.add_parser("status", help="pending, in flight, done, failed, sealed")
     shown = parser.add_mutually_exclusive_group()
     shown.add_argument("--json", action="store_true", help="print JSON")
-    shown.add_argument("--watch", action="store_true", help="a live progress bar until drained")
+    shown.add_argument(
+        "--watch",
+        action="store_true",
+        help="progress, rate and time left until the queue is drained (sealed or not); "
+        "plain lines when not a terminal",
+    )
+    parser.add_argument(
+        "--interval", type=argument(positive), default=1.0,
+        help="seconds between two looks with --watch; %(default)s",
+    )  # fmt: skip
     shown.add_argument(
         "--prometheus", action="store_true", help="the queue's gauges in Prometheus' text format"
     )
@@ -26,7 +36,7 @@ def add_command(commands: Commands) -> None:
 def _status(args: argparse.Namespace) -> int:
     queue = queue_of(args)
     if args.watch:
-        watch(queue, sys.stdout)
+        watch(queue, sys.stdout, interval=args.interval)
     elif args.json:
         print(json.dumps(snapshot(queue).as_json(), indent=2))
     elif args.prometheus:

@@ -1,0 +1,145 @@
+"""`rediswq status --watch`: a live bar on a terminal, plain lines into a pipe, with the rate and
+the time left, ending on any drained queue with the reason; and how interrupted or cut-off
+commands end."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+import redis
+from conftest import cli_env, rediswq, spawn_worker
+from rediswq.server import EmbeddedRedis
+from terminal import Terminal
+
+ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _seed(url: str, queue: str, count: int) -> None:
+    items = "".join(f"item-{n}\n" for n in range(count)).encode()
+    seeded = rediswq("seed", "--redis-url", url, "--queue", queue, stdin=items)
+    assert seeded.returncode == 0, seeded.stderr
+
+
+def _watch(url: str, queue: str) -> list[str]:
+    return ["status", "--watch", "--interval", "0.2", "--redis-url", url, "--queue", queue]
+
+
+def test_on_a_terminal_a_live_bar_shows_rate_and_time_left_until_drained(
+    server: EmbeddedRedis, queue_name: str
+) -> None:
+    _seed(server.url, queue_name, 30)
+    worker = spawn_worker(server.url, queue_name, "--work-seconds", "0.1")
+    watching = Terminal(*_watch(server.url, queue_name), env=cli_env())
+    code, output = watching.finish()
+    worker.communicate(timeout=60)
+    assert code == 0, output[-2000:]
+    text = output.decode()
+    assert ESCAPE.search(text), "no redraw on a terminal"
+    assert re.search(r"\d+\.\d items/s, ETA \d+:\d\d", text), text[-2000:]
+    assert "30/30" in text
+    last = ESCAPE.sub("", text).strip().splitlines()[-1]
+    assert last == f"{queue_name}: sealed and drained: 30 done, 0 failed"
+
+
+def test_into_a_pipe_it_prints_a_plain_line_per_change(
+    server: EmbeddedRedis, queue_name: str
+) -> None:
+    _seed(server.url, queue_name, 30)
+    worker = spawn_worker(server.url, queue_name, "--work-seconds", "0.1")
+    watched = rediswq(*_watch(server.url, queue_name))
+    worker.communicate(timeout=60)
+    assert watched.returncode == 0, watched.stderr
+    assert "\r" not in watched.stdout and "\x1b" not in watched.stdout
+    lines = watched.stdout.splitlines()
+    assert lines[-1] == f"{queue_name}: sealed and drained: 30 done, 0 failed"
+    progress = lines[:-1]
+    assert len(progress) >= 2 and len(set(progress)) == len(progress)
+    assert all(line.startswith(f"{queue_name}: ") for line in progress)
+    assert any(re.search(r"\d+\.\d items/s, ETA \d+:\d\d$", line) for line in progress)
+    assert progress[-1].startswith(f"{queue_name}: 30/30 done (in flight 0, pending 0")
+
+
+def test_a_drained_queue_that_was_never_sealed_ends_the_watch(
+    server: EmbeddedRedis, client: redis.Redis, queue_name: str
+) -> None:
+    client.rpush(queue_name, "apple", "banana")  # the tutorial's manual flow
+    worker = rediswq("worker", "--no-seal", "--work-seconds", "0", "--redis-url", server.url,
+                     "--queue", queue_name)  # fmt: skip
+    assert worker.returncode == 0, worker.stderr
+    watched = rediswq(*_watch(server.url, queue_name), timeout=30)
+    assert watched.returncode == 0, watched.stderr
+    assert watched.stdout.splitlines()[-1] == (
+        f"{queue_name}: drained, but not sealed: nothing pending or in flight (more could still "
+        "be pushed): 2 done, 0 failed"
+    )
+
+
+def test_a_queue_that_does_not_exist_is_named_then_followed_once_seeded(
+    server: EmbeddedRedis, queue_name: str
+) -> None:
+    watching = subprocess.Popen(
+        [sys.executable, "-m", "rediswq", *_watch(server.url, queue_name)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
+    )  # fmt: skip
+    assert watching.stdout is not None
+    first = watching.stdout.readline()
+    assert first.startswith(f"No queue {queue_name!r} in Redis"), first
+    assert "check --queue (QUEUE_NAME)" in first
+    _seed(server.url, queue_name, 3)
+    worker = spawn_worker(server.url, queue_name)
+    out, err = watching.communicate(timeout=60)
+    worker.communicate(timeout=60)
+    assert watching.returncode == 0, err
+    assert out.splitlines()[-1] == f"{queue_name}: sealed and drained: 3 done, 0 failed"
+
+
+def test_ctrl_c_on_a_watch_ends_it_with_130_and_one_line(
+    server: EmbeddedRedis, queue_name: str
+) -> None:
+    _seed(server.url, queue_name, 3)  # and no worker: it would watch forever
+    watching = Terminal(*_watch(server.url, queue_name), env=cli_env())
+    watching.wait_for(b"0/3")
+    watching.type(b"\x03")
+    code, output = watching.finish(timeout=30)
+    assert code == 128 + signal.SIGINT, output[-2000:]
+    assert b"Traceback" not in output
+    assert output.rstrip().endswith(b"rediswq: interrupted"), output[-500:]
+
+
+def test_ctrl_c_on_local_ends_it_and_its_workers_with_130(tmp_path: os.PathLike[str]) -> None:
+    items = os.path.join(tmp_path, "items.txt")
+    with open(items, "w") as file:
+        file.write("slow-1\nslow-2\n")
+    running = Terminal("local", "--items", items, "--work-seconds", "60", env=cli_env())
+    running.wait_for(b"Working on slow-")
+    running.type(b"\x03")
+    code, output = running.finish(timeout=60)
+    assert code == 128 + signal.SIGINT, output[-2000:]
+    assert b"Traceback" not in output and b"KeyboardInterrupt" not in output
+    assert b"Stopped by SIGINT" in output
+
+
+@pytest.mark.parametrize(
+    "command", [["status"], ["status", "--json"], ["status", "--watch"], ["failed"]]
+)
+def test_a_closed_pipe_ends_the_command_silently_as_sigpipe_would(
+    command: list[str], server: EmbeddedRedis, queue_name: str
+) -> None:
+    _seed(server.url, queue_name, 3)
+    reader, writer = os.pipe()
+    os.close(reader)  # as `| head -1` does once it has its line
+    try:
+        ended = subprocess.run(
+            [sys.executable, "-m", "rediswq", *command, "--redis-url", server.url,
+             "--queue", queue_name],
+            stdout=writer, stderr=subprocess.PIPE, text=True, env=cli_env(), timeout=30,
+            check=False,
+        )  # fmt: skip
+    finally:
+        os.close(writer)
+    assert (ended.returncode, ended.stderr) == (128 + signal.SIGPIPE, "")
