@@ -26,18 +26,23 @@ DEV_STAMP     := $(VENV)/.dev
         deploy e2e e2e-flux e2e-docker kustomize clean
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk -v image='$(IMAGE)' 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / \
+	  {gsub(/\$$\(IMAGE\)/, image, $$2); printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# The venv's setup says what it does on stderr: `make render > x.yaml` writes only YAML, even
+# on a first run.
 $(RUNTIME_STAMP): worker/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e './worker[local]'
-	touch $@
+	@echo "Setting up $(VENV): the worker package and its dependencies" >&2
+	@$(PYTHON) -m venv $(VENV) >&2
+	@$(BIN)/pip install --quiet --upgrade pip >&2
+	@$(BIN)/pip install --quiet -e './worker[local]' >&2
+	@touch $@
 
 $(DEV_STAMP): $(RUNTIME_STAMP) requirements-dev.txt
-	$(BIN)/pip install --quiet -r requirements-dev.txt
-	touch $@
+	@echo "Setting up $(VENV): the development tools (requirements-dev.txt)" >&2
+	@$(BIN)/pip install --quiet -r requirements-dev.txt >&2
+	@touch $@
 
 demo: $(RUNTIME_STAMP) ## Run the whole system locally: embedded Redis, seed, 2 workers
 	$(BIN)/rediswq local --items seed/items.txt --workers 2
@@ -47,7 +52,7 @@ test: lint unit manifests e2e-docker ## Lint, then every test that can run on th
 lint: $(DEV_STAMP) ## ruff, mypy --strict, actionlint, shellcheck, shfmt, yamllint
 	$(BIN)/ruff check worker e2e examples
 	$(BIN)/ruff format --check worker e2e examples
-	$(BIN)/mypy worker/src worker/tests worker/bench examples/thumbnails
+	$(BIN)/mypy worker/src worker/tests worker/bench worker/root_backend.py examples/thumbnails
 	# Apart: each test tree has its own conftest module.
 	$(BIN)/mypy e2e
 	$(BIN)/actionlint

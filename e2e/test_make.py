@@ -121,3 +121,38 @@ def test_render_and_validate_run_under_3_81_semantics() -> None:
     assert result.returncode == 0, result.stderr
     assert "kind: Job" in result.stdout
     assert re.search(r"^ok +ghcr: ", result.stdout, re.MULTILINE), result.stdout
+
+
+@pytest.fixture
+def first_run_tree(tmp_path: Path) -> Path:
+    """A copy of the Makefile with no venv yet, whose python makes one of scripts: a pip that
+    talks on stdout as pip does, and a kustomize.sh that prints one object."""
+    shutil.copy(MAKEFILE, tmp_path / "Makefile")
+    (tmp_path / "worker").mkdir()
+    (tmp_path / "worker" / "pyproject.toml").write_text("", encoding="utf-8")
+    (tmp_path / "requirements-dev.txt").write_text("", encoding="utf-8")
+    scripts = {
+        "python3": 'if [ "$1" = -m ]; then mkdir -p "$3/bin"; cp pip.sh "$3/bin/pip"; fi',
+        "pip.sh": "echo 'Successfully installed something-1.0'",
+        "scripts/kustomize.sh": "echo 'kind: Job'",
+    }
+    for name, body in scripts.items():
+        script = tmp_path / name
+        script.parent.mkdir(exist_ok=True)
+        script.write_text(f"#!/bin/sh\n{body}\n", encoding="utf-8")
+        script.chmod(0o755)
+    return tmp_path
+
+
+@pytest.mark.parametrize("semantics", [[], [AS_3_81]], ids=["this make", "3.81"])
+def test_render_prints_only_yaml_on_a_first_run(first_run_tree: Path, semantics: list[str]) -> None:
+    result = make(*semantics, "render", f"PYTHON={first_run_tree / 'python3'}", cwd=first_run_tree)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "kind: Job\n"  # `make render > x.yaml` is YAML
+    assert "Setting up .venv" in result.stderr and "Successfully installed" in result.stderr
+
+
+def test_help_shows_the_image_it_builds() -> None:
+    shown = make("help", "IMAGE=example.com/wq:1").stdout
+    assert "$(" not in shown
+    assert "Build the worker image example.com/wq:1 " in shown
