@@ -27,9 +27,11 @@ class Terminal:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
+        # The terminal's size, as a window gives it, not one inherited from the test's runner.
+        sized = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "rediswq", *args],
-            stdin=slave, stdout=slave, stderr=slave, env=env,
+            stdin=slave, stdout=slave, stderr=slave, env=sized,
             start_new_session=True, preexec_fn=controlling_terminal,  # noqa: PLW1509
         )  # fmt: skip
         os.close(slave)

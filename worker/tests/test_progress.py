@@ -29,12 +29,21 @@ def _watch(url: str, queue: str) -> list[str]:
     return ["status", "--watch", "--interval", "0.2", "--redis-url", url, "--queue", queue]
 
 
+def _watching(url: str, queue: str) -> subprocess.Popen[str]:
+    """`status --watch` into a pipe, running."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "rediswq", *_watch(url, queue)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
+    )  # fmt: skip
+
+
 def test_on_a_terminal_a_live_bar_shows_rate_and_time_left_until_drained(
     server: EmbeddedRedis, queue_name: str
 ) -> None:
     _seed(server.url, queue_name, 30)
+    watching = Terminal(*_watch(server.url, queue_name), env=cli_env(), columns=80)
+    watching.wait_for(b"0/30")  # watching before the work starts, however slow its start
     worker = spawn_worker(server.url, queue_name, "--work-seconds", "0.1")
-    watching = Terminal(*_watch(server.url, queue_name), env=cli_env())
     code, output = watching.finish()
     worker.communicate(timeout=60)
     assert code == 0, output[-2000:]
@@ -50,12 +59,16 @@ def test_into_a_pipe_it_prints_a_plain_line_per_change(
     server: EmbeddedRedis, queue_name: str
 ) -> None:
     _seed(server.url, queue_name, 30)
+    watching = _watching(server.url, queue_name)
+    assert watching.stdout is not None
+    first = watching.stdout.readline()  # watching before the work starts
     worker = spawn_worker(server.url, queue_name, "--work-seconds", "0.1")
-    watched = rediswq(*_watch(server.url, queue_name))
+    rest, err = watching.communicate(timeout=60)
     worker.communicate(timeout=60)
-    assert watched.returncode == 0, watched.stderr
-    assert "\r" not in watched.stdout and "\x1b" not in watched.stdout
-    lines = watched.stdout.splitlines()
+    assert watching.returncode == 0, err
+    output = first + rest
+    assert "\r" not in output and "\x1b" not in output
+    lines = output.splitlines()
     assert lines[-1] == f"{queue_name}: sealed and drained: 30 done, 0 failed"
     progress = lines[:-1]
     assert len(progress) >= 2 and len(set(progress)) == len(progress)
@@ -82,10 +95,7 @@ def test_a_drained_queue_that_was_never_sealed_ends_the_watch(
 def test_a_queue_that_does_not_exist_is_named_then_followed_once_seeded(
     server: EmbeddedRedis, queue_name: str
 ) -> None:
-    watching = subprocess.Popen(
-        [sys.executable, "-m", "rediswq", *_watch(server.url, queue_name)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
-    )  # fmt: skip
+    watching = _watching(server.url, queue_name)
     assert watching.stdout is not None
     first = watching.stdout.readline()
     assert first.startswith(f"No queue {queue_name!r} in Redis"), first

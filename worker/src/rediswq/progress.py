@@ -18,6 +18,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.table import Column
 from rich.text import Text
 
 from rediswq.queue import WorkQueue
@@ -58,6 +59,14 @@ def counts(status: Status) -> str:
         f"in flight {len(status.in_flight)}, pending {status.pending}, "
         f"delayed {status.delayed}, failed {status.failed}"
     )
+
+
+def brief(status: Status) -> str:
+    """What is under way, in few words: for the bar, where the width is short."""
+    parts = [f"{len(status.in_flight)} in flight"]
+    parts += [f"{n} {what}" for n, what in ((status.delayed, "delayed"), (status.failed, "failed"))
+              if n]  # fmt: skip
+    return ", ".join(parts)
 
 
 def rate(task: Task) -> str:
@@ -109,12 +118,13 @@ def watch(
     `terminal`), else a line each time the counts change."""
     console = _Console(file=out, force_terminal=terminal, highlight=False)
     live = console.is_terminal
+    # On a narrow terminal the counts give way (cut short) before the rate and the time left.
     progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
+        TextColumn("{task.description}", table_column=Column(no_wrap=True)),
+        BarColumn(bar_width=20),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[counts]}"),
-        _RateColumn(),
+        TextColumn("{task.fields[counts]}", table_column=Column(no_wrap=True, ratio=1)),
+        _RateColumn(table_column=Column(no_wrap=True)),
         TimeElapsedColumn(),
         console=console,
         disable=not live,  # still estimates the rate, for the plain lines
@@ -131,7 +141,7 @@ def watch(
     with progress:
         while True:
             progress.update(
-                task, total=total(status) or None, completed=finished(status), counts=counts(status)
+                task, total=total(status) or None, completed=finished(status), counts=brief(status)
             )
             if missing(status) and not told_missing:
                 told_missing = True
