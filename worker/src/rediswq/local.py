@@ -71,6 +71,9 @@ def _start_worker(
         # Workers on one host cannot share a metrics port: `local` serves no metrics.
         env={**{k: v for k, v in os.environ.items() if k != "METRICS_PORT"},
              "PYTHONUNBUFFERED": "1"},
+        # Out of the terminal's reach: its Ctrl-C, landing while a worker still imports, would
+        # print a traceback. This command stops them (`_stop`).
+        start_new_session=True,
     )  # fmt: skip
     worker = WorkerProcess(f"worker-{number}", process)
     threading.Thread(target=_stream, args=(worker, console), daemon=True).start()
@@ -128,11 +131,14 @@ def _follow(queue: WorkQueue, pool: list[WorkerProcess], console: Console) -> No
 
 
 def _stop(pool: list[WorkerProcess]) -> None:
-    """Let the workers put their items back before the server goes: a terminal's Ctrl-C has
-    reached them too, a SIGINT sent to this process alone has not."""
+    """Let the workers put their items back before the server goes.
+
+    SIGTERM, which a running worker handles as Ctrl-C, and whose default action ends one that
+    is still starting silently, where a SIGINT would raise in the middle of its imports.
+    """
     for worker in pool:
         if worker.process.poll() is None:
-            worker.process.send_signal(signal.SIGINT)
+            worker.process.send_signal(signal.SIGTERM)
     for worker in pool:
         try:
             worker.process.wait(timeout=_STOP_SECONDS)
