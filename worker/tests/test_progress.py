@@ -132,7 +132,7 @@ def test_ctrl_c_on_local_ends_it_and_its_workers_with_130(tmp_path: os.PathLike[
     assert code == 128 + signal.SIGINT, output[-2000:]
     assert b"Traceback" not in output and b"KeyboardInterrupt" not in output, output.decode()
     # The worker that had an item puts it back: the server outlives it.
-    assert re.search(rb"\] Released 1 item\(s\) back to the queue: slow-\d", output), output
+    assert re.search(rb"Released 1 item\(s\) back to the queue: slow-\d", output), output
     assert b"Stopped by SIGTERM, exiting" in output
 
 
