@@ -176,3 +176,12 @@ def test_rejected_credentials_name_where_the_password_came_from(where: str) -> N
         assert "REDIS_PASSWORD" not in line
     else:
         assert line.endswith("check REDIS_PASSWORD"), line
+
+
+def test_only_status_watch_loads_rich() -> None:
+    # rich's import took 30-50 ms: every worker process would pay it at start.
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, rediswq.cli; print('rich' in sys.modules)"],
+        capture_output=True, text=True, check=True, env=cli_env(),
+    )  # fmt: skip
+    assert loaded.stdout == "False\n"

@@ -8,7 +8,6 @@ import sys
 
 from rediswq.cli.options import Commands, add_settings, argument, positive
 from rediswq.cli.queues import queue_of
-from rediswq.progress import watch
 from rediswq.status import render, snapshot
 
 
@@ -36,6 +35,9 @@ def add_command(commands: Commands) -> None:
 def _status(args: argparse.Namespace) -> int:
     queue = queue_of(args)
     if args.watch:
+        # Imported only here: rich's import took 30-50 ms, which every worker would pay.
+        from rediswq.cli.watch import watch  # noqa: PLC0415
+
         watch(queue, sys.stdout, interval=args.interval)
     elif args.json:
         print(json.dumps(snapshot(queue).as_json(), indent=2))
