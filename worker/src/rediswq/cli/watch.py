@@ -3,6 +3,7 @@ left, until the queue is drained; the last line says why it ended."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,7 +85,7 @@ def watch(
         _RateColumn(table_column=Column(no_wrap=True)),
         TimeElapsedColumn(),
         console=console,
-        disable=not live,  # still estimates the rate, for the plain lines
+        disable=not live,
         redirect_stdout=False,
         redirect_stderr=False,
     )
@@ -95,7 +96,9 @@ def watch(
     )
     last_seen = ""
     told_missing = False
-    with progress:
+    # Not started when not live: it then only keeps the rate (some rich versions print a blank
+    # line when a disabled display stops).
+    with progress if live else contextlib.nullcontext():
         while True:
             progress.update(
                 task, total=total(status) or None, completed=finished(status), counts=brief(status)
