@@ -1,14 +1,13 @@
--- Prepended to every script (see scripts.py), so each script stays one atomic step
--- while sharing the record format and the put-back rule. Before it, scripts.py binds the keys
--- (pending, leases, ..., in the order of keys.py) and their Redis types (see keys.py).
+-- Prepended to every script, and defined once in the function library (see scripts.py), so
+-- each script stays one atomic step while sharing the record format and the put-back rule.
+-- Before it, scripts.py declares the keys (pending, leases, ..., in the order of keys.py) and
+-- their Redis types (see keys.py); nothing here may read a key's name before a call binds it.
 
--- Waiting workers listen here, so they need not poll fast: see events.py.
-local events = pending .. ':events'
-
+-- Waiting workers listen on "<pending>:events", so they need not poll fast: see events.py.
 -- A wake-up is a courtesy: a user whose ACL allows no channels still works (by polling), and a
 -- refused PUBLISH must not abort a step after its first write.
 local function notify(message)
-  redis.pcall('PUBLISH', events, message)
+  redis.pcall('PUBLISH', pending .. ':events', message)
 end
 
 -- Every script calls this with each key it may write, before its first write: Redis does not
@@ -24,29 +23,37 @@ local function check(...)
   end
 end
 
--- Replays (see queue.py): the reply essentials of `owner`'s last request, if `request` is that
--- one (a copy that redis-py sent again), or an error if `request` is older (a copy that
--- reached Redis late, whose caller has moved on); nil for a new request. The second value says
--- whether the owner has a memory at all.
+-- Lua turns a number into text (in `..`, or as a command's argument) or back at 0.5-1 us, as
+-- much as a whole Redis command, so the steps keep ids as the text they came in and write small
+-- counts, nearly always 1, from here.
+local function text(n)
+  return n == 1 and '1' or string.format('%d', n)
+end
+
+-- Replays (see queue.py): the reply essentials of `owner`'s last request, if `request` (its id
+-- as sent) is that one (a copy that redis-py sent again), or an error if `request` is older (a
+-- copy that reached Redis late, whose caller has moved on); nil for a new request. The second
+-- value says whether the owner has a memory at all. Ids are compared as text: digits without
+-- leading zeros, so the longer is the larger, and of equal length the later in order.
 local function replayed(owner, request)
   local memory = redis.call('HGET', replies, owner)
   if not memory then
     return nil, false
   end
-  local text = string.match(memory, '^%d+')
-  local last = tonumber(text)
-  if request > last then
+  local space = string.find(memory, ' ', 1, true)
+  local last = string.sub(memory, 1, space - 1)
+  if request == last then
+    return string.sub(memory, space + 1), true
+  elseif #request > #last or (#request == #last and request > last) then
     return nil, true
-  elseif request < last then
-    return error({err = 'STALE request ' .. ARGV[2] .. ' of ' .. owner .. ' came after ' .. text})
   end
-  return string.match(memory, '^%d+ (.*)$'), true
+  return error({err = 'STALE request ' .. request .. ' of ' .. owner .. ' came after ' .. last})
 end
 
--- The request id is kept as sent (ARGV[2] of every script that remembers): ids are about 1e15,
--- which Lua would print as 1.7e+15.
+-- The request id is kept as sent (ARGV[2] of every script that remembers), never as a number:
+-- ids are about 1e15, which Lua would print as 1.7e+15.
 local function remember(owner, request, essentials)
-  redis.call('HSET', replies, owner, ARGV[2] .. ' ' .. essentials)
+  redis.call('HSET', replies, owner, request .. ' ' .. essentials)
 end
 
 -- Numbers (flags, ids, outcomes) as the text `remember` keeps, and back.
@@ -137,34 +144,42 @@ local function promote(now, limit)
 end
 
 -- Complete the leases ARGV[first..] that `owner` holds: one HMGET/HDEL/ZREM for the lot.
--- Returns a flag per id: 1 completed, 0 not held (expired and maybe re-leased by another).
-local function complete_from(owner, first)
-  local flags = {}
-  if first > #ARGV then
-    return flags
+-- Appends a flag per id to `reply`: 1 completed, 0 not held (expired and maybe re-leased by
+-- another). Returns the flags as `remember` keeps them, written as text from the start (see
+-- text()).
+local function complete_from(owner, first, reply)
+  local last = #ARGV
+  if first > last then
+    return ''
   end
-  local ids = {unpack(ARGV, first)}
-  local records = redis.call('HMGET', leases, unpack(ids))
+  local records = redis.call('HMGET', leases, unpack(ARGV, first, last))
   local prefix = owner .. '\n'
-  local mine, seen, n = {}, {}, 0
-  for i = 1, #ids do
-    local id, record = ids[i], records[i]
+  local mine, seen, n, r, count = {}, {}, 0, #reply, last - first + 1
+  for i = 1, count do
+    local id, record = ARGV[first + i - 1], records[i]
     if record and not seen[id] and string.find(record, prefix, 1, true) == 1 then
       seen[id] = true
       n = n + 1
       mine[n] = id
-      flags[i] = 1
+      reply[r + i] = 1
     else
-      flags[i] = 0
+      reply[r + i] = 0
     end
   end
   if n > 0 then
     -- The counter first: a wrong-typed stats key then fails the step before it changes anything.
-    redis.call('HINCRBY', stats, 'done', n)
+    redis.call('HINCRBY', stats, 'done', text(n))
     redis.call('HDEL', leases, unpack(mine))
     redis.call('ZREM', deadlines, unpack(mine))
   end
-  return flags
+  if n == count then -- all still held, as nearly always
+    return string.rep('1,', n - 1) .. '1'
+  end
+  local texts = {}
+  for i = 1, count do
+    texts[i] = reply[r + i] == 1 and '1' or '0'
+  end
+  return table.concat(texts, ',')
 end
 
 -- Expired leases go back (or to the dead letters); at most `limit` per call keeps a call short.

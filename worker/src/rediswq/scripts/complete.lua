@@ -4,15 +4,16 @@
 -- owner, else 0.
 -- Allowed over maxmemory: it deletes the leases' records, and writes only a counter and the
 -- owner's reply memory, both of a bounded size. Completing is how the workers free memory.
-local owner, request = ARGV[1], tonumber(ARGV[2])
+local owner, request = ARGV[1], ARGV[2]
 check(pending, leases, deadlines, stats, replies)
 local memory = replayed(owner, request)
 if memory then
   return split(memory)
 end
-local flags = complete_from(owner, 3)
+local flags = {}
+local kept = complete_from(owner, 3, flags)
 if redis.call('ZCARD', deadlines) == 0 and redis.call('LLEN', pending) == 0 then
   notify('drained') -- waiting workers look again, and may stop
 end
-remember(owner, request, joined(flags))
+remember(owner, request, kept)
 return flags

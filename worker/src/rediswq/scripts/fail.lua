@@ -6,7 +6,7 @@
 -- attempts and the time).
 -- Returns 0 put back, 1 dead-lettered, 2 delayed, -1 not held (the lease was lost). Run twice
 -- (a retry after a lost reply), the second run answers what the first did.
-local owner, request, max_attempts, id = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local owner, request, max_attempts, id = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local delay_ms, permanent = tonumber(ARGV[5]), ARGV[6] == '1'
 local ok, info = pcall(cjson.decode, ARGV[7])
 if not ok or type(info) ~= 'table' then

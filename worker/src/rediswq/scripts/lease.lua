@@ -11,9 +11,9 @@
 -- Allowed over maxmemory: it moves items (pending -> leased -> gone or back) and adds none; an
 -- item in flight costs ~100 bytes more than a pending one, for at most workers x prefetch items,
 -- and the drain it drives is what frees the memory (README, "When Redis is full").
-local owner, request, lease_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local count, max_attempts, require_seal = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6] ~= '0'
-local run = string.match(ARGV[6], '^=(.+)$')
+local owner, request, lease_ms = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local count, require_seal = tonumber(ARGV[4]), ARGV[6] ~= '0'
+local run = require_seal and ARGV[6] ~= '1' and string.sub(ARGV[6], 2)
 local first_done = 8
 
 -- Every check before the first write: a WRONGTYPE error after one would leave the step half
@@ -53,26 +53,30 @@ local retried = redis.call('HLEN', retries) > 0
 local sealed_for = run and redis.call('GET', sealed)
 local other_run = run and sealed_for ~= run
 local take = other_run and 0 or math.min(count, available)
+-- As sent, when all of it is taken: not a number written out again (see text()).
+local take_text = take == count and ARGV[4] or text(take)
 local first_id
 if take > 0 and not reclaiming then
-  first_id = redis.call('INCRBY', seq, take) - take
+  first_id = redis.call('INCRBY', seq, take_text) - take
 end
 
-local flags = complete_from(owner, first_done)
-local reply = {'', unpack(flags)}
+local reply = {''}
+local flags = complete_from(owner, first_done, reply)
+local handed_in = #reply - 1
 
 local now = now_ms()
 if reclaiming then
-  reclaim(now, max_attempts, 100)
+  reclaim(now, tonumber(ARGV[5]), 100)
   promote(now, 100)
   -- Items may have come back: lease them now rather than after a poll.
   take = other_run and 0 or math.min(count, redis.call('LLEN', pending))
+  take_text = take == count and ARGV[4] or text(take)
   retried = redis.call('EXISTS', retries) == 1
-  first_id = take > 0 and redis.call('INCRBY', seq, take) - take
+  first_id = take > 0 and redis.call('INCRBY', seq, take_text) - take
 end
 
-local ids = {}
-local items = take > 0 and redis.call('LPOP', pending, take)
+local ids, taken = {}, 0
+local items = take > 0 and redis.call('LPOP', pending, take_text)
 if items then
   -- Batched writes: a prefetch of k items costs a handful of calls, not a few per item.
   local prefix, deadline = owner .. '\n', now + lease_ms
@@ -80,17 +84,17 @@ if items then
   for i, item in ipairs(items) do
     local id = first_id + i
     local attempt = (retried and pop_attempts(item) or 0) + 1
-    ids[i] = id
-    records[2 * i - 1] = id
-    records[2 * i] = prefix .. attempt .. '\n' .. item
+    ids[i] = string.format('%d', id) -- once: the memory and both writes take it
+    records[2 * i - 1] = ids[i]
+    records[2 * i] = prefix .. text(attempt) .. '\n' .. item
     deadline_args[2 * i - 1] = deadline
-    deadline_args[2 * i] = id
+    deadline_args[2 * i] = ids[i]
     reply[r + 1], reply[r + 2], reply[r + 3] = id, attempt, item
     r = r + 3
   end
   redis.call('HSET', leases, unpack(records))
   redis.call('ZADD', deadlines, unpack(deadline_args))
-  reply[1] = 'leased'
+  reply[1], taken = 'leased', #items
 elseif other_run then
   reply[1] = sealed_for and 'other-run' or 'unsealed'
 elseif redis.call('LLEN', pending) > 0 then
@@ -105,7 +109,7 @@ else
 end
 -- A step that changed nothing is safe to run again; a worker that only waited for the seed
 -- leaves no memory behind.
-if known or #flags > 0 or #ids > 0 then
-  remember(owner, request, reply[1] .. ' ' .. joined(flags) .. ' ' .. joined(ids))
+if known or handed_in > 0 or taken > 0 then
+  remember(owner, request, reply[1] .. ' ' .. flags .. ' ' .. table.concat(ids, ','))
 end
 return reply

@@ -4,7 +4,7 @@
 -- "0": it never ran), then lease ids. Returns per id: 0 put back, 1 dead-lettered, -1 not held
 -- (lease was lost).
 -- Allowed over maxmemory: like lease.lua, it moves items back and adds none.
-local owner, request = ARGV[1], tonumber(ARGV[2])
+local owner, request = ARGV[1], ARGV[2]
 local max_attempts, charge = tonumber(ARGV[3]), ARGV[4] == '1'
 check(pending, leases, deadlines, retries, failed, stats, replies)
 local memory = replayed(owner, request)

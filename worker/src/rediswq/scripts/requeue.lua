@@ -4,7 +4,7 @@
 -- (one copy each time an item is named). Returns {"requeued", n}, or {"missing", items...} and
 -- changes nothing if a named item is not (or not that often) among the dead letters. Run twice
 -- (a retry after a lost reply), the second run answers what the first did.
-local owner, request = ARGV[1], tonumber(ARGV[2])
+local owner, request = ARGV[1], ARGV[2]
 check(pending, retries, failed, stats, failures, replies)
 local memory = replayed(owner, request)
 if memory then
