@@ -2,7 +2,7 @@
 
     proxy = FaultProxy(server.port)   # or the `fault_proxy` fixture (conftest.py)
     client = connect(proxy.url)
-    lost = proxy.lose_reply(evalsha(queue.scripts.lease))
+    lost = proxy.lose_reply(called(queue.scripts.lease))
     queue.step()                      # ran on the server; its reply never came back; redis-py
     assert lost.fired.is_set()        # reconnected and sent it again
     proxy.cut()                       # drop every open connection now; new ones are accepted
@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 from redis.commands.core import Script
+from rediswq.scripts import Function
 
 Command = list[bytes]
 Matcher = Callable[[Command], bool]
@@ -49,8 +50,11 @@ def command(name: str, *first_args: bytes | str) -> Matcher:
     return matches
 
 
-def evalsha(script: Script) -> Matcher:
-    """Matches a call of `script` (redis-py sends EVALSHA with its SHA)."""
+def called(script: Script) -> Matcher:
+    """Matches a call of `script`: FCALL of its function if it is one of the queue's steps (see
+    rediswq/scripts.py), else EVALSHA with its SHA (redis-py's Script)."""
+    if isinstance(script, Function):
+        return command("FCALL", script.function)
     return command("EVALSHA", script.sha)
 
 

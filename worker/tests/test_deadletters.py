@@ -9,7 +9,7 @@ from pathlib import Path
 
 from collected import Log
 from conftest import QueueFactory, cli_env, pending_of, rediswq
-from faults import FaultProxy, evalsha
+from faults import FaultProxy, called
 from recording import recorded
 from rediswq import Reject, WorkQueue, seed
 from rediswq.connection import connect
@@ -167,7 +167,7 @@ def test_a_lost_reply_to_requeue_still_reports_what_it_requeued(
     letters = DeadLetters(queue)
     for named, every, requeued in ([b"a", b"a"], False, [b"a", b"a"]), ([], True, [b"b"]):
         client.script_load(letters._requeue.script)  # else the fault hits a NOSCRIPT reply
-        lost = fault_proxy.lose_reply(evalsha(letters._requeue))
+        lost = fault_proxy.lose_reply(called(letters._requeue))
         assert letters.requeue(named, every=every) == len(requeued)
         assert lost.fired.is_set(), "the fault did not fire: the test proves nothing"
         assert pending_of(queue)[: len(requeued)] == requeued
@@ -197,7 +197,7 @@ def test_a_lost_reply_to_purge_still_reports_what_it_purged(
     _fail_all(queue)
     letters = DeadLetters(queue)
     client.script_load(letters._purge.script)  # else the fault hits a NOSCRIPT reply
-    lost = fault_proxy.lose_reply(evalsha(letters._purge))
+    lost = fault_proxy.lose_reply(called(letters._purge))
     assert letters.purge() == 2
     assert lost.fired.is_set(), "the fault did not fire: the test proves nothing"
     assert letters.listing() == []

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 from collected import Log
 from conftest import QueueFactory, stats_of
-from faults import FaultProxy, command, evalsha
+from faults import FaultProxy, called, command
 from rediswq import Released, WorkQueue, seed
 from rediswq.connection import connect
 from rediswq.errors import QueueError
@@ -21,10 +21,12 @@ ITEMS = [f"item-{n:03d}".encode() for n in range(60)]
 
 
 def loaded(queue: WorkQueue) -> WorkQueue:
-    """`queue`, with its scripts already on the server: the first call of each would otherwise
-    be a NOSCRIPT error, whose reply is not the one a test means to lose."""
+    """`queue`, with its library and scripts already on the server: the first call of each would
+    otherwise be answered "Function not found" (or NOSCRIPT), a reply that is not the one a test
+    means to lose."""
     for script in vars(queue.scripts).values():
         queue.client.script_load(script.script)
+    assert queue.scripts.lease.library.load(queue.client)
     return queue
 
 
@@ -47,7 +49,7 @@ def test_a_lost_reply_to_a_lease_step_orphans_no_lease(
     # One attempt and a short lease: a lease the first call took and nobody works on would
     # expire and be dead-lettered without running.
     queue = loaded(WorkQueue(connect(fault_proxy.url), name, max_attempts=1, lease_seconds=1))
-    lost = fault_proxy.lose_reply(evalsha(queue.scripts.lease), nth=nth)
+    lost = fault_proxy.lose_reply(called(queue.scripts.lease), nth=nth)
     worked: list[bytes] = []
     log = Log()
     summary = Worker(queue, worked.append, prefetch=3, log=log).run()
@@ -61,7 +63,7 @@ def test_a_lost_reply_to_complete_still_says_completed(
     queue = loaded(WorkQueue(connect(fault_proxy.url), "q"))
     seed(queue, [b"a", b"b"])
     leases = queue.lease(2)
-    fault_proxy.lose_reply(evalsha(queue.scripts.complete))
+    fault_proxy.lose_reply(called(queue.scripts.complete))
     assert queue.complete(*leases) == [True, True]
     assert stats_of(queue) == {"done": 2}
 
@@ -72,9 +74,9 @@ def test_a_lost_reply_to_a_failed_release_still_says_dead_lettered(
     queue = loaded(WorkQueue(connect(fault_proxy.url), "q", max_attempts=1))
     seed(queue, [b"poison", b"fine"])
     poison, fine = queue.lease(2)
-    fault_proxy.lose_reply(evalsha(queue.scripts.release))
+    fault_proxy.lose_reply(called(queue.scripts.release))
     assert queue.release(poison, failed=True) == [Released.DEAD_LETTERED]
-    fault_proxy.lose_reply(evalsha(queue.scripts.release))
+    fault_proxy.lose_reply(called(queue.scripts.release))
     assert queue.release(fine, failed=False) == [Released.REQUEUED]
     assert queue.client.lrange(queue.keys.failed, 0, -1) == [b"poison"]
     assert queue.client.lrange(queue.keys.pending, 0, -1) == [b"fine"]

@@ -206,15 +206,18 @@ def test_keys_are_named_after_the_queue() -> None:
 
 
 @pytest.mark.parametrize("pooled", [False, True], ids=["one connection", "pool"])
-def test_scripts_survive_a_script_cache_flush(
-    server: EmbeddedRedis, queue_name: str, pooled: bool
+def test_scripts_survive_a_flush_of_scripts_and_functions(
+    fresh_server: EmbeddedRedis, queue_name: str, pooled: bool
 ) -> None:
     # The worker's single-connection client takes scripts.call's own path, a pool redis-py's.
-    queue = WorkQueue(connect(server.url, pooled=pooled), queue_name)
+    queue = WorkQueue(connect(fresh_server.url, pooled=pooled), queue_name)
     queue.client.rpush(queue.keys.pending, b"a", b"b")
-    queue.client.script_flush()  # what a Redis restart does to loaded scripts
+    # What a Redis restart without persistence does to loaded scripts and functions.
+    queue.client.script_flush()
+    queue.client.function_flush()
     (first,) = queue.lease()
     queue.client.script_flush()
+    queue.client.function_flush()
     assert queue.complete(first) == [True]
     assert [lease.item for lease in queue.lease()] == [b"b"]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import pending_of, rediswq
-from faults import Command, FaultProxy, evalsha
+from faults import Command, FaultProxy, called
 from rediswq import WorkQueue, seed
 from rediswq.connection import connect
 from rediswq.runs import restore
@@ -21,10 +21,12 @@ from rediswq.server import EmbeddedRedis
 
 
 def loaded(queue: WorkQueue) -> WorkQueue:
-    """`queue`, its scripts loaded on the server: else the first call of each is answered
-    NOSCRIPT, and a fault aimed at it would hit that answer, not a run of the script."""
+    """`queue`, its library and scripts loaded on the server: else the first call of each is
+    answered "Function not found" (or NOSCRIPT), and a fault aimed at it would hit that answer,
+    not a run of the step."""
     for script in vars(queue.scripts).values():
         queue.client.script_load(script.script)
+    assert queue.scripts.lease.library.load(queue.client)
     return queue
 
 
@@ -47,7 +49,7 @@ def test_a_lost_reply_to_seed_reset_does_not_seal_an_empty_queue(
 ) -> None:
     queue = through_proxy
     seed(queue, [b"old-1", b"old-2"])
-    lost = fault_proxy.lose_reply(evalsha(queue.scripts.seal))
+    lost = fault_proxy.lose_reply(called(queue.scripts.seal))
     new = [f"new-{n}".encode() for n in range(3000)]
     result = seed(queue, new, reset=True)
     assert lost.fired.is_set(), "the fault did not fire: the test proves nothing"
@@ -74,7 +76,7 @@ def test_a_lost_reply_to_the_seal_still_reports_what_this_seed_queued(
     items = tmp_path / "items.txt"
     items.write_text("apple\nbanana\n", encoding="utf-8")
     probe = loaded(WorkQueue(redis.Redis(port=fault_proxy.upstream_port), queue_name))
-    lost = fault_proxy.lose_reply(evalsha(probe.scripts.seal))
+    lost = fault_proxy.lose_reply(called(probe.scripts.seal))
     result = rediswq("seed", str(items), "--redis-url", fault_proxy.url, "--queue", queue_name)
     assert lost.fired.is_set(), "the fault did not fire: the test proves nothing"
     assert result.returncode == 0, result.stderr
@@ -89,7 +91,7 @@ def test_a_lost_reply_to_a_restore_still_reports_what_it_restored(
     queue = through_proxy
     seed(queue, [b"a", b"b"], run="old")
     seed(queue, [b"c"], run="new")  # supersedes "old" with both items pending
-    lost = fault_proxy.lose_reply(evalsha(queue.scripts.restore))
+    lost = fault_proxy.lose_reply(called(queue.scripts.restore))
     assert restore(queue, "old") == 2
     assert lost.fired.is_set(), "the fault did not fire: the test proves nothing"
     assert pending_of(queue) == [b"c", b"a", b"b"]

@@ -68,14 +68,23 @@ class QueueKeys:
         return {getattr(self, attribute): kind for attribute, _, kind in _LAYOUT}
 
 
+def _lua_kinds() -> str:
+    kinds = " else".join(f"if key == {name} then return '{kind}'\n" for name, _, kind in _LAYOUT)
+    return f"local function layout_kind(key)\n{kinds}end end\n"
+
+
 def lua_binding() -> str:
     """The Lua lines that bind each key to its name, `layout_kind(key)` to its Redis type, and
     `kind_of`, where a script adds the types of keys of its own (see scripts.py). A function,
     not a table, for the layout: a table of it would be built on every call (~0.5 us a step)."""
-    names = [attribute for attribute, _, _ in _LAYOUT]
-    kinds = " else".join(f"if key == {name} then return '{kind}'\n" for name, _, kind in _LAYOUT)
-    return (
-        f"local {', '.join(names)} = unpack(KEYS, 1, {len(names)})\n"
-        f"local function layout_kind(key)\n{kinds}end end\n"
-        "local kind_of = {}\n"
-    )
+    names = ", ".join(attribute for attribute, _, _ in _LAYOUT)
+    return f"local {names} = unpack(KEYS, 1, {len(_LAYOUT)})\n{_lua_kinds()}local kind_of = {{}}\n"
+
+
+def lua_library_binding() -> tuple[str, str]:
+    """The same names for the function library (see scripts.py): the lines that declare them
+    once, when the library loads, and the lines each function runs first to bind them."""
+    names = ", ".join(attribute for attribute, _, _ in _LAYOUT)
+    declare = f"local {names}, KEYS, ARGV, kind_of\n{_lua_kinds()}"
+    bind = f"{names} = unpack(keys, 1, {len(_LAYOUT)})\nKEYS, ARGV, kind_of = keys, args, {{}}\n"
+    return declare, bind
