@@ -69,8 +69,8 @@ manifests: $(DEV_STAMP) ## Render every overlay, validate the schemas, check the
 render: $(DEV_STAMP) ## Print the rendered manifests of OVERLAY (default dev)
 	@scripts/kustomize.sh build overlays/$(OVERLAY)
 
-validate: $(DEV_STAMP) ## Validate every overlay against the pinned Kubernetes schemas
-	scripts/validate.sh $(OVERLAYS)
+validate: $(DEV_STAMP) ## Validate every overlay and component: Kubernetes schemas, CRD schemas
+	scripts/validate.sh
 
 bench: $(RUNTIME_STAMP) ## Throughput against the tutorial's client; writes docs/benchmarks.md
 	$(BIN)/python worker/bench/bench.py --output docs/benchmarks.md

@@ -33,8 +33,10 @@ def pod_specs(objects: list[Manifest]) -> list[PodSpec]:
         owner = f"{obj['kind']}/{obj['metadata']['name']}"
         if obj["kind"] == "Pod":
             meta, spec = obj["metadata"], obj["spec"]
-        elif "template" in obj.get("spec", {}):
-            meta, spec = obj["spec"]["template"]["metadata"], obj["spec"]["template"]["spec"]
+        elif "template" in obj.get("spec", {}) or "jobTargetRef" in obj.get("spec", {}):
+            # A ScaledJob's is in the spec of the Jobs it creates.
+            template = obj["spec"].get("jobTargetRef", obj["spec"])["template"]
+            meta, spec = template["metadata"], template["spec"]
         else:
             continue
         labels = meta.get("labels", {})

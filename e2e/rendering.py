@@ -69,6 +69,20 @@ def redis_template(objects: list[Manifest]) -> Manifest:
 
 # The overlays with the in-cluster Redis.
 IN_CLUSTER = tuple(overlay for overlay in OVERLAYS if runs_redis(overlay))
+# The overlays where KEDA starts the workers (components/keda) instead of the worker Job.
+SCALED = tuple(
+    overlay for overlay in OVERLAYS if any(o["kind"] == "ScaledJob" for o in render(overlay))
+)
+
+
+def job_spec(objects: list[Manifest], name: str) -> Manifest:
+    """The spec of the Job `name`, or, where KEDA starts the workers, of each Job that the
+    ScaledJob `name` creates."""
+    for obj in objects:
+        if obj["metadata"]["name"] == name and obj["kind"] in ("Job", "ScaledJob"):
+            spec = obj["spec"] if obj["kind"] == "Job" else obj["spec"]["jobTargetRef"]
+            return spec  # type: ignore[no-any-return]
+    raise LookupError(f"no Job or ScaledJob {name} in the rendered objects")
 
 
 def seed_items() -> list[str]:

@@ -1,13 +1,14 @@
-"""Where the queue lives, as the rendered overlays say: the in-cluster Redis of components/redis (a
-StatefulSet that outlives its Pod, its Services and disruption budget), or the managed Redis of
-components/managed-redis (no Redis objects, the URL and CA from outside Git, egress to it only).
+"""The optional parts as the rendered overlays show them: the in-cluster Redis of components/redis
+(a StatefulSet that outlives its Pod, its Services and disruption budget), or the managed Redis of
+components/managed-redis (no Redis objects, the URL and CA from outside Git, egress to it only);
+the workers started by KEDA (components/keda).
 """
 
 from __future__ import annotations
 
 import pytest
 from objects import APP, COMPONENT, SECRET, of_kind, pod, pod_specs, selects
-from rendering import IN_CLUSTER, OVERLAYS, Manifest, find, render
+from rendering import IN_CLUSTER, OVERLAYS, SCALED, Manifest, find, job_spec, render
 
 MANAGED = tuple(overlay for overlay in OVERLAYS if overlay not in IN_CLUSTER)
 REDIS_KINDS = {"StatefulSet", "Service", "PodDisruptionBudget", "Pod", "PersistentVolumeClaim"}
@@ -158,3 +159,60 @@ def test_workers_and_seed_reach_only_dns_and_the_managed_endpoint(overlay: str) 
     # Nobody else is confined by it (a stranger with one of the labels, say).
     for stranger in ({COMPONENT: "worker"}, {APP: "job-wq-2", COMPONENT: "other"}):
         assert not egress_policies(objects, stranger), stranger
+
+
+# --- KEDA (components/keda)
+
+scaled = pytest.mark.parametrize("overlay", SCALED)
+# An overlay like the KEDA ones in all but KEDA: the same image, the same in-cluster Redis.
+WITHOUT_KEDA = "ghcr"
+
+
+def test_some_overlay_uses_keda() -> None:
+    assert SCALED
+
+
+@scaled
+def test_keda_workers_are_the_jobs_workers(overlay: str) -> None:
+    """Copied, not written again: the pod template and failure handling of base/'s worker Job."""
+    objects, plain = render(overlay), render(WITHOUT_KEDA)
+    assert not [o for o in objects if o["kind"] == "Job" and o["metadata"]["name"] == "job-wq-2"]
+    worker, original = job_spec(objects, "job-wq-2"), find(plain, "Job", "job-wq-2")["spec"]
+    for field in ("template", "backoffLimit", "podFailurePolicy", "podReplacementPolicy",
+                  "activeDeadlineSeconds"):  # fmt: skip
+        assert worker[field] == original[field], field
+    # The seed is untouched.
+    assert find(objects, "Job", "job-wq-2-seed") == find(plain, "Job", "job-wq-2-seed")
+
+
+@scaled
+def test_keda_scales_on_the_pending_list_with_the_secrets_password(overlay: str) -> None:
+    objects = render(overlay)
+    spec = find(objects, "ScaledJob", "job-wq-2")["spec"]
+    [trigger] = spec["triggers"]
+    assert trigger["type"] == "redis"
+    metadata = trigger["metadata"]
+    [container] = pod(objects, "worker").containers
+    settings = find(objects, "ConfigMap", container["envFrom"][0]["configMapRef"]["name"])["data"]
+    # The pending list is the bare queue name.
+    assert metadata["listName"] == settings["QUEUE_NAME"]
+    service = find(objects, "Service", "redis")
+    namespace, port = service["metadata"]["namespace"], service["spec"]["ports"][0]["port"]
+    assert metadata["address"] == f"redis.{namespace}.svc:{port}", "the operator's own namespace"
+    assert metadata["listLength"] == "1", "one worker per waiting item"
+    auth = find(objects, "TriggerAuthentication", trigger["authenticationRef"]["name"])
+    [secret] = auth["spec"]["secretTargetRef"]
+    assert (secret["parameter"], secret["name"], secret["key"]) == ("password", *SECRET)
+
+
+@scaled
+def test_keda_never_starts_more_workers_than_items_or_the_cap(overlay: str) -> None:
+    spec = find(render(overlay), "ScaledJob", "job-wq-2")["spec"]
+    # accurate: for a list without its in-flight items; new Jobs = waiting items - pending Jobs,
+    # within maxReplicaCount. eager would fill up to the cap whatever the list's length.
+    assert spec["scalingStrategy"]["strategy"] == "accurate"
+    assert 1 <= spec["maxReplicaCount"] <= 20
+    assert spec.get("minReplicaCount", 0) == 0, "no idle workers between runs"
+    assert spec["jobTargetRef"]["parallelism"] == 1
+    # A template change must not kill the running workers of a run.
+    assert spec["rollout"]["strategy"] == "gradual"

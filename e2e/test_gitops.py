@@ -1,28 +1,20 @@
 """The Flux and Argo CD entry points in clusters/: valid against the controllers' CRD schemas, and
 what they promise (Redis before the Jobs, no waiting on a run, only changed Jobs replaced).
 
-The schemas come from $CRD_SCHEMAS_DIR (files `<group>/<kind>_<version>.json`), by default
-../shared/schemas/crds beside the repository when it is there, else from the public CRDs catalog
-when it can be reached; with neither the schema test skips and says so.
+The schemas: e2e/crdschemas.py says where they come from.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
-import urllib.error
-import urllib.request
-from functools import cache
 from pathlib import Path
 
 import pytest
 import yaml
+from crdschemas import crd_problem
 from rendering import REPO, Manifest, kubectl, render
 
-SCHEMAS = "CRD_SCHEMAS_DIR"
-CATALOG = "https://raw.githubusercontent.com/datreeio/CRDs-catalog/main"
 CLUSTERS = REPO / "clusters"
 ENVIRONMENTS = sorted(path.name for path in CLUSTERS.iterdir() if path.is_dir())
 FLUX_KUSTOMIZATION = "kustomize.toolkit.fluxcd.io/v1"
@@ -55,35 +47,6 @@ def flux_kustomizations(env: str) -> dict[str, Manifest]:
     }
 
 
-@cache
-def schema_root() -> str:
-    """Where the CRD schemas are read from: a directory, or the catalog's URL."""
-    configured = os.environ.get(SCHEMAS)
-    if configured:
-        if not Path(configured).is_dir():
-            pytest.fail(f"{SCHEMAS}={configured} is not a directory")
-        return configured
-    beside = REPO.parent / "shared" / "schemas" / "crds"
-    if beside.is_dir():
-        return str(beside)
-    try:
-        with urllib.request.urlopen(f"{CATALOG}/README.md", timeout=10):  # noqa: S310 (https)
-            return CATALOG
-    except (urllib.error.URLError, TimeoutError) as error:
-        pytest.skip(
-            f"no CRD schemas: {SCHEMAS} unset, no {beside}, and {CATALOG} unreachable ({error})"
-        )
-
-
-def schema_for(obj: Manifest) -> str:
-    group, version = obj["apiVersion"].split("/")
-    return f"{schema_root()}/{group}/{obj['kind'].lower()}_{version}.json"
-
-
-def check_jsonschema() -> str:
-    return str(Path(sys.executable).with_name("check-jsonschema"))
-
-
 def gitops_objects() -> list[tuple[str, Manifest]]:
     found = []
     for env in ENVIRONMENTS:
@@ -100,16 +63,8 @@ def gitops_objects() -> list[tuple[str, Manifest]]:
 def test_every_object_is_valid_against_its_crd_schema(
     where: str, obj: Manifest, tmp_path: Path
 ) -> None:
-    instance = tmp_path / "object.json"
-    instance.write_text(json.dumps(obj), encoding="utf-8")
-    done = subprocess.run(
-        [check_jsonschema(), "--schemafile", schema_for(obj), str(instance)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, f"{where}: {done.stdout}{done.stderr}"
+    problem = crd_problem(obj, tmp_path)
+    assert not problem, f"{where}: {problem}"
 
 
 @environments

@@ -20,6 +20,7 @@ from rendering import (
     REPO,
     Manifest,
     find,
+    job_spec,
     manifests_copy,
     redis_template,
     render,
@@ -34,7 +35,7 @@ overlays = pytest.mark.parametrize("overlay", OVERLAYS)
 
 
 def template(objects: list[Manifest], job: str) -> Manifest:
-    return find(objects, "Job", job)["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+    return job_spec(objects, job)["template"]["spec"]  # type: ignore[no-any-return]
 
 
 def settings(objects: list[Manifest], job: str) -> dict[str, str]:
@@ -77,7 +78,7 @@ def run_of(objects: list[Manifest]) -> str:
 
 
 def job_specs(objects: list[Manifest]) -> dict[str, Manifest]:
-    return {job: find(objects, "Job", job)["spec"] for job in JOBS}
+    return {job: job_spec(objects, job) for job in JOBS}
 
 
 @overlays
@@ -133,7 +134,7 @@ def test_every_change_replaces_both_jobs_and_only_items_or_label_make_a_new_run(
 def test_a_failed_pod_stays_says_why_and_config_errors_fail_the_job(overlay: str) -> None:
     objects = render(overlay)
     for job in JOBS:
-        spec = find(objects, "Job", job)["spec"]
+        spec = job_spec(objects, job)
         pod = spec["template"]["spec"]
         [container] = pod["containers"]
         assert pod["restartPolicy"] == "Never", f"{job}: a restarted container loses its log"
@@ -155,7 +156,7 @@ def test_the_workers_failure_budget_outlasts_a_poison_items_attempts(overlay: st
     the Job must survive two such items and then some."""
     objects = render(overlay)
     attempts = int(settings(objects, "job-wq-2")["MAX_ATTEMPTS"])
-    backoff = find(objects, "Job", "job-wq-2")["spec"]["backoffLimit"]
+    backoff = job_spec(objects, "job-wq-2")["backoffLimit"]
     assert backoff >= 2 * attempts + 2, f"backoffLimit {backoff} for MAX_ATTEMPTS {attempts}"
 
 

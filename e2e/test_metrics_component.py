@@ -2,7 +2,7 @@
 that scrapes the workers' named port, and changes nothing else of the worker; without it the worker
 declares no port and serves no metrics.
 
-The PodMonitor's schema comes from the CRD schemas as in test_gitops.py (skips without them).
+The PodMonitor's schema comes from the CRD schemas (e2e/crdschemas.py; skips without them).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from crdschemas import check_jsonschema, is_custom, schema_for
 from objects import of_kind, pod, pod_specs, selects
 from rendering import OVERLAYS, Manifest, manifests_copy, render, render_tree
-from test_gitops import check_jsonschema, schema_for
 from test_manifests import environment, validation_problems
 
 COMPONENT = "../../components/metrics"
@@ -113,7 +113,7 @@ def test_the_component_changes_nothing_else_of_the_worker(overlay: str) -> None:
     del container["ports"]
     # So the restricted profile, limits and mounts hold as test_manifests.py checks them.
     assert pod(objects, "worker").spec == pod(plain, "worker").spec
-    assert not list(validation_problems([o for o in objects if o["kind"] != "PodMonitor"]))
+    assert not list(validation_problems([o for o in objects if not is_custom(o)]))
 
 
 @overlays

@@ -1,35 +1,117 @@
 #!/usr/bin/env bash
-# Render each overlay with the pinned kustomize (scripts/kustomize.sh) and validate every object strictly (unknown fields are errors)
-# against the Kubernetes version in scripts/k8s-version, the oldest minor the manifests promise to run
-# on. kubernetes-validate only warns about a kind it has no schema for; that counts as a failure here.
-# Usage: scripts/validate.sh OVERLAY...   (names under overlays/, e.g. dev ghcr dockerhub gcr)
+# Render each overlay with the pinned kustomize (scripts/kustomize.sh) and validate every object
+# strictly (unknown fields are errors) against the Kubernetes version in scripts/k8s-version, the
+# oldest minor the manifests promise to run on. kubernetes-validate only warns about a kind it has no
+# schema for; that counts as a failure here. Custom resources (KEDA's ScaledJob, ...) are validated
+# against their CRD's JSON schema instead, from $CRD_SCHEMAS_DIR (files <group>/<kind>_<version>.json),
+# else ../shared/schemas/crds beside the repository, else the public CRDs catalog.
+# Usage: scripts/validate.sh [OVERLAY...]
+#   OVERLAY   a name under overlays/; none: every overlay, and each component that no overlay uses,
+#             rendered on the in-cluster Redis as an overlay would include it
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
 version=$(<"$here/k8s-version")
 
+schemas=${CRD_SCHEMAS_DIR:-}
+if [[ -z $schemas && -d $repo/../shared/schemas/crds ]]; then
+  schemas=$(cd "$repo/../shared/schemas/crds" && pwd)
+fi
+schemas=${schemas:-https://raw.githubusercontent.com/datreeio/CRDs-catalog/main}
+
+work=$(mktemp -d)
+# Inside the repository: kustomize reaches the directories it renders from by relative paths only.
+scratch=$(mktemp -d "$repo/.validate.XXXXXX")
+trap 'rm -rf "$work" "$scratch"' EXIT
+
+# What to render: directories, and the names they are reported under.
+names=()
+dirs=()
+for overlay in "$@"; do
+  names+=("$overlay")
+  dirs+=("$repo/overlays/$overlay")
+done
 if [[ $# -eq 0 ]]; then
-  echo "usage: $0 OVERLAY..." >&2
-  exit 2
+  for found in "$repo"/overlays/*/kustomization.yaml; do
+    names+=("$(basename "$(dirname "$found")")")
+    dirs+=("$(dirname "$found")")
+  done
+  for found in "$repo"/components/*/kustomization.yaml; do
+    name=$(basename "$(dirname "$found")")
+    grep -qs "components/$name\$" "$repo"/overlays/*/kustomization.yaml && continue
+    mkdir "$scratch/$name"
+    printf '%s\n' "apiVersion: kustomize.config.k8s.io/v1beta1" "kind: Kustomization" \
+      "namespace: job-wq-2" "resources: [../../base, ../../seed]" \
+      "components: [../../components/namespace, ../../components/redis, ../../components/$name]" \
+      >"$scratch/$name/kustomization.yaml"
+    names+=("components/$name")
+    dirs+=("$scratch/$name")
+  done
 fi
 
-rendered=$(mktemp)
-trap 'rm -f "$rendered"' EXIT
+# The rendered file $1 as one file per object (kustomize separates them with a bare ---).
+split_objects() {
+  rm -f "$work"/object-*.yaml
+  awk -v dir="$work" 'BEGIN { n = 0 } /^---$/ { n++; next } { print > (dir "/object-" n ".yaml") }' "$1"
+}
+
+# True for a custom resource: an API group with a dot that is not one of Kubernetes's own.
+custom() {
+  local api group
+  api=$(sed -n 's/^apiVersion: //p' "$1")
+  group=${api%/*}
+  [[ $api == */* && $group == *.* && $group != *.k8s.io ]]
+}
+
+# Each custom resource among the split objects against its CRD's schema; one line each, and a
+# failure if any is invalid. $1: the name to report.
+custom_resources_valid() {
+  local object api group kind schema valid=0
+  for object in "$work"/object-*.yaml; do
+    custom "$object" || continue
+    api=$(sed -n 's/^apiVersion: //p' "$object")
+    group=${api%/*}
+    kind=$(sed -n 's/^kind: //p' "$object" | tr '[:upper:]' '[:lower:]')
+    schema="$schemas/$group/${kind}_${api#*/}.json"
+    if check-jsonschema --schemafile "$schema" "$object" >"$work/report" 2>&1; then
+      echo "ok   $1: $kind.$group valid against $schema"
+    else
+      cat "$work/report" >&2
+      valid=1
+    fi
+  done
+  return "$valid"
+}
 
 failed=()
-for overlay in "$@"; do
-  if ! "$here/kustomize.sh" build "$repo/overlays/$overlay" >"$rendered"; then
-    echo "FAIL $overlay: kustomize could not render it" >&2
-    failed+=("$overlay")
+for i in "${!names[@]}"; do
+  name=${names[i]}
+  rendered="$work/rendered.yaml"
+  if ! "$here/kustomize.sh" build "${dirs[i]}" >"$rendered"; then
+    echo "FAIL $name: kustomize could not render it" >&2
+    failed+=("$name")
     continue
   fi
-  if report=$(kubernetes-validate --strict --quiet -k "$version" "$rendered") && [[ -z $report ]]; then
-    echo "ok   $overlay: $(grep -c '^kind:' "$rendered") objects valid against Kubernetes $version"
+  # kubernetes-validate gets Kubernetes's own kinds only; the custom ones are checked after.
+  split_objects "$rendered"
+  builtin="$work/builtin.yaml"
+  : >"$builtin"
+  for object in "$work"/object-*.yaml; do
+    custom "$object" && continue
+    cat "$object" >>"$builtin"
+    echo --- >>"$builtin"
+  done
+  if report=$(kubernetes-validate --strict --quiet -k "$version" "$builtin") && [[ -z $report ]]; then
+    echo "ok   $name: $(grep -c '^kind:' "$builtin") objects valid against Kubernetes $version"
   else
-    echo "${report//$rendered/$overlay}" >&2
-    echo "FAIL $overlay: not valid against Kubernetes $version" >&2
-    failed+=("$overlay")
+    echo "${report//$builtin/$name}" >&2
+    echo "FAIL $name: not valid against Kubernetes $version" >&2
+    failed+=("$name")
+  fi
+  if ! custom_resources_valid "$name"; then
+    echo "FAIL $name: a custom resource is not valid against its CRD's schema" >&2
+    failed+=("$name")
   fi
 done
 
