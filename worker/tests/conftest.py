@@ -16,6 +16,7 @@ import pytest
 import redis
 from faults import FaultProxy
 from itemserver import ItemServer
+from rediswq.cli.options import SETTINGS
 from rediswq.connection import connect
 from rediswq.queue import WorkQueue
 from rediswq.server import EmbeddedRedis
@@ -126,13 +127,8 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-_SETTINGS = {
-    "REDIS_URL", "REDIS_PASSWORD", "QUEUE_NAME", "LEASE_SECONDS", "WORK_SECONDS", "PREFETCH",
-    "MAX_ATTEMPTS", "SEAL_TIMEOUT", "REDIS_WAIT_TIMEOUT", "REQUIRE_SEAL", "HANDLER",
-    "HANDLER_BYTES", "RUN_ITEMS", "RUN_LABEL", "RUN_ID", "ITEM_TIMEOUT", "RETRY_BACKOFF", "RESULTS",
-    "RESULTS_MAX_BYTES", "RESULTS_TTL", "REDIS_OUTAGE_TIMEOUT", "ITEMS_SHA256", "LOG_FORMAT",
-    "LOG_LEVEL", "METRICS_PORT",
-}  # fmt: skip
+# Every variable a command reads: the environment the tests run in must not set them.
+_SETTINGS = {setting.env for setting in SETTINGS}
 
 
 def rediswq(
