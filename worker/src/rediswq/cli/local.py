@@ -12,10 +12,13 @@ from rediswq.local import run_local
 
 def add_command(commands: Commands) -> None:
     parser = commands.add_parser("local", help="run everything here: embedded Redis, seed, workers")
-    parser.add_argument("--items", default="seed/items.txt", help="items file; %(default)s")
     parser.add_argument(
-        "--workers", type=argument(at_least_one), default=2, help="worker processes; %(default)s"
+        "--items", default="seed/items.txt", help="items file (default %(default)s)"
     )
+    parser.add_argument(
+        "--workers", type=argument(at_least_one), default=2,
+        help="worker processes (default %(default)s)",
+    )  # fmt: skip
     add_settings(parser, "local")
     parser.set_defaults(run=_local)
 

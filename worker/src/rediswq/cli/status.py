@@ -22,8 +22,8 @@ def add_command(commands: Commands) -> None:
         "plain lines when not a terminal",
     )
     parser.add_argument(
-        "--interval", type=argument(positive), default=1.0,
-        help="seconds between two looks with --watch; %(default)s",
+        "--interval", type=argument(positive), default=1.0, metavar="SECONDS",
+        help="seconds between two looks with --watch (default 1)",
     )  # fmt: skip
     shown.add_argument(
         "--prometheus", action="store_true", help="the queue's gauges in Prometheus' text format"
