@@ -9,7 +9,8 @@ Reads the scenario from the JSON file named by $KUBECTL_STUB (keys: context, clu
 existing: ["Kind/name"], rejections: {"Kind/name": "text"}, and optionally refused_creations:
 {"Kind/name": "text"} and active: the Jobs' active pod counts run together, as the jsonpath
 `{range .items[*]}{.status.active}{end}` prints them), appends each call's argv to
-$KUBECTL_STUB.calls as a JSON line.
+$KUBECTL_STUB.calls as a JSON line. The objects live in the namespace `namespace` (job-wq-2 by
+default); a read by name without `-n` looks in the context's namespace, `default`, as kubectl does.
 """
 
 from __future__ import annotations
@@ -79,13 +80,22 @@ def _get(scenario: dict[str, Any], target: str) -> int:
     return 0
 
 
+def _namespace(args: list[str]) -> str:
+    """The namespace a call names, or the context's (`default`) when it names none."""
+    for flag in ("-n", "--namespace"):
+        if flag in args:
+            return args[args.index(flag) + 1]
+    return "default"
+
+
 def _jsonpath(scenario: dict[str, Any], args: list[str]) -> int:
     """deploy.sh's two reads by name: the bare Redis Pod, the Jobs' active pods."""
+    ours = _namespace(args) == scenario.get("namespace", "job-wq-2")
     if args[1:3] == ["pod", "redis"]:
         # Listed in `existing`, it is a bare Pod: a name and no owner references.
-        print("redis" if "Pod/redis" in scenario["existing"] else "", end="")
+        print("redis" if ours and "Pod/redis" in scenario["existing"] else "", end="")
     elif args[1] == "jobs":
-        print(scenario.get("active", ""), end="")
+        print(scenario.get("active", "") if ours else "", end="")
     else:
         raise SystemExit(f"kubectl stub: unexpected get {args}")
     return 0

@@ -113,6 +113,7 @@ def deploy(
     active: str = "",
     env: dict[str, str] | None = None,
     overlay: str = OVERLAY,
+    namespace: str = "job-wq-2",
 ) -> Deployed:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(parents=True)
@@ -130,6 +131,7 @@ def deploy(
                 "rejections": rejections or {},
                 "refused_creations": refused_creations or {},
                 "active": active,
+                "namespace": namespace,
             }
         ),
         encoding="utf-8",
@@ -270,6 +272,8 @@ def test_the_bare_redis_pod_goes_once_the_statefulset_is_applied(tmp_path: Path)
     [apply] = result.verbs("apply")
     [delete] = result.verbs("delete")
     assert delete[2:5] == ["delete", "pod", "redis"], delete
+    # In the overlay's namespace, never the context's: a Pod redis there is not ours.
+    assert delete[5:7] == ["-n", "job-wq-2"], delete
     assert result.calls.index(apply) < result.calls.index(delete), "deleted before its successor"
     assert "deleting the bare Redis Pod redis" in result.stdout
 
@@ -279,6 +283,14 @@ def test_a_run_in_flight_on_the_bare_redis_pod_stops_the_migration(tmp_path: Pat
     assert result.code == 1
     assert "a run is in flight on the bare Redis Pod redis" in result.stderr
     assert not result.verbs("delete") and not result.verbs("apply")
+
+
+def test_a_pod_named_redis_outside_the_overlays_namespace_is_left_alone(tmp_path: Path) -> None:
+    # Say the tutorial's own bare Pod redis, in the context's namespace `default`.
+    result = deploy(tmp_path, existing=[*EVERYTHING, "Pod/redis"], namespace="default", active="1")
+    assert result.code == 0, result.stderr
+    assert not result.verbs("delete")
+    assert "bare Redis Pod" not in result.stdout + result.stderr
 
 
 def test_finished_jobs_do_not_hold_up_the_migration(tmp_path: Path) -> None:

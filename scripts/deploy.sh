@@ -71,14 +71,19 @@ k kustomize "$overlay" >"$work/all.yaml"
 awk -v dir="$work" 'BEGIN { n = 0 } /^---$/ { n++; next } { print > (dir "/object-" n ".yaml") }' \
   "$work/all.yaml"
 
-# The bare Pod `redis` of an older tree (redis-0 of the StatefulSet has an owner and another name).
+# The bare Pod `redis` of an older tree (redis-0 of the StatefulSet has an owner and another name),
+# looked for where the StatefulSet goes: a Pod redis in the context's namespace may be anyone's.
 legacy=
-if grep -qx 'kind: StatefulSet' "$work/all.yaml"; then
-  legacy=$(k get pod redis --ignore-not-found -o 'jsonpath={.metadata.name}{.metadata.ownerReferences}') ||
-    die "cannot read pod/redis"
+in_namespace=()
+statefulset=$(grep -lx 'kind: StatefulSet' "$work"/object-*.yaml | head -n 1) || true
+if [[ -n $statefulset ]]; then
+  namespace=$(sed -n 's/^  namespace: //p' "$statefulset")
+  [[ -z $namespace ]] || in_namespace=(-n "$namespace")
+  legacy=$(k get pod redis ${in_namespace[@]+"${in_namespace[@]}"} --ignore-not-found \
+    -o 'jsonpath={.metadata.name}{.metadata.ownerReferences}') || die "cannot read pod/redis"
   if [[ $legacy == redis ]]; then
-    active=$(k get jobs -l app.kubernetes.io/name=job-wq-2 -o 'jsonpath={range .items[*]}{.status.active}{end}') ||
-      die "cannot read the Jobs"
+    active=$(k get jobs ${in_namespace[@]+"${in_namespace[@]}"} -l app.kubernetes.io/name=job-wq-2 \
+      -o 'jsonpath={range .items[*]}{.status.active}{end}') || die "cannot read the Jobs"
     if [[ -n ${active//0/} ]]; then
       die "a run is in flight on the bare Redis Pod redis, whose queue the new StatefulSet does not" \
         "take over; deploy again once the Jobs have finished (docs/deploying.md, \"From the bare" \
@@ -131,5 +136,5 @@ done
 k apply -f "$work/all.yaml"
 if [[ $legacy == redis ]]; then
   echo "${0##*/}: deleting the bare Redis Pod redis: the StatefulSet's redis-0 serves the queue now"
-  k delete pod redis --wait --timeout=2m --ignore-not-found
+  k delete pod redis ${in_namespace[@]+"${in_namespace[@]}"} --wait --timeout=2m --ignore-not-found
 fi
