@@ -44,6 +44,8 @@ RUNTIMES = {
 USES = re.compile(r"^\s*(?:-\s+)?uses:\s+(?P<ref>\S+)(?P<comment>.*)$")
 PINNED = re.compile(r"(?P<action>[\w.-]+/[\w./-]+)@(?P<sha>[0-9a-f]{40})$")
 VERSION_COMMENT = re.compile(r"^\s+# v(?P<major>\d+)\.\d+\.\d+$")
+# GitHub's job status check functions other than success() (what `if:` defaults to).
+STATUS_FUNCTION = re.compile(r"\b(?:always|failure|cancelled)\s*\(|!\s*success\s*\(")
 
 
 def workflow(name: str) -> dict[str, Any]:
@@ -143,6 +145,11 @@ def test_the_release_pushes_nothing_until_all_of_ci_has_passed() -> None:
     assert {"image", "promote"} <= set(writers)
     for name in writers:
         assert "ci" in upstream(jobs, name), f"release job {name} can run before CI passes"
+        # A status function in `if:` replaces the implicit success(): the job would run after
+        # a failed or cancelled CI, as would one waiting only for such a job.
+        for job in {name} | upstream(jobs, name) - {"ci"}:
+            condition = str(jobs[job].get("if", ""))
+            assert not STATUS_FUNCTION.search(condition), f"{job} runs on: if: {condition}"
     assert release["permissions"] == {"contents": "read"}
 
 
