@@ -41,6 +41,10 @@ RUNTIMES = {
     ("fluxcd/flux2/action", 2): "composite",
 }
 
+# The cosign each cosign-installer major installs by default (its release notes: v4 installs cosign
+# 3, which signs in Sigstore's bundle format by default; cosign 2's verify does not look for that).
+COSIGN_OF_INSTALLER = {4: 3}
+
 USES = re.compile(r"^\s*(?:-\s+)?uses:\s+(?P<ref>\S+)(?P<comment>.*)$")
 PINNED = re.compile(r"(?P<action>[\w.-]+/[\w./-]+)@(?P<sha>[0-9a-f]{40})$")
 VERSION_COMMENT = re.compile(r"^\s+# v(?P<major>\d+)\.\d+\.\d+$")
@@ -315,3 +319,14 @@ def test_the_readme_verifies_the_identity_the_release_signs_with() -> None:
     assert re.search(filled, identity)
     assert not re.search(filled, identity.replace("release.yaml", "ci.yaml"))
     assert not re.search(filled, identity.replace("refs/tags/v0.1.0", "refs/heads/main"))
+
+
+def test_the_readme_asks_for_a_cosign_that_reads_what_the_release_signs() -> None:
+    [comment] = [c for _, ref, c in uses_lines() if ref.startswith("sigstore/cosign-installer@")]
+    version = VERSION_COMMENT.fullmatch(comment)
+    assert version, comment
+    signer = COSIGN_OF_INSTALLER[int(version["major"])]
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    asked = re.search(r"\[cosign\]\([^)]*\) (\d+)\.x or later", readme)
+    assert asked, "the README names no cosign version for the verify command"
+    assert int(asked[1]) >= signer, f"cosign {asked[1]}.x cannot read cosign {signer}'s signature"
