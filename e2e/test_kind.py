@@ -6,7 +6,8 @@ the pinned node image; E2E_KIND=1 makes those failures, as CI wants; `--keep-clu
 with E2E_CLUSTER=current on the current kubeconfig context's cluster, which is never created or
 deleted, with the images from E2E_WORKER_IMAGE and E2E_REDIS_IMAGE when set. Either way the tests
 own the namespace job-wq-2: they delete and recreate it. The cluster fixture is conftest.py's, so
-that test_example.py's cluster test runs on the same one.
+that test_example.py's cluster test runs on the same one. Also: redis-0 deleted mid-run, the queue
+kept on its claim.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ OVERLAY = "dev"
 DEPLOY = REPO / "scripts" / "deploy.sh"
 # Run B: "apple" again, which a new run works on again.
 NEW_ITEMS = ["kiwi", "lime", "apple", "mango", "papaya"]
+# The StatefulSet's only Pod and its claim (components/redis).
+REDIS_POD = "redis-0"
+REDIS_CLAIM = "data-redis-0"
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,27 @@ def test_a_deleted_worker_loses_no_item(deployed: Deployed) -> None:
         assert again, f"{held!r}, held by the deleted {victim}, was never worked on again"
         # The deleted worker completed nothing, so the others must have done every item, once.
         assert_drained(logs, items)
+
+
+def test_a_deleted_redis_pod_loses_no_item(deployed: Deployed) -> None:
+    """The StatefulSet brings redis-0 back on its claim: the workers wait out the outage and the
+    run drains, each item exactly once (nothing acknowledged was lost, and the outage is shorter
+    than a lease). Under the bare Pod of earlier trees this emptied the queue."""
+    made, namespace = deployed.cluster, deployed.namespace
+    with diagnosed(made, namespace):
+        first_item_in_progress(deployed, SEED_TIMEOUT)
+        claim = made.core.read_namespaced_persistent_volume_claim(REDIS_CLAIM, namespace)
+        old = made.core.read_namespaced_pod(REDIS_POD, namespace)
+        made.core.delete_namespaced_pod(REDIS_POD, namespace)
+        assert_complete(wait_for_job(made, WORKER_JOB, namespace, WORKER_TIMEOUT))
+        new = made.core.read_namespaced_pod(REDIS_POD, namespace)
+        assert new.metadata and old.metadata and new.metadata.uid != old.metadata.uid
+        again = made.core.read_namespaced_persistent_volume_claim(REDIS_CLAIM, namespace)
+        assert again.metadata and claim.metadata and again.metadata.uid == claim.metadata.uid
+        pods = job_pods(made, WORKER_JOB, namespace)
+        assert_clean_exits(pods)
+        logs = {pod_name(pod): pod_log(made, pod_name(pod), namespace) for pod in pods}
+        assert_drained(logs, seed_items())
 
 
 def deploy_sh(cluster: Cluster, directory: Path) -> str:
