@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from collected import Log
-from conftest import QueueFactory, cli_env, rediswq
+from conftest import QueueFactory, cli_env, rediswq, spawn_worker
 from recording import recorded
 from rediswq import WorkQueue, seed
 from rediswq.connection import connect, wait_until_ready
@@ -231,3 +231,32 @@ def test_concurrent_lines_never_interleave() -> None:
     for thread in threads:
         thread.join()
     assert len([json.loads(line) for line in out.getvalue().splitlines()]) == 800
+
+
+def test_two_workers_of_one_pod_hold_their_leases_apart(
+    server: EmbeddedRedis, queue_name: str, tmp_path: Path
+) -> None:
+    # Two containers of one pod share its name; the queue keeps a session's requests in order,
+    # so a shared name would make one worker's steps look like stale replays of the other's.
+    queue = WorkQueue(connect(server.url), queue_name)
+    items = [f"item-{n}" for n in range(300)]
+    env = cli_env(
+        RECORD_FILE=str(tmp_path / "done"), KUBERNETES_SERVICE_HOST="10.96.0.1",
+        HOSTNAME="job-wq-2-x7k2p", WORK_SECONDS="0.002",
+    )  # fmt: skip
+    workers = [spawn_worker(server.url, queue_name, "--prefetch", "3", env=env) for _ in range(2)]
+    said: list[list[str]] = [[], []]
+    for worker, lines in zip(workers, said, strict=True):  # both wait for the seal: they overlap
+        assert worker.stdout is not None
+        for line in worker.stdout:
+            lines.append(message(line.rstrip("\n")) or line)
+            if lines[-1].startswith("Waiting for queue"):
+                break
+    seed(queue, [item.encode() for item in items])
+    outputs = ["\n".join(lines) + worker.communicate(timeout=120)[0]
+               for worker, lines in zip(workers, said, strict=True)]  # fmt: skip
+    assert [worker.returncode for worker in workers] == [0, 0], outputs
+    names = {lines[0].removeprefix("Worker with sessionID: ") for lines in said}
+    assert len(names) == 2 and all(n.startswith("job-wq-2-x7k2p/") for n in names), names
+    assert queue.counts() == (0, 0)
+    assert int(queue.client.hget(queue.keys.stats, "done") or 0) == len(items)
