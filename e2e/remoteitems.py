@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
 from rendering import REPO, manifests_copy
 
 COMPONENT = REPO / "components" / "remote-items"
@@ -29,4 +30,25 @@ def overlay(root: Path, base: str = "dev", **settings: str) -> Path:
         "    literals:\n" + literals,
         encoding="utf-8",
     )
+    return root
+
+
+def added_to(root: Path, name: str, before: str | None, **settings: str) -> Path:
+    """overlays/`name` itself, in a copy of the manifests under `root`, with the component listed
+    just before the component `before` (or last) and `settings` merged into the settings."""
+    if not (root / "base").exists():
+        manifests_copy(root)
+    path = root / "overlays" / name / "kustomization.yaml"
+    kustomization = yaml.safe_load(path.read_text(encoding="utf-8"))
+    components = kustomization["components"]
+    at = components.index(f"../../components/{before}") if before else len(components)
+    components.insert(at, "../../components/remote-items")
+    kustomization["configMapGenerator"] = [
+        {
+            "name": "job-wq-2-settings",
+            "behavior": "merge",
+            "literals": [f"{key}={value}" for key, value in settings.items()],
+        }
+    ]
+    path.write_text(yaml.safe_dump(kustomization), encoding="utf-8")
     return root

@@ -10,17 +10,19 @@ import sys
 from pathlib import Path
 
 import pytest
+from crdschemas import crd_problem
 from podspec import Spec, pod_spec
 from rediswq.errors import EXIT_CONFIG
 from rediswq.runs import items_digest, run_id
 from rediswq.seeding import planned, worker_run
-from remoteitems import COMPONENT, OVERLAY, overlay
+from remoteitems import COMPONENT, OVERLAY, added_to, overlay
 from rendering import Manifest, find, render_tree, seed_items
 from test_manifests import validation_problems
 
 URL = "https://storage.example.com/batches/items.txt.gz"
 DIGEST = "6b7cdca9bd2cace86d983cb3da570e29cff59a9e991956bb52e3023094e6aadb"
 JOBS = ("job-wq-2-seed", "job-wq-2")
+SETTINGS = {"ITEMS_URL": URL, "ITEMS_SHA256": DIGEST}
 
 
 def specs(objects: list[Manifest], scratch: Path) -> dict[str, Spec]:
@@ -127,3 +129,29 @@ def test_without_the_digest_neither_job_runs(tmp_path: Path) -> None:
         )
         assert done.returncode == EXIT_CONFIG, f"{spec.name}: {done.stderr}"
         assert said in done.stderr, done.stderr
+
+
+def test_with_keda_listed_first_the_scaledjobs_workers_are_named_by_the_digest(
+    tmp_path: Path,
+) -> None:
+    """components/keda copies the worker Job's template into its ScaledJob: listed after this
+    component, it copies the changed one."""
+    objects = render_tree(added_to(tmp_path / "repo", "keda", "keda", **SETTINGS), "keda")
+    assert not [o for o in objects if o["metadata"]["name"].startswith("job-wq-2-items")]
+    scaled = find(objects, "ScaledJob", "job-wq-2")
+    pod = scaled["spec"]["jobTargetRef"]["template"]["spec"]
+    [container] = pod["containers"]
+    env = {var["name"]: var.get("value") for var in container["env"]}
+    assert "RUN_ITEMS" not in env and env["ITEMS_SHA256"] == "$(ITEMS_SHA256)", env
+    assert "items" not in [volume["name"] for volume in pod["volumes"]]
+    problem = crd_problem(scaled, tmp_path)
+    assert not problem, problem
+
+
+def test_listed_after_keda_the_overlay_does_not_render(tmp_path: Path) -> None:
+    """The worker Job is gone by then: kustomize refuses, rather than workers that mount a
+    ConfigMap that is not there."""
+    root = added_to(tmp_path / "repo", "keda", None, **SETTINGS)
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        render_tree(root, "keda")
+    assert "job-wq-2" in refused.value.stderr, refused.value.stderr
