@@ -17,7 +17,7 @@ from rediswq import WorkQueue, seed
 from rediswq.cli.options import listen_address
 from rediswq.connection import connect
 from rediswq.errors import EXIT_CONFIG
-from rediswq.logs import message
+from rediswq.logs import message, messages
 from rediswq.server import EmbeddedRedis
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -126,7 +126,9 @@ def test_the_exporter_serves_the_queues_gauges_at_each_scrape(
         assert value(second, "rediswq_queue_leased", queue=queue_name) == 2
     finally:
         exporter.terminate()
-        exporter.communicate(timeout=30)
+        out, _ = exporter.communicate(timeout=30)
+    served = f"Serving the gauges of queue {queue_name!r} on 127.0.0.1:{port}/metrics"
+    assert served in messages(out), out
 
 
 @pytest.mark.parametrize(

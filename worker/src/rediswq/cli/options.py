@@ -109,7 +109,7 @@ def listen_address(text: str) -> tuple[str, int]:
     except ValueError:
         number = -1
     if not 0 <= number <= 65535:
-        raise ValueError(f"expected PORT or HOST:PORT with a port from 0 to 65535, got {text!r}")
+        raise ValueError("expected PORT or HOST:PORT with a port from 0 to 65535")
     return host.strip("[]") or "0.0.0.0", number  # noqa: S104 - a pod is scraped from outside
 
 
