@@ -332,3 +332,17 @@ def test_the_readme_asks_for_a_cosign_that_reads_what_the_release_signs() -> Non
     asked = re.search(r"\[cosign\]\([^)]*\) (\d+)\.x or later", readme)
     assert asked, "the README names no cosign version for the verify command"
     assert int(asked[1]) >= signer, f"cosign {asked[1]}.x cannot read cosign {signer}'s signature"
+
+
+def test_cluster_jobs_pass_the_token_the_tests_use_for_githubs_api() -> None:
+    """Anonymous calls to GitHub's API are limited per address, which runners share."""
+    jobs = workflow("ci.yaml")["jobs"]
+    for path in sorted((REPO / "e2e").glob("test_*.py")):
+        source = path.read_text(encoding="utf-8")
+        if "GITHUB_TOKEN" not in source:
+            continue
+        # ci.yaml's job for each marker is named after it.
+        for job in ("kind", "flux"):
+            if f"pytest.mark.{job}" in source:
+                env = jobs[job].get("env", {})
+                assert env.get("GITHUB_TOKEN") == "${{ github.token }}", f"{job} job, {path.name}"
