@@ -40,7 +40,7 @@ from cluster import (
 )
 from kubernetes.client.exceptions import ApiException
 from rendering import REPO, find, kubectl, manifests_copy, render, seed_items
-from worklog import assert_all_done, assert_drained, items_worked_on
+from worklog import assert_all_done, assert_drained, assert_named_by_pod, items_worked_on
 
 # The first test also pays for pulling the node image, creating the cluster and building the image.
 pytestmark = [pytest.mark.kind, pytest.mark.timeout(2400)]
@@ -108,6 +108,7 @@ def test_the_workers_drain_the_queue(deployed: Deployed) -> None:
         assert_clean_exits(pods)
         logs = {pod_name(pod): pod_log(made, pod_name(pod), namespace) for pod in pods}
         assert_drained(logs, seed_items())
+        assert_named_by_pod(logs)
 
 
 def test_a_deleted_worker_loses_no_item(deployed: Deployed) -> None:

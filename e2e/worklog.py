@@ -9,6 +9,7 @@ from rediswq.logs import message, messages
 
 WORKING_ON = "Working on "
 QUEUE_EMPTY = "Queue empty, exiting"
+STARTED = "Worker with sessionID: "
 
 
 def items_worked_on(log: str) -> list[str]:
@@ -25,6 +26,13 @@ def assert_drained(logs: Mapping[str, str], items: list[str]) -> None:
         assert not unstamped, f"{worker} logged lines without a time and level: {unstamped}"
         said = messages(log)
         assert said and said[-1] == QUEUE_EMPTY, f"{worker} did not end with {QUEUE_EMPTY!r}"
+
+
+def assert_named_by_pod(logs: Mapping[str, str]) -> None:
+    """In a cluster: each worker, keyed by its pod's name, holds its leases under that name."""
+    for pod, log in logs.items():
+        (name,) = [said for said in messages(log) if said.startswith(STARTED)]
+        assert name.startswith(f"{STARTED}{pod}/"), f"{pod} leases as {name}"
 
 
 def assert_all_done(logs: Mapping[str, str], items: list[str]) -> None:
