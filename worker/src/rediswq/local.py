@@ -34,6 +34,15 @@ class WorkerProcess:
     process: subprocess.Popen[str]
     done: int = 0
     lines: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
+
+    def finish(self, timeout: float | None = None) -> None:
+        """Wait for the process, then for its last lines to be shown and counted."""
+        self.process.wait(timeout=timeout)
+        # The reader thread may still hold lines the process wrote just before it exited (its
+        # release notice, its summary); without the join they would be lost or miscounted.
+        if self.reader is not None:
+            self.reader.join()
 
 
 class Console:
@@ -76,7 +85,8 @@ def _start_worker(
         start_new_session=True,
     )  # fmt: skip
     worker = WorkerProcess(f"worker-{number}", process)
-    threading.Thread(target=_stream, args=(worker, console), daemon=True).start()
+    worker.reader = threading.Thread(target=_stream, args=(worker, console), daemon=True)
+    worker.reader.start()
     return worker
 
 
@@ -127,7 +137,7 @@ def _follow(queue: WorkQueue, pool: list[WorkerProcess], console: Console) -> No
             last = line
         time.sleep(0.2)
     for worker in pool:
-        worker.process.wait()
+        worker.finish()
 
 
 def _stop(pool: list[WorkerProcess]) -> None:
@@ -141,10 +151,10 @@ def _stop(pool: list[WorkerProcess]) -> None:
             worker.process.send_signal(signal.SIGTERM)
     for worker in pool:
         try:
-            worker.process.wait(timeout=_STOP_SECONDS)
+            worker.finish(timeout=_STOP_SECONDS)
         except subprocess.TimeoutExpired:
             worker.process.kill()
-            worker.process.wait()
+            worker.finish()
 
 
 def _progress(status: Status) -> str:
