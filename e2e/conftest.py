@@ -7,10 +7,10 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from cluster import Cluster, create, current, target, unavailable_reason, worker_image
+from cluster import WORKER_JOB, Cluster, create, current, target, unavailable_reason, worker_image
 from containers import Containers, containers
 from dockersystem import System, build_system
-from rendering import render
+from rendering import find, render
 
 KIND_CLUSTER = os.environ.get("E2E_KIND_CLUSTER", "job-wq-2-e2e")
 
@@ -25,6 +25,12 @@ def system(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 def running(system: System) -> Iterator[Containers]:
     with containers("job-wq-2-e2e") as made:
         yield made
+
+
+@pytest.fixture(scope="session")
+def namespace() -> str:
+    """The dev overlay's namespace, which the cluster tests own: they delete and recreate it."""
+    return str(find(render("dev"), "Job", WORKER_JOB)["metadata"]["namespace"])
 
 
 @pytest.fixture(scope="session")

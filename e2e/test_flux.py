@@ -32,7 +32,7 @@ from cluster import (
     unavailable_reason,
     worker_image,
 )
-from rendering import REPO, find, manifests_copy, render, seed_items
+from rendering import REPO, manifests_copy, render, seed_items
 from worklog import assert_drained
 
 pytestmark = [pytest.mark.flux, pytest.mark.timeout(2400)]
@@ -130,8 +130,7 @@ def applied(cluster: Cluster, revision: str) -> None:
         time.sleep(2)
 
 
-def test_flux_drives_the_runs(cluster: Cluster, tmp_path: Path) -> None:
-    namespace = str(find(render("dev"), "Job", WORKER_JOB)["metadata"]["namespace"])
+def test_flux_drives_the_runs(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
     cluster.kubectl("delete", "-k", str(FLUX), "--ignore-not-found", "--wait=true")
     reset(cluster, namespace)
     with diagnosed(cluster, namespace):

@@ -39,13 +39,12 @@ from cluster import (
     wait_for_job,
 )
 from kubernetes.client.exceptions import ApiException
-from rendering import REPO, find, kubectl, manifests_copy, render, seed_items
+from rendering import REPO, kubectl, manifests_copy, seed_items
 from worklog import assert_all_done, assert_drained, assert_named_by_pod, items_worked_on
 
 # The first test also pays for pulling the node image, creating the cluster and building the image.
 pytestmark = [pytest.mark.kind, pytest.mark.timeout(2400)]
 
-OVERLAY = "dev"
 DEPLOY = REPO / "scripts" / "deploy.sh"
 # Run B: "apple" again, which a new run works on again.
 NEW_ITEMS = ["kiwi", "lime", "apple", "mango", "papaya"]
@@ -58,11 +57,6 @@ REDIS_CLAIM = "data-redis-0"
 class Deployed:
     cluster: Cluster
     namespace: str
-
-
-@pytest.fixture(scope="module")
-def namespace() -> str:
-    return str(find(render(OVERLAY), "Job", WORKER_JOB)["metadata"]["namespace"])
 
 
 @pytest.fixture

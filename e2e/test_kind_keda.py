@@ -39,7 +39,7 @@ from cluster import (
     wait_for_job,
 )
 from kubernetes import client
-from rendering import REPO, Manifest, find, render, render_dir, seed_items
+from rendering import REPO, Manifest, find, render_dir, seed_items
 from worklog import assert_drained
 
 pytestmark = [pytest.mark.kind, pytest.mark.timeout(2400)]
@@ -140,15 +140,13 @@ def keda_installed(cluster: Cluster) -> bool:
 
 
 def test_keda_starts_workers_on_the_pending_list_and_they_drain_it(
-    cluster: Cluster, tmp_path: Path
+    cluster: Cluster, namespace: str, tmp_path: Path
 ) -> None:
     if target() == "current" and not keda_installed(cluster):
         pytest.skip(
             f"{TARGET}=current and KEDA is not installed there; it is installed only into kind"
         )
     directory = with_keda(tmp_path)
-    objects = render("dev")
-    namespace = str(find(objects, "Job", SEED_JOB)["metadata"]["namespace"])
     reset(cluster, namespace)
     with diagnosed(cluster, namespace):
         if target() != "current":

@@ -32,7 +32,7 @@ from cluster import (
 )
 from dockersystem import report
 from podtimes import pod_times
-from rendering import REPO, find, render
+from rendering import REPO
 
 pytestmark = [pytest.mark.kind, pytest.mark.timeout(2400)]
 
@@ -47,9 +47,8 @@ def seconds_since(start: datetime | None, moment: datetime | None) -> float:
 
 
 def test_where_a_first_deploy_spends_its_seconds(
-    request: pytest.FixtureRequest, cluster: Cluster, tmp_path: Path
+    request: pytest.FixtureRequest, cluster: Cluster, namespace: str, tmp_path: Path
 ) -> None:
-    namespace = str(find(render("dev"), "Job", WORKER_JOB)["metadata"]["namespace"])
     reset(cluster, namespace)
     with diagnosed(cluster, namespace):
         applied = datetime.now(UTC)
