@@ -31,6 +31,7 @@ from cluster import (
     assert_complete,
     diagnosed,
     finished,
+    job_pods,
     overlay,
     pod_log,
     pod_name,
@@ -163,8 +164,6 @@ def test_keda_starts_workers_on_the_pending_list_and_they_drain_it(
         assert len(names) <= min(len(items), limit), f"{len(names)} workers for {len(items)} items"
         logs = {}
         for job in names:
-            pods = cluster.core.list_namespaced_pod(
-                namespace, label_selector=f"job-name={job}"
-            ).items
+            pods = job_pods(cluster, job, namespace)
             logs.update({pod_name(p): pod_log(cluster, pod_name(p), namespace) for p in pods})
         assert_drained(logs, items)
