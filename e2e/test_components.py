@@ -6,9 +6,21 @@ the workers started by KEDA (components/keda).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from objects import APP, COMPONENT, SECRET, of_kind, pod, pod_specs, selects
-from rendering import IN_CLUSTER, OVERLAYS, SCALED, Manifest, find, job_spec, render
+from rendering import (
+    IN_CLUSTER,
+    OVERLAYS,
+    SCALED,
+    Manifest,
+    find,
+    job_spec,
+    manifests_copy,
+    render,
+    render_dir,
+)
 
 MANAGED = tuple(overlay for overlay in OVERLAYS if overlay not in IN_CLUSTER)
 REDIS_KINDS = {"StatefulSet", "Service", "PodDisruptionBudget", "Pod", "PersistentVolumeClaim"}
@@ -203,6 +215,15 @@ def test_keda_scales_on_the_pending_list_with_the_secrets_password(overlay: str)
     auth = find(objects, "TriggerAuthentication", trigger["authenticationRef"]["name"])
     [secret] = auth["spec"]["secretTargetRef"]
     assert (secret["parameter"], secret["name"], secret["key"]) == ("password", *SECRET)
+
+
+def test_the_keda_overlay_copied_to_another_namespace_names_redis_there(tmp_path: Path) -> None:
+    root = manifests_copy(tmp_path)
+    kustomization = root / "overlays" / "keda" / "kustomization.yaml"
+    text = kustomization.read_text(encoding="utf-8")
+    kustomization.write_text(text.replace("namespace: job-wq-2", "namespace: batch"), "utf-8")
+    [trigger] = find(render_dir(kustomization.parent), "ScaledJob", "job-wq-2")["spec"]["triggers"]
+    assert trigger["metadata"]["address"] == "redis.batch.svc:6379"
 
 
 @scaled
