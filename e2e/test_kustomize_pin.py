@@ -61,6 +61,14 @@ def tree(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def no_mirror(tmp_path: Path) -> str:
+    """A KUSTOMIZE_MIRROR with no archive in it: any download fails at once, without a network."""
+    empty = tmp_path / "empty-mirror"
+    empty.mkdir()
+    return f"file://{empty}"
+
+
+@pytest.fixture
 def system_path(tmp_path: Path) -> str:
     """A PATH with the script's tools (curl, tar, a sha256 tool), but no kustomize or kubectl."""
     bin_dir = tmp_path / "system-bin"
@@ -144,7 +152,7 @@ def test_an_archive_with_the_wrong_sha256_is_refused_and_not_kept(
 
 
 def test_a_cached_archive_that_no_longer_matches_is_not_used(
-    tree: Path, tmp_path: Path, system_path: str
+    tree: Path, tmp_path: Path, system_path: str, no_mirror: str
 ) -> None:
     platform = this_platform()
     cache = tree.parent.parent / ".cache" / "kustomize" / pinned_version()
@@ -154,19 +162,15 @@ def test_a_cached_archive_that_no_longer_matches_is_not_used(
     )
     shutil.copy(archive, cache / archive.name)
     fake_tool(cache, "kustomize", "echo tampered")
-    empty = tmp_path / "empty-mirror"
-    empty.mkdir()
-    result = run(tree, "build", ".", path=system_path, KUSTOMIZE_MIRROR=f"file://{empty}")
+    result = run(tree, "build", ".", path=system_path, KUSTOMIZE_MIRROR=no_mirror)
     assert result.returncode == 1
     assert "tampered" not in result.stdout
     assert "could not download kustomize" in result.stderr
 
 
 def test_the_kustomize_on_path_is_used_only_at_the_pinned_version(
-    tree: Path, tmp_path: Path, system_path: str
+    tree: Path, tmp_path: Path, system_path: str, no_mirror: str
 ) -> None:
-    empty = tmp_path / "empty-mirror"
-    empty.mkdir()
     for printed, used in ((pinned_version(), True), ("v5.7.0", False)):
         tools = tmp_path / f"tools-{printed}"
         found = fake_tool(
@@ -174,17 +178,15 @@ def test_the_kustomize_on_path_is_used_only_at_the_pinned_version(
             "kustomize",
             f'[ "$1" = version ] && echo {printed}; [ "$1" = build ] && echo ran',
         )
-        result = run(tree, "bin", path=f"{tools}:{system_path}", KUSTOMIZE_MIRROR=f"file://{empty}")
+        result = run(tree, "bin", path=f"{tools}:{system_path}", KUSTOMIZE_MIRROR=no_mirror)
         assert (result.returncode, result.stdout) == ((0, f"{found}\n") if used else (1, "")), (
             result.stderr
         )
 
 
 def test_build_uses_kubectl_only_when_it_embeds_the_pinned_release(
-    tree: Path, tmp_path: Path, system_path: str
+    tree: Path, tmp_path: Path, system_path: str, no_mirror: str
 ) -> None:
-    empty = tmp_path / "empty-mirror"
-    empty.mkdir()
     for embedded, used in ((pinned_version(), True), ("v5.7.1", False)):
         tools = tmp_path / f"kubectl-{embedded}"
         fake_tool(
@@ -198,7 +200,7 @@ def test_build_uses_kubectl_only_when_it_embeds_the_pinned_release(
             "build",
             "overlays/x",
             path=f"{tools}:{system_path}",
-            KUSTOMIZE_MIRROR=f"file://{empty}",
+            KUSTOMIZE_MIRROR=no_mirror,
         )
         if used:
             assert (result.returncode, result.stdout) == (0, "rendered overlays/x\n"), result.stderr
