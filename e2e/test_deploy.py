@@ -199,6 +199,16 @@ def test_an_immutable_field_change_replaces_exactly_those_jobs(
     assert result.calls.index(apply) > max(result.calls.index(c) for c in deletes)
 
 
+def assert_stopped_unchanged(result: Deployed, refusal: str, deleted: str) -> None:
+    """deploy.sh stopped, said that nothing was changed and showed kubectl's `refusal`, and
+    deleted (else fail with `deleted`) and applied nothing."""
+    assert result.code == 1
+    assert "nothing was changed" in result.stderr
+    assert refusal.splitlines()[-1] in result.stderr, "kubectl's own words must be shown"
+    assert not result.verbs("delete"), deleted
+    assert not result.verbs("apply")
+
+
 @pytest.mark.parametrize(
     "rejection",
     [MIXED, OTHER_INVALID, FORBIDDEN, WEBHOOK_TIMEOUT, WEBHOOK_DENIED, REFUSED],
@@ -207,11 +217,9 @@ def test_an_immutable_field_change_replaces_exactly_those_jobs(
 def test_any_other_rejection_stops_before_anything_changes(tmp_path: Path, rejection: str) -> None:
     rejections = {"Job/job-wq-2-seed": TEMPLATE_IMMUTABLE, "Job/job-wq-2": rejection}
     result = deploy(tmp_path, existing=EVERYTHING, rejections=rejections)
-    assert result.code == 1
-    assert "nothing was changed" in result.stderr
-    assert rejection.splitlines()[-1] in result.stderr, "kubectl's own words must be shown"
-    assert not result.verbs("delete"), "a Job was deleted on an error that is not immutability"
-    assert not result.verbs("apply")
+    assert_stopped_unchanged(
+        result, rejection, "a Job was deleted on an error that is not immutability"
+    )
 
 
 # A validating webhook that admits the Job as it is but refuses the new one on creation (it sees
@@ -230,11 +238,9 @@ def test_a_job_whose_replacement_would_be_refused_is_not_deleted(tmp_path: Path)
         rejections=rejections,
         refused_creations={"Job/job-wq-2": CREATE_DENIED},
     )
-    assert result.code == 1
-    assert "nothing was changed" in result.stderr
-    assert CREATE_DENIED.splitlines()[-1] in result.stderr, "kubectl's own words must be shown"
-    assert not result.verbs("delete"), "a Job was deleted that could not be created again"
-    assert not result.verbs("apply")
+    assert_stopped_unchanged(
+        result, CREATE_DENIED, "a Job was deleted that could not be created again"
+    )
 
 
 # The StatefulSet API's message for a change of volumeClaimTemplates (ValidateStatefulSetUpdate).
