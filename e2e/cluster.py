@@ -322,10 +322,17 @@ def job_uids(cluster: Cluster, namespace: str) -> dict[str, str]:
     return {str(job.metadata.name): str(job.metadata.uid) for job in jobs if job.metadata}
 
 
+def completed_run(cluster: Cluster, namespace: str) -> client.V1Job:
+    """Once the seed Job, then the worker Job, completed (else fail): the worker Job."""
+    assert_complete(wait_for_job(cluster, SEED_JOB, namespace, SEED_TIMEOUT))
+    job = wait_for_job(cluster, WORKER_JOB, namespace, WORKER_TIMEOUT)
+    assert_complete(job)
+    return job
+
+
 def finished_run(cluster: Cluster, namespace: str) -> dict[str, str]:
     """Once both Jobs completed: each worker pod's log."""
-    assert_complete(wait_for_job(cluster, SEED_JOB, namespace, SEED_TIMEOUT))
-    assert_complete(wait_for_job(cluster, WORKER_JOB, namespace, WORKER_TIMEOUT))
+    completed_run(cluster, namespace)
     pods = job_pods(cluster, WORKER_JOB, namespace)
     assert_clean_exits(pods)
     return {pod_name(pod): pod_log(cluster, pod_name(pod), namespace) for pod in pods}

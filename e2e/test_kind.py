@@ -28,6 +28,7 @@ from cluster import (
     apply,
     assert_clean_exits,
     assert_complete,
+    completed_run,
     diagnosed,
     finished_run,
     job_pods,
@@ -92,9 +93,7 @@ def first_item_in_progress(deployed: Deployed, timeout: float) -> tuple[str, str
 def test_the_workers_drain_the_queue(deployed: Deployed) -> None:
     made, namespace = deployed.cluster, deployed.namespace
     with diagnosed(made, namespace):
-        assert_complete(wait_for_job(made, SEED_JOB, namespace, SEED_TIMEOUT))
-        job = wait_for_job(made, WORKER_JOB, namespace, WORKER_TIMEOUT)
-        assert_complete(job)
+        job = completed_run(made, namespace)
         assert job.status is not None and job.spec is not None
         assert not job.status.failed, f"{job.status.failed} worker pods failed"
         pods = job_pods(made, WORKER_JOB, namespace)
@@ -113,8 +112,7 @@ def test_a_deleted_worker_loses_no_item(deployed: Deployed) -> None:
         # SIGTERM after the default grace period: the worker releases its item and exits non-zero,
         # and the Job controller starts a replacement while no worker has succeeded yet.
         made.core.delete_namespaced_pod(victim, namespace)
-        assert_complete(wait_for_job(made, SEED_JOB, namespace, SEED_TIMEOUT))
-        assert_complete(wait_for_job(made, WORKER_JOB, namespace, WORKER_TIMEOUT))
+        completed_run(made, namespace)
         survivors = [p for p in job_pods(made, WORKER_JOB, namespace) if pod_name(p) != victim]
         assert_clean_exits(survivors)
         logs = {pod_name(pod): pod_log(made, pod_name(pod), namespace) for pod in survivors}

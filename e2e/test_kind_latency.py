@@ -16,19 +16,15 @@ from pathlib import Path
 
 import pytest
 from cluster import (
-    SEED_JOB,
-    SEED_TIMEOUT,
     WORKER_JOB,
-    WORKER_TIMEOUT,
     Cluster,
     apply,
-    assert_complete,
+    completed_run,
     diagnosed,
     job_pods,
     overlay,
     pod_name,
     reset,
-    wait_for_job,
 )
 from dockersystem import report
 from podtimes import pod_times
@@ -53,9 +49,7 @@ def test_where_a_first_deploy_spends_its_seconds(
     with diagnosed(cluster, namespace):
         applied = datetime.now(UTC)
         apply(cluster, overlay(REPO, tmp_path))
-        assert_complete(wait_for_job(cluster, SEED_JOB, namespace, SEED_TIMEOUT))
-        job = wait_for_job(cluster, WORKER_JOB, namespace, WORKER_TIMEOUT)
-        assert_complete(job)
+        job = completed_run(cluster, namespace)
         assert job.status is not None
         [redis] = cluster.core.list_namespaced_pod(
             namespace, label_selector="app.kubernetes.io/component=redis"
