@@ -16,7 +16,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 from pytest_kind import KindCluster
-from rendering import REPO, Manifest, find, kubectl
+from rendering import REPO, Manifest, find, kubectl, wrap
 
 KIND_SH = REPO / "scripts" / "kind.sh"
 KIND_CONFIG = REPO / "e2e" / "kind-config.yaml"
@@ -217,11 +217,7 @@ def with_images(directory: Path, workdir: Path, variables: Mapping[str, str]) ->
     ]
     if not images:
         return directory
-    wrapped = workdir / directory.name
-    wrapped.mkdir(parents=True)
-    kustomization = {"resources": [os.path.relpath(directory, wrapped)], "images": images}
-    (wrapped / "kustomization.yaml").write_text(yaml.safe_dump(kustomization), encoding="utf-8")
-    return wrapped
+    return wrap(directory, workdir / directory.name, images=images)
 
 
 def override(name: str, reference: str) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import subprocess
 import sys
@@ -93,6 +94,19 @@ def seed_items() -> list[str]:
 def render_tree(root: Path, overlay: str) -> list[Manifest]:
     """Render `overlay` of a copy of the manifests under `root` (see `manifests_copy`)."""
     return render_dir(root / "overlays" / overlay)
+
+
+def wrap(directory: Path, wrapped: Path, **fields: Any) -> Path:
+    """A kustomization in the new directory `wrapped` of the kustomization `directory` (and the
+    components `components`, paths), with the other `fields` as they are: that directory."""
+    wrapped.mkdir(parents=True)
+    # kustomize takes only relative paths to other directories.
+    if "components" in fields:
+        fields["components"] = [os.path.relpath(path, wrapped) for path in fields["components"]]
+    kustomization = {"resources": [os.path.relpath(directory, wrapped)], **fields}
+    text = yaml.safe_dump(kustomization, sort_keys=False)
+    (wrapped / "kustomization.yaml").write_text(text, encoding="utf-8")
+    return wrapped
 
 
 def render_dir(directory: Path) -> list[Manifest]:

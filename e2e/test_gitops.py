@@ -6,14 +6,13 @@ The schemas: e2e/crdschemas.py says where they come from.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 from crdschemas import crd_problem
-from rendering import REPO, Manifest, kubectl, render
+from rendering import REPO, Manifest, kubectl, render, render_dir, wrap
 
 CLUSTERS = REPO / "clusters"
 ENVIRONMENTS = sorted(path.name for path in CLUSTERS.iterdir() if path.is_dir())
@@ -97,16 +96,8 @@ def test_flux_sources_and_paths_resolve(env: str) -> None:
 
 def with_patches(overlay: Path, patches: list[Manifest], root: Path) -> set[tuple[str, str]]:
     """The (kind, name) of what Flux applies: the overlay with the Kustomization's patches."""
-    root.mkdir()
-    # kustomize takes only relative paths to other directories.
-    resource = os.path.relpath(overlay, root)
-    (root / "kustomization.yaml").write_text(
-        yaml.safe_dump({"resources": [resource], "patches": patches}), encoding="utf-8"
-    )
-    done = subprocess.run(
-        [kubectl(), "kustomize", str(root)], check=True, capture_output=True, text=True
-    )
-    return {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(done.stdout) if d}
+    objects = render_dir(wrap(overlay, root, patches=patches))
+    return {(d["kind"], d["metadata"]["name"]) for d in objects}
 
 
 @environments

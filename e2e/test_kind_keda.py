@@ -19,7 +19,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 from cluster import (
     SEED_JOB,
     SEED_TIMEOUT,
@@ -40,7 +39,7 @@ from cluster import (
     wait_for_job,
 )
 from kubernetes import client
-from rendering import REPO, Manifest, find, render_dir, seed_items
+from rendering import REPO, Manifest, find, render_dir, seed_items, wrap
 from worklog import assert_drained
 
 pytestmark = [pytest.mark.kind, pytest.mark.timeout(2400)]
@@ -90,17 +89,7 @@ def install_keda(cluster: Cluster, directory: Path) -> None:
 
 def with_keda(workdir: Path) -> Path:
     """The dev overlay (with the e2e's image variables) plus components/keda: a directory."""
-    base = overlay(REPO, workdir / "images")
-    wrapped = workdir / "keda"
-    wrapped.mkdir(parents=True)
-    kustomization = {
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "resources": [os.path.relpath(base, wrapped)],
-        "components": [os.path.relpath(KEDA, wrapped)],
-    }
-    (wrapped / "kustomization.yaml").write_text(yaml.safe_dump(kustomization), encoding="utf-8")
-    return wrapped
+    return wrap(overlay(REPO, workdir / "images"), workdir / "keda", components=[KEDA])
 
 
 def scaled_job(objects: list[Manifest]) -> Manifest:
