@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import redis
+from faults import FaultProxy, command
 from rediswq import Lease, WorkQueue, seed
 from rediswq.connection import connect
 from rediswq.server import EmbeddedRedis
@@ -82,3 +83,19 @@ def test_a_full_redis_without_the_library_is_drained_by_scripts(
     assert sorted(drained(queue)) == sorted(ITEMS)
     assert queue.scripts.lease.library.usable is False
     assert libraries(admin) == []
+
+
+def test_a_lost_reply_to_the_library_load_is_harmless(fault_proxy: FaultProxy) -> None:
+    """redis-py sends FUNCTION LOAD again on a new connection after its reply was lost: the
+    server, which loaded it, answers "already exists", and the steps still run by FCALL."""
+    admin = redis.Redis(port=fault_proxy.upstream_port)
+    queue = WorkQueue(connect(fault_proxy.url), "q")
+    lost = fault_proxy.lose_reply(command("FUNCTION", "LOAD"))
+    seed(queue, ITEMS)
+    assert lost.fired.is_set(), "the fault did not fire: the test proves nothing"
+    assert queue.scripts.lease.library.usable is True
+    assert libraries(admin) == [queue.scripts.lease.library.name.encode()]
+    admin.config_resetstat()
+    assert sorted(drained(queue)) == sorted(ITEMS)
+    assert calls(admin, "fcall") > len(ITEMS)
+    assert calls(admin, "evalsha") == 0
