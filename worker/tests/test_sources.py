@@ -194,3 +194,24 @@ def test_a_lost_reply_mid_stream_queues_each_item_once(
     assert done.returncode == 0, done.stderr
     assert upstream.client.lrange(queue_name, 0, -1) == encoded(many)
     assert len(item_server.requests) == 1
+
+
+def test_a_list_that_fills_redis_mid_stream_fails_and_leaves_nothing_staged(
+    fresh_server: EmbeddedRedis, queue_name: str, item_server: ItemServer
+) -> None:
+    """Redis at its maxmemory refuses a staging call after others were staged: the seed fails
+    in one line, seals nothing and gives back what it had staged."""
+    many = [f"item-{n:07d}" for n in range(200_000)]  # ten pipelines of 20 batches
+    item_server.files["/items.txt.gz"] = gzip.compress(text(many))
+    admin = redis.Redis(port=fresh_server.port)
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", admin.info("memory")["used_memory"] + 2_000_000)
+    done = rediswq("seed", item_server.url("/items.txt.gz"), "--redis-url", fresh_server.url,
+                   "--queue", queue_name,
+                   env=cli_env(ITEMS_SHA256=items_digest(encoded(many))))  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("rediswq: error: Redis refused to store more"), done.stderr
+    stats = admin.info("commandstats")["cmdstat_evalsha"]
+    assert stats["calls"] > 0 and stats["rejected_calls"] > 0, stats  # refused mid-way
+    assert admin.exists(queue_name, f"{queue_name}:sealed") == 0
+    assert staged(admin, queue_name) == []
