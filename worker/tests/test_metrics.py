@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import redis
 from conftest import cli_env, rediswq, spawn_worker
 from prometheus_client.parser import text_string_to_metric_families
 from rediswq import WorkQueue, seed
@@ -163,3 +164,24 @@ def test_a_metrics_port_in_use_is_a_config_error_in_one_line(
     assert result.stderr.splitlines() == [
         f"rediswq: error: cannot serve metrics on 127.0.0.1:{port}: Address already in use"
     ]
+
+
+@pytest.mark.parametrize("library", ["loaded", "flushed"])
+def test_a_full_redis_is_still_scraped(fresh_server: EmbeddedRedis, library: str) -> None:
+    """Over maxmemory (noeviction) Redis refuses writes, and FUNCTION LOAD with them: the gauges
+    come from a read-only step, by FCALL or, where the library is gone, by EVALSHA."""
+    admin = connect(fresh_server.url)
+    seed(WorkQueue(admin, "q"), [f"item-{n}-".encode() + b"x" * 1000 for n in range(200)])
+    if library == "flushed":
+        admin.function_flush()
+        admin.script_flush()
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", admin.info("memory")["used_memory"])
+    with pytest.raises(redis.OutOfMemoryError):
+        admin.set("one-more", b"x" * 1000)
+    status = rediswq("status", "--prometheus", "--redis-url", fresh_server.url, "--queue", "q")
+    assert status.returncode == 0, status.stderr
+    found = samples(status.stdout)
+    assert value(found, "rediswq_queue_up", queue="q") == 1
+    assert value(found, "rediswq_queue_pending", queue="q") == 200
+    assert value(found, "rediswq_queue_sealed", queue="q") == 1
