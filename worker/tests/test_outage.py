@@ -18,10 +18,11 @@ from rediswq.server import EmbeddedRedis
 ITEMS = [f"item-{n:02d}" for n in range(40)]
 
 
-def _working(
+def _crashed_mid_run(
     server: EmbeddedRedis, queue_name: str, record: Path, budget: str
 ) -> subprocess.Popen[str]:
-    """A worker busy on ITEMS, a tenth of a second each, once a few are done."""
+    """A worker busy on ITEMS, a tenth of a second each, once a few are done and `server` (with
+    its AOF) has just been killed."""
     seed(WorkQueue(connect(server.url), queue_name), [item.encode() for item in ITEMS])
     env = cli_env(RECORD_FILE=str(record), SLOW_SECONDS="0.1", REDIS_OUTAGE_TIMEOUT=budget)
     worker = spawn_worker(server.url, queue_name, "--handler", "recording:record_slowly", env=env)
@@ -29,6 +30,7 @@ def _working(
     while len(recorded(str(record))) < 5:
         assert worker.poll() is None and time.monotonic() < deadline, worker.communicate()
         time.sleep(0.05)
+    server.kill()
     return worker
 
 
@@ -36,8 +38,7 @@ def test_a_worker_rides_out_an_outage_longer_than_fifteen_seconds(
     durable_server: EmbeddedRedis, queue_name: str, tmp_path: Path
 ) -> None:
     record = tmp_path / "done"
-    worker = _working(durable_server, queue_name, record, budget="60")
-    durable_server.kill()
+    worker = _crashed_mid_run(durable_server, queue_name, record, budget="60")
     time.sleep(20)  # redis-py's count of retries gave up after 13-15 s
     assert worker.poll() is None, worker.communicate()
     durable_server.start()
@@ -56,9 +57,7 @@ def test_a_worker_rides_out_an_outage_longer_than_fifteen_seconds(
 def test_a_worker_gives_up_with_one_line_once_its_outage_budget_is_spent(
     durable_server: EmbeddedRedis, queue_name: str, tmp_path: Path
 ) -> None:
-    record = tmp_path / "done"
-    worker = _working(durable_server, queue_name, record, budget="3")
-    durable_server.kill()
+    worker = _crashed_mid_run(durable_server, queue_name, tmp_path / "done", budget="3")
     killed = time.monotonic()
     out, _ = worker.communicate(timeout=60)
     elapsed = time.monotonic() - killed
