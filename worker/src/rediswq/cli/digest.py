@@ -16,8 +16,7 @@ def add_command(commands: Commands) -> None:
     parser.add_argument(
         "file", nargs="?", default="-", help="one item per line, gzip or not; - for stdin; or a URL"
     )
-    add_settings(parser, "digest")
-    parser.set_defaults(run=_digest)
+    add_settings(parser, "digest", run=_digest)
 
 
 def _digest(args: argparse.Namespace) -> int:

@@ -20,8 +20,7 @@ def add_command(commands: Commands) -> None:
         description="Serve the queue's gauges (pending, leased, delayed, done, failed, sealed, "
         "run) over HTTP for Prometheus, read from Redis at each scrape.",
     )  # fmt: skip
-    add_settings(parser, "exporter")
-    parser.set_defaults(run=_exporter)
+    add_settings(parser, "exporter", run=_exporter)
 
 
 def _exporter(args: argparse.Namespace) -> int:

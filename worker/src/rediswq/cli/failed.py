@@ -27,8 +27,7 @@ def add_command(commands: Commands) -> None:
     parser.add_argument("items", nargs="*", metavar="ITEM", help="the items to requeue")
     parser.add_argument("--all", action="store_true", help="requeue every dead letter")
     parser.add_argument("--json", action="store_true", help="list as JSON")
-    add_settings(parser, "failed")
-    parser.set_defaults(run=lambda args: _failed(args, parser.error))
+    add_settings(parser, "failed", run=lambda args: _failed(args, parser.error))
 
 
 def _failed(args: argparse.Namespace, usage: Callable[[str], NoReturn]) -> int:

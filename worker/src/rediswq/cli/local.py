@@ -19,8 +19,7 @@ def add_command(commands: Commands) -> None:
         "--workers", type=argument(at_least_one), default=2,
         help="worker processes (default %(default)s)",
     )  # fmt: skip
-    add_settings(parser, "local")
-    parser.set_defaults(run=_local)
+    add_settings(parser, "local", run=_local)
 
 
 def _local(args: argparse.Namespace) -> int:

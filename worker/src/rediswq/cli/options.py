@@ -204,9 +204,12 @@ def settings_of(command: str) -> list[Setting]:
     return [setting for setting in SETTINGS if command in setting.commands]
 
 
-def add_settings(parser: argparse.ArgumentParser, command: str) -> None:
-    """Give `parser` the flags of `command`'s settings; their values are read by `resolve`."""
-    parser.set_defaults(command_name=command)
+def add_settings(
+    parser: argparse.ArgumentParser, command: str, *, run: Callable[[argparse.Namespace], int]
+) -> None:
+    """Make `parser` the one of `command`, run by `run`: give it the flags of `command`'s
+    settings; their values are read by `resolve`."""
+    parser.set_defaults(command_name=command, run=run)
     for setting in settings_of(command):
         if setting.flag is None:
             continue

@@ -14,8 +14,7 @@ from rediswq.results import as_json, stored_results
 def add_command(commands: Commands) -> None:
     parser = commands.add_parser("results", help="export the handlers' results (--results)")
     parser.add_argument("--json", action="store_true", help="print JSON")
-    add_settings(parser, "results")
-    parser.set_defaults(run=_results)
+    add_settings(parser, "results", run=_results)
 
 
 def _results(args: argparse.Namespace) -> int:

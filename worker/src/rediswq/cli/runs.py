@@ -16,8 +16,7 @@ def add_command(commands: Commands) -> None:
         "restore", help="put back the items a superseded run left undone"
     )
     restorer.add_argument("run_id", metavar="RUN", help="the run id, as seed and status show it")
-    add_settings(restorer, "runs")
-    restorer.set_defaults(run=_restore)
+    add_settings(restorer, "runs", run=_restore)
 
 
 def _restore(args: argparse.Namespace) -> int:

@@ -24,8 +24,7 @@ def add_command(commands: Commands) -> None:
     parser.add_argument(
         "--reset", action="store_true", help="drop the current run (items, counters), then seed"
     )
-    add_settings(parser, "seed")
-    parser.set_defaults(run=lambda args: _seed(args, parser.error))
+    add_settings(parser, "seed", run=lambda args: _seed(args, parser.error))
 
 
 def _seed(args: argparse.Namespace, usage: Callable[[str], NoReturn]) -> int:

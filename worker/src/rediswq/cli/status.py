@@ -28,8 +28,7 @@ def add_command(commands: Commands) -> None:
     shown.add_argument(
         "--prometheus", action="store_true", help="the queue's gauges in Prometheus' text format"
     )
-    add_settings(parser, "status")
-    parser.set_defaults(run=_status)
+    add_settings(parser, "status", run=_status)
 
 
 def _status(args: argparse.Namespace) -> int:

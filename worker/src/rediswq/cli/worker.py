@@ -27,8 +27,7 @@ def add_command(commands: Commands) -> None:
         description="Lease and work items until the queue is drained. Flags override "
         "environment variables.",
     )  # fmt: skip
-    add_settings(parser, "worker")
-    parser.set_defaults(run=_worker)
+    add_settings(parser, "worker", run=_worker)
 
 
 def _worker(args: argparse.Namespace) -> int:
