@@ -196,14 +196,14 @@ class Worker:
                 self._release_unstarted(leases[index:], keeper)
                 break
             seconds = time.perf_counter() - start
+            settled: Settled | None = None  # where a failed attempt's item went
             if outcome.failure is not None:
                 keeper.drop([lease])
                 settled = self._fail(lease, outcome.failure, seconds)
-                for observer in self.observers:
-                    observer.attempted(Attempt(lease, outcome, seconds, settled))
-                continue
             for observer in self.observers:
-                observer.attempted(Attempt(lease, outcome, seconds, None))
+                observer.attempted(Attempt(lease, outcome, seconds, settled))
+            if settled is not None:
+                continue
             if self._item_done_logged:
                 self.log("item-done", f"Done {item} in {seconds:.3f}s", item=item,
                          attempt=lease.attempt, duration=round(seconds, 6))  # fmt: skip
