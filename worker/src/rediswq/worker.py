@@ -267,20 +267,18 @@ class Worker:
                  count=len(leases))  # fmt: skip
 
     def _count_completed(self, leases: list[Lease], completed: list[bool]) -> None:
-        before = self.summary.lost
         for lease, ok in zip(leases, completed, strict=True):
-            if ok:
-                self.summary.done += 1
-            else:
-                self.summary.lost += 1
+            if not ok:
                 self.log(
                     "lease-expired",
                     f"Lease on {shown(lease.item)} had expired before completion; "
                     "another worker may have repeated it",
                     item=shown(lease.item), attempt=lease.attempt,
                 )  # fmt: skip
-        if self.observers and leases:
-            lost = self.summary.lost - before
+        lost = completed.count(False)
+        self.summary.done += len(completed) - lost
+        self.summary.lost += lost
+        if leases:
             for observer in self.observers:
                 observer.handed_in(len(leases) - lost, lost)
 
