@@ -138,16 +138,19 @@ def served_worker_metrics(address: tuple[str, int], queue: str) -> WorkerMetrics
     return metrics
 
 
-def queue_exposition(queue: WorkQueue) -> str:
-    """The queue's gauges in Prometheus' text format, for `rediswq status --prometheus`."""
+def _queue_registry(queue: WorkQueue) -> CollectorRegistry:
+    """A registry of the queue's gauges alone (no process metrics: they are not the queue's)."""
     registry = CollectorRegistry()
     registry.register(QueueCollector(queue))
-    return generate_latest(registry).decode()
+    return registry
+
+
+def queue_exposition(queue: WorkQueue) -> str:
+    """The queue's gauges in Prometheus' text format, for `rediswq status --prometheus`."""
+    return generate_latest(_queue_registry(queue)).decode()
 
 
 def serve_queue(queue: WorkQueue, address: tuple[str, int]) -> None:
     """`rediswq exporter`: serve the queue's gauges until stopped."""
-    registry = CollectorRegistry()
-    registry.register(QueueCollector(queue))
-    serve(address, registry)
+    serve(address, _queue_registry(queue))
     threading.Event().wait()
