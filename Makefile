@@ -21,27 +21,32 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 RUNTIME_STAMP := $(VENV)/.runtime
 DEV_STAMP     := $(VENV)/.dev
+LOCAL_LOCK    := worker/requirements-local.txt
+DEV_LOCK      := requirements-dev.txt
 
-.PHONY: help demo test lint unit manifests render validate bench lock image kind-up kind-down \
+.PHONY: help demo test lint unit manifests render validate bench lock oldest newest image kind-up kind-down \
         deploy e2e e2e-flux e2e-docker kustomize clean
 
 help: ## List the targets
 	@awk -v image='$(IMAGE)' 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / \
 	  {gsub(/\$$\(IMAGE\)/, image, $$2); printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# The venv holds exactly the locks (scripts/lock.sh): pip checks every hash, and ./worker is
+# installed without its dependencies and without build isolation, so nothing unlocked comes in.
+# A changed lock rebuilds the venv from scratch, so nothing an older lock brought stays behind.
 # The venv's setup says what it does on stderr: `make render > x.yaml` writes only YAML, even
 # on a first run.
-$(RUNTIME_STAMP): worker/pyproject.toml
+$(RUNTIME_STAMP): worker/pyproject.toml $(LOCAL_LOCK) $(DEV_LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
-	@echo "Setting up $(VENV): the worker package and its dependencies" >&2
-	@$(PYTHON) -m venv $(VENV) >&2
-	@$(BIN)/pip install --quiet --upgrade pip >&2
-	@$(BIN)/pip install --quiet -e './worker[local]' >&2
+	@echo "Setting up $(VENV): the worker package and its locked dependencies ($(LOCAL_LOCK))" >&2
+	@$(PYTHON) -m venv --clear $(VENV) >&2
+	@$(BIN)/pip install --quiet --require-hashes --no-deps -r $(LOCAL_LOCK) >&2
+	@$(BIN)/pip install --quiet --no-deps --no-build-isolation -e ./worker >&2
 	@touch $@
 
-$(DEV_STAMP): $(RUNTIME_STAMP) requirements-dev.txt
-	@echo "Setting up $(VENV): the development tools (requirements-dev.txt)" >&2
-	@$(BIN)/pip install --quiet -r requirements-dev.txt >&2
+$(DEV_STAMP): $(RUNTIME_STAMP)
+	@echo "Setting up $(VENV): the development tools ($(DEV_LOCK))" >&2
+	@$(BIN)/pip install --quiet --require-hashes --no-deps -r $(DEV_LOCK) >&2
 	@touch $@
 
 demo: $(RUNTIME_STAMP) ## Run the whole system locally: embedded Redis, seed, 2 workers
@@ -75,11 +80,11 @@ validate: $(DEV_STAMP) ## Validate every overlay and component: Kubernetes schem
 bench: $(RUNTIME_STAMP) ## Throughput against the tutorial's client; writes docs/benchmarks.md
 	$(BIN)/python worker/bench/bench.py --output docs/benchmarks.md
 
-lock: $(DEV_STAMP) ## Re-pin worker/requirements.txt: the image's packages, with hashes
-	set -o pipefail; cd worker && $(CURDIR)/$(BIN)/python -c 'import tomllib; \
-	  print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
-	| UV_CUSTOM_COMPILE_COMMAND="make lock" $(CURDIR)/$(BIN)/uv pip compile --quiet --upgrade \
-	  --universal --python-version 3.11 --generate-hashes -o requirements.txt pyproject.toml -
+lock: $(DEV_STAMP) ## Re-resolve every lock, with hashes: the venv's, the image's, the example's
+	scripts/lock.sh
+
+oldest newest: $(DEV_STAMP) ## mypy and the worker's tests on the oldest / newest versions its ranges allow
+	scripts/drift.sh $@ $(PYTEST_ARGS)
 
 kustomize: ## Fetch the pinned kustomize (checksummed) into .cache/kustomize; print its path
 	@scripts/kustomize.sh bin
@@ -106,5 +111,5 @@ e2e-docker: $(DEV_STAMP) ## End-to-end as containers on a local Docker engine (s
 	$(BIN)/pytest -m docker e2e $(PYTEST_ARGS)
 
 clean: ## Remove the virtual environment and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-oldest .venv-newest .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -71,33 +71,27 @@ def test_the_makefile_uses_nothing_newer_than_gnu_make_3_81() -> None:
 
 @pytest.fixture
 def lock_tree(tmp_path: Path) -> Path:
-    """A copy of the Makefile whose venv is two scripts: a python that fails, a uv that succeeds.
-
-    So `make lock`'s pipeline (python | uv pip compile) fails only in its first command, the
-    case a shell without pipefail reports as success.
-    """
+    """A copy of the Makefile and scripts/lock.sh whose venv's uv fails after reading its input."""
     shutil.copy(MAKEFILE, tmp_path / "Makefile")
-    (tmp_path / "worker").mkdir()
-    (tmp_path / "worker" / "pyproject.toml").write_text("", encoding="utf-8")
-    (tmp_path / "requirements-dev.txt").write_text("", encoding="utf-8")
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(REPO / "scripts" / "lock.sh", tmp_path / "scripts" / "lock.sh")
     bin_dir = tmp_path / ".venv" / "bin"
     bin_dir.mkdir(parents=True)
-    for name, body in {"python": "exit 3", "uv": "cat >/dev/null"}.items():
-        script = bin_dir / name
-        script.write_text(f"#!/bin/sh\n{body}\n", encoding="utf-8")
-        script.chmod(0o755)
+    uv = bin_dir / "uv"
+    uv.write_text("#!/bin/sh\ncat >/dev/null\nexit 3\n", encoding="utf-8")
+    uv.chmod(0o755)
     # Stamps newer than what they depend on: make must not try to build the venv.
     for stamp in (".runtime", ".dev"):
         (tmp_path / ".venv" / stamp).touch()
     return tmp_path
 
 
-def test_a_failing_pipeline_fails_make_lock_under_3_81_semantics(lock_tree: Path) -> None:
+def test_a_failing_resolution_fails_make_lock_under_3_81_semantics(lock_tree: Path) -> None:
     result = make(AS_3_81, "lock", cwd=lock_tree)
     assert result.returncode != 0, result.stdout + result.stderr
 
 
-def test_a_failing_pipeline_fails_make_lock_under_this_make(lock_tree: Path) -> None:
+def test_a_failing_resolution_fails_make_lock_under_this_make(lock_tree: Path) -> None:
     result = make("lock", cwd=lock_tree)
     assert result.returncode != 0, result.stdout + result.stderr
 
@@ -130,9 +124,12 @@ def first_run_tree(tmp_path: Path) -> Path:
     shutil.copy(MAKEFILE, tmp_path / "Makefile")
     (tmp_path / "worker").mkdir()
     (tmp_path / "worker" / "pyproject.toml").write_text("", encoding="utf-8")
-    (tmp_path / "requirements-dev.txt").write_text("", encoding="utf-8")
+    for lock in ("requirements-dev.txt", "worker/requirements-local.txt"):
+        (tmp_path / lock).write_text("", encoding="utf-8")
     scripts = {
-        "python3": 'if [ "$1" = -m ]; then mkdir -p "$3/bin"; cp pip.sh "$3/bin/pip"; fi',
+        # `python3 -m venv [--clear] DIR`: DIR is the last argument.
+        "python3": 'if [ "$1" = -m ]; then for d; do :; done; '
+        'mkdir -p "$d/bin"; cp pip.sh "$d/bin/pip"; fi',
         "pip.sh": "echo 'Successfully installed something-1.0'",
         "scripts/kustomize.sh": "echo 'kind: Job'",
     }

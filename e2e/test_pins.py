@@ -61,7 +61,7 @@ def pins(names: list[str]) -> list[tuple[str, re.Match[str]]]:
 
 def test_renovate_edits_image_pins_and_nothing_dependabot_already_does() -> None:
     config = renovate()
-    assert config["enabledManagers"] == ["custom.regex"]
+    assert config["enabledManagers"] == ["custom.regex", "pip-compile"]
     (manager,) = config["customManagers"]
     assert (manager["datasourceTemplate"], manager["versioningTemplate"]) == ("docker", "docker")
 

@@ -19,8 +19,10 @@ _CONFIRM_SECONDS = 2.0
 
 class QueueEvents:
     def __init__(self, queue: WorkQueue, log: Log) -> None:
-        # redis-py leaves pubsub() unannotated.
-        self._pubsub = queue.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        # redis-py annotates pubsub() from 8.2 on; the oldest and the locked versions do not.
+        self._pubsub = queue.client.pubsub(  # type: ignore[no-untyped-call,unused-ignore]
+            ignore_subscribe_messages=True
+        )
         self._channel = f"{queue.keys.pending}:events"
         self._log = log
         self._polling = False
