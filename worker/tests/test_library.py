@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import redis
 from faults import FaultProxy, command
+from fullredis import filled
 from rediswq import Lease, WorkQueue, seed
 from rediswq.connection import connect
 from rediswq.server import EmbeddedRedis
@@ -75,10 +76,7 @@ def test_a_full_redis_without_the_library_is_drained_by_scripts(
     admin = connect(fresh_server.url)
     seed(WorkQueue(admin, "q"), ITEMS)
     admin.function_flush()
-    admin.config_set("maxmemory-policy", "noeviction")
-    admin.config_set("maxmemory", admin.info("memory")["used_memory"])
-    with pytest.raises(redis.OutOfMemoryError):
-        admin.set("one-more", b"x" * 1000)
+    filled(admin)
     queue = WorkQueue(connect(fresh_server.url), "q")
     assert sorted(drained(queue)) == sorted(ITEMS)
     assert queue.scripts.lease.library.usable is False

@@ -11,8 +11,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import redis
 from conftest import cli_env, rediswq, spawn_worker
+from fullredis import filled
 from prometheus_client.parser import text_string_to_metric_families
 from rediswq import WorkQueue, seed
 from rediswq.cli.options import listen_address
@@ -175,10 +175,7 @@ def test_a_full_redis_is_still_scraped(fresh_server: EmbeddedRedis, library: str
     if library == "flushed":
         admin.function_flush()
         admin.script_flush()
-    admin.config_set("maxmemory-policy", "noeviction")
-    admin.config_set("maxmemory", admin.info("memory")["used_memory"])
-    with pytest.raises(redis.OutOfMemoryError):
-        admin.set("one-more", b"x" * 1000)
+    filled(admin)
     status = rediswq("status", "--prometheus", "--redis-url", fresh_server.url, "--queue", "q")
     assert status.returncode == 0, status.stderr
     found = samples(status.stdout)

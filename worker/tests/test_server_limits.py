@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import QueueFactory, cli_env, rediswq, spawn_worker
+from fullredis import filled
 from recording import recorded
 from rediswq import WorkQueue, seed
 from rediswq.connection import connect
@@ -24,10 +25,7 @@ def test_a_full_redis_answers_status_refuses_a_seed_and_is_drained(
 ) -> None:
     admin = connect(fresh_server.url)
     seed(WorkQueue(admin, "q"), ITEMS)
-    admin.config_set("maxmemory-policy", "noeviction")
-    admin.config_set("maxmemory", admin.info("memory")["used_memory"])
-    with pytest.raises(redis.OutOfMemoryError):
-        admin.set("one-more", b"x" * 1000)
+    filled(admin)
     where = ("--redis-url", fresh_server.url, "--queue", "q")
 
     status = rediswq("status", *where)
@@ -114,10 +112,7 @@ def test_a_full_redis_lists_and_purges_its_dead_letters(fresh_server: EmbeddedRe
     queue = WorkQueue(admin, "q", max_attempts=1)
     seed(queue, ITEMS)
     queue.release(*queue.lease(3), failed=True)
-    admin.config_set("maxmemory-policy", "noeviction")
-    admin.config_set("maxmemory", admin.info("memory")["used_memory"])
-    with pytest.raises(redis.OutOfMemoryError):
-        admin.set("one-more", b"x" * 1000)
+    filled(admin)
     where = ("--redis-url", fresh_server.url, "--queue", "q")
 
     listed = rediswq("failed", "--json", *where)
