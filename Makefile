@@ -55,9 +55,9 @@ demo: $(RUNTIME_STAMP) ## Run the whole system locally: embedded Redis, seed, 2 
 test: lint unit manifests e2e-docker ## Lint, then every test that can run on this machine
 
 lint: $(DEV_STAMP) ## ruff, mypy --strict, actionlint, shellcheck, shfmt, yamllint
-	$(BIN)/ruff check worker e2e examples
-	$(BIN)/ruff format --check worker e2e examples
-	$(BIN)/mypy worker/src worker/tests worker/bench worker/root_backend.py examples/thumbnails
+	$(BIN)/ruff check worker e2e examples testing
+	$(BIN)/ruff format --check worker e2e examples testing
+	$(BIN)/mypy worker/src worker/tests worker/bench worker/root_backend.py examples/thumbnails testing
 	# Apart: each test tree has its own conftest module.
 	$(BIN)/mypy e2e
 	$(BIN)/actionlint
