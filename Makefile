@@ -101,10 +101,10 @@ kind-down: ## Delete the kind cluster
 deploy: $(DEV_STAMP) ## Apply OVERLAY to CONTEXT (default: current); replaces only Jobs whose spec changed
 	CONTEXT="$(CONTEXT)" scripts/deploy.sh overlays/$(OVERLAY)
 
-e2e: $(DEV_STAMP) ## End-to-end on kind (E2E_CLUSTER=current: the current context): deploy, assert logs
+e2e: $(DEV_STAMP) ## End-to-end on kind (E2E_CLUSTER=current: the current context); fails without one
 	$(BIN)/pytest -m kind e2e $(PYTEST_ARGS)
 
-e2e-flux: $(DEV_STAMP) ## Flux on kind reconciles clusters/dev/flux from a local OCI registry (needs flux)
+e2e-flux: $(DEV_STAMP) ## Flux on kind reconciles clusters/dev/flux from a local OCI registry; fails without flux
 	$(BIN)/pytest -m flux e2e $(PYTEST_ARGS)
 
 e2e-docker: $(DEV_STAMP) ## End-to-end as containers on a local Docker engine (skips without one)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import yaml
@@ -20,8 +21,10 @@ from rendering import REPO, Manifest, find, kubectl, wrap
 
 KIND_SH = REPO / "scripts" / "kind.sh"
 KIND_CONFIG = REPO / "e2e" / "kind-config.yaml"
-# Set in CI, where a missing Docker or node image is a broken runner, not a reason to skip.
+# Set in CI: no checks before kind runs, so that a broken runner fails with kind's own error.
 FORCE = "E2E_KIND"
+# Set by whoever accepts that the cluster tests prove nothing here: they skip instead of failing.
+ALLOW_SKIP = "E2E_ALLOW_SKIP"
 # Another node image than the kind config's, by digest: another Kubernetes minor.
 NODE_IMAGE = "E2E_KIND_NODE_IMAGE"
 # "current": the current kubeconfig context's cluster instead of a kind cluster made here.
@@ -70,24 +73,31 @@ def _attempt(args: Sequence[str], timeout: float) -> str | None:
 
 
 def unavailable_reason() -> str | None:
-    """Why no kind cluster can run here (the tests then skip), or None when one can."""
+    """Why no kind cluster can run here, or None when one can."""
     if os.environ.get(FORCE) == "1":
         return None
-    hint = f" (set {FORCE}=1 to fail instead of skipping)"
     if shutil.which("docker") is None:
-        return "docker is not on PATH; kind runs its node in Docker" + hint
+        return "docker is not on PATH; kind runs its node in Docker"
     failed = _attempt(["docker", "info"], 30)
     if failed:
-        return f"no Docker engine answers: {failed}{hint}"
+        return f"no Docker engine answers: {failed}"
     image = node_image()
     # The same presence check and pull that kind does before creating a node, done here first so
-    # that a machine without registry access skips instead of failing inside `kind create`.
+    # that a machine without registry access says so in one line, not from inside `kind create`.
     if _attempt(["docker", "inspect", "--type=image", image], 30) is None:
         return None
     failed = _attempt(["docker", "pull", image], PULL_TIMEOUT)
     if failed:
-        return f"the kind node image is not here and cannot be pulled: {failed}{hint}"
+        return f"the kind node image is not here and cannot be pulled: {failed}"
     return None
+
+
+def no_cluster(reason: str) -> NoReturn:
+    """Stop the run with one line: a cluster test that cannot run proves nothing, so it fails;
+    unless E2E_ALLOW_SKIP=1, which makes it a skip that says the same."""
+    if os.environ.get(ALLOW_SKIP) == "1":
+        pytest.skip(f"no cluster: {reason}")
+    pytest.exit(f"no cluster for the cluster tests: {reason} ({ALLOW_SKIP}=1 skips them)", 1)
 
 
 def kind_binary() -> Path:

@@ -7,7 +7,16 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from cluster import WORKER_JOB, Cluster, create, current, target, unavailable_reason, worker_image
+from cluster import (
+    WORKER_JOB,
+    Cluster,
+    create,
+    current,
+    no_cluster,
+    target,
+    unavailable_reason,
+    worker_image,
+)
 from containers import Containers, containers
 from dockersystem import System, build_system
 from rendering import find, render
@@ -42,7 +51,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         return
     reason = unavailable_reason()
     if reason:
-        pytest.skip(reason)
+        no_cluster(reason)
     made = create(KIND_CLUSTER, worker_image(render("dev")))
     try:
         yield made

@@ -3,7 +3,9 @@ which clusters it may delete, and which pods are a Job's."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import cast
 
@@ -147,3 +149,29 @@ def test_the_pods_of_a_replaced_job_that_linger_are_not_the_new_jobs() -> None:
     pods = [worker_pod("job-wq-2-old", "uid-a"), worker_pod("job-wq-2-new", "uid-b")]
     found = cluster.job_pods(cast(cluster.Cluster, PodsOfJobs("uid-b", pods)), "job-wq-2", "ns")
     assert [cluster.pod_name(pod) for pod in found] == ["job-wq-2-new"]
+
+
+def kind_tests_without_docker(**env: str) -> subprocess.CompletedProcess[str]:
+    """`make e2e`'s pytest on a machine whose PATH has no docker: this venv's tools only."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("E2E_", "PYTEST_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-m", "kind", "-p", "no:cacheprovider", "-q", "e2e"],
+        cwd=REPO, env={**clean, "CI": "", "PATH": str(Path(sys.executable).parent), **env},
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def test_where_no_cluster_can_be_made_the_cluster_tests_fail_in_one_line() -> None:
+    done = kind_tests_without_docker()
+    assert done.returncode == 1, done.stdout
+    said = "no cluster for the cluster tests: docker is not on PATH; kind runs its node in Docker"
+    [line] = [line for line in done.stdout.splitlines() if said in line]
+    assert line.endswith(f"({cluster.ALLOW_SKIP}=1 skips them) !"), line
+    assert "passed" not in done.stdout and "skipped" not in done.stdout, done.stdout
+
+
+def test_e2e_allow_skip_makes_them_skips_that_say_why() -> None:
+    done = kind_tests_without_docker(**{cluster.ALLOW_SKIP: "1"})
+    assert done.returncode == 0, done.stdout
+    assert "SKIPPED [1] e2e/test_kind.py" in done.stdout, done.stdout
+    assert "no cluster: docker is not on PATH" in done.stdout

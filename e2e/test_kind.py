@@ -1,8 +1,9 @@
 """The proof on a real cluster: the dev overlay drains the queue, even when a worker dies, and Git
 drives the runs through scripts/deploy.sh (run A; the same tree again, Job UIDs unchanged; run B).
 
-On a kind cluster made here (skips, saying why, where kind cannot run: no Docker, or no way to get
-the pinned node image; E2E_KIND=1 makes those failures, as CI wants; `--keep-cluster` keeps it), or
+On a kind cluster made here (where kind cannot run, for want of Docker or of the pinned node image,
+the run stops with one line saying so, or skips with E2E_ALLOW_SKIP=1; E2E_KIND=1, as in CI, leaves
+the failing to kind itself; `--keep-cluster` keeps it), or
 with E2E_CLUSTER=current on the current kubeconfig context's cluster, which is never created or
 deleted, with the images from E2E_WORKER_IMAGE and E2E_REDIS_IMAGE when set. Either way the tests
 own the namespace job-wq-2: they delete and recreate it. The cluster fixture is conftest.py's, so

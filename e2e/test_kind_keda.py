@@ -2,7 +2,7 @@
 components/keda applied; the ScaledJob starts workers on the pending list, never more than there
 are items nor than maxReplicaCount, and they drain the list, each item exactly once.
 
-Needs what test_kind.py needs (skips the same way; E2E_KIND=1 fails instead) and the network, for
+Needs what test_kind.py needs (and stops or skips the same way) and the network, for
 KEDA's release manifest. The manifest is pinned by version and checked against the SHA-256 digest
 GitHub records for that release asset. KEDA is cluster-wide, so it is installed only into a kind
 cluster; with E2E_CLUSTER=current the test runs only where KEDA is already installed.

@@ -4,8 +4,8 @@ Ready behind its Service, the Job controller. The dev overlay is applied to a fr
 each worker pod's steps come from the cluster's records and the pod's timestamped log
 (e2e/podtimes.py). The figures are printed for docs/benchmarks.md; the bounds are loose.
 
-Runs where test_kind.py runs (a kind cluster made here, or E2E_CLUSTER=current) and skips, saying
-why, where none can.
+Runs where test_kind.py runs (a kind cluster made here, or E2E_CLUSTER=current), and stops or
+skips as it does where none can.
 """
 
 from __future__ import annotations
