@@ -89,8 +89,10 @@ oldest newest: $(DEV_STAMP) ## mypy and the worker's tests on the oldest / newes
 kustomize: ## Fetch the pinned kustomize (checksummed) into .cache/kustomize; print its path
 	@scripts/kustomize.sh bin
 
-image: ## Build the worker image $(IMAGE) from worker/Dockerfile (needs BuildKit)
-	DOCKER_BUILDKIT=1 docker build -t $(IMAGE) worker
+# The builder is found as the container e2e finds it: docker buildx, an older docker, or podman.
+# PYTHON_IMAGE: another base than the Dockerfile's pinned one, e.g. a copy in a registry you reach.
+image: ## Build the worker image $(IMAGE) from worker/Dockerfile (BuildKit; PYTHON_IMAGE: another base)
+	scripts/build-image.sh $(IMAGE) worker $(if $(PYTHON_IMAGE),PYTHON_IMAGE=$(PYTHON_IMAGE))
 
 kind-up: $(DEV_STAMP) ## Create the kind cluster and load the worker image
 	scripts/kind.sh up $(KIND_CLUSTER) $(IMAGE)

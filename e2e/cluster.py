@@ -15,6 +15,7 @@ from typing import NoReturn
 
 import pytest
 import yaml
+from images import build_image, find_builder
 from kubernetes import client, config
 from pytest_kind import KindCluster
 from rendering import REPO, Manifest, find, kubectl, wrap
@@ -201,12 +202,8 @@ def create(name: str, image: str) -> Cluster:
 
 
 def build(image: str, context: Path, args: Mapping[str, str] | None = None) -> None:
-    """`docker build` of `context` as `image`, with build arguments `args`."""
-    # One image manifest, no provenance or SBOM attestations: `kind load` cannot import the
-    # multi-manifest archive Docker's containerd image store saves otherwise (kind #3795).
-    flags = [f"--build-arg={key}={value}" for key, value in (args or {}).items()]
-    command = ["docker", "build", "--provenance=false", "--sbom=false", *flags, "-t", image]
-    subprocess.run([*command, str(context)], check=True)
+    """`context` built as `image` in Docker, for `kind load`, with build arguments `args`."""
+    build_image(find_builder(), image, args or {}, context)
 
 
 def overlay(root: Path, workdir: Path) -> Path:

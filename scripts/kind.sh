@@ -97,9 +97,7 @@ up() {
   else
     "$kind" create cluster --name "$cluster" --config "$config" --wait 120s
   fi
-  # One image manifest, without provenance or SBOM attestations: `kind load` cannot import the
-  # multi-manifest archive that Docker's containerd image store saves otherwise (kind #3795, #4236).
-  docker build --provenance=false --sbom=false -t "$image" "$repo/worker"
+  "$repo/scripts/build-image.sh" "$image" "$repo/worker"
   "$kind" load docker-image "$image" --name "$cluster"
 }
 
