@@ -1,0 +1,281 @@
+"""The dashboard and the alert rules of components/metrics against a real Prometheus (Debian's
+`prometheus`), scraping every second two real workers and the exporter during a real run with a
+poison item and a slow one: every panel's query returns data, and so does every alert's, each in
+the situation it is about.
+
+What the run cannot show in seconds is left to the rules' unit tests (e2e/test_alerts.py): a run
+stuck for 15 minutes, and an expired lease; here their expressions are evaluated and every
+metric they read exists. kube-state-metrics is stood in for by its series of one Job, served
+from the test, so that the two alerts that join them to the queue's are evaluated on real joins.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import cli_env, rediswq, spawn_worker
+from rediswq.server import EmbeddedRedis
+from test_metrics import free_port
+
+METRICS = Path(__file__).resolve().parents[2] / "components" / "metrics"
+NAMESPACE = "job-wq-2"
+# Grafana fills these in; here, a window of several 1 s scrapes, and every queue.
+GRAFANA = {"$__rate_interval": "5s", "$queue": ".+"}
+
+
+def prometheus_binary() -> str:
+    found = shutil.which("prometheus")
+    if found is None:
+        reason = "no prometheus on PATH (Debian/Ubuntu: apt-get install prometheus)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return found
+
+
+def dashboard_queries() -> dict[str, str]:
+    """Each panel target's PromQL, as Grafana sends it, by panel and legend."""
+    dashboard = json.loads((METRICS / "dashboard.json").read_text(encoding="utf-8"))
+    queries = {}
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            expr = target["expr"]
+            for variable, value in GRAFANA.items():
+                expr = expr.replace(variable, value)
+            queries[f"{panel['title']} / {target['legendFormat']}"] = expr
+    return queries
+
+
+def alert_expressions() -> dict[str, str]:
+    rules = yaml.safe_load((METRICS / "alerts.rules.yaml").read_text(encoding="utf-8"))
+    return {rule["alert"]: rule["expr"] for group in rules["groups"] for rule in group["rules"]}
+
+
+class Prometheus:
+    """Prometheus' HTTP API."""
+
+    def __init__(self, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+
+    def get(self, path: str, **params: str | float) -> Any:
+        query = urllib.parse.urlencode(params)
+        url = f"{self.base}{path}?{query}"
+        with urllib.request.urlopen(url, timeout=10) as reply:  # noqa: S310 (http to loopback)
+            answer = json.loads(reply.read())
+        assert answer["status"] == "success", answer
+        return answer["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        return list(self.get("/api/v1/query", query=expr)["result"])
+
+    def values(self, expr: str, start: float, end: float) -> list[float]:
+        """Every value of every series of `expr` between `start` and `end`, a step a second."""
+        found = self.get("/api/v1/query_range", query=expr, start=start, end=end, step=1)
+        return [float(v) for series in found["result"] for _, v in series["values"]]
+
+    def alerts(self) -> dict[str, str]:
+        return {a["labels"]["alertname"]: a["state"] for a in self.get("/api/v1/alerts")["alerts"]}
+
+
+def until(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+@contextmanager
+def served(text: Callable[[], str]) -> Iterator[int]:
+    """An HTTP server on a free loopback port answering every GET with `text()`."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = text().encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def kube_state_metrics(started: float) -> str:
+    """kube-state-metrics' series of an active worker Job that lost one pod and whose
+    activeDeadlineSeconds (10 s) leaves no time for the run."""
+    job = f'namespace="{NAMESPACE}",job_name="job-wq-2"'
+    return (
+        f"kube_job_spec_active_deadline_seconds{{{job}}} 10\n"
+        f"kube_job_status_start_time{{{job}}} {started:.0f}\n"
+        f"kube_job_status_active{{{job}}} 1\n"
+        f"kube_job_status_failed{{{job}}} 1\n"
+        f'kube_job_failed{{{job},condition="true"}} 0\n'
+    )
+
+
+def prometheus_config(workers: list[int], exporter: int, ksm: int) -> dict[str, Any]:
+    def job(name: str, ports: list[int], **extra: Any) -> dict[str, Any]:
+        targets = [f"127.0.0.1:{port}" for port in ports]
+        return {"job_name": name, "static_configs": [{"targets": targets, **extra}]}
+
+    return {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(METRICS / "alerts.rules.yaml")],
+        "scrape_configs": [
+            job("rediswq-worker", workers),
+            # The PodMonitor's scrape labels the exporter's series with its namespace.
+            job("rediswq-exporter", [exporter], labels={"namespace": NAMESPACE}),
+            {**job("kube-state-metrics", [ksm]), "honor_labels": True},
+        ],
+    }
+
+
+@contextmanager
+def running(argv: list[str], env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
+    process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        process.communicate(timeout=30)
+
+
+def test_every_dashboard_query_and_alert_returns_data_from_a_real_run(
+    queue_name: str, tmp_path: Path
+) -> None:
+    binary = prometheus_binary()
+    items = ["apple", "banana", "cherry", "date", "elder", "fig", "poison-pear", "last"]
+    (tmp_path / "items.txt").write_text("\n".join(items) + "\n", encoding="utf-8")
+    gate = tmp_path / "gate"
+    env = cli_env(RECORD_FILE=str(tmp_path / "done"), GATE_FILE=str(gate))
+    started = time.time()
+    worker_ports, exporter_port, web = [free_port(), free_port()], free_port(), free_port()
+
+    with (
+        EmbeddedRedis() as redis_server,
+        served(lambda: kube_state_metrics(started)) as ksm_port,
+        running(
+            [sys.executable, "-m", "rediswq", "exporter", "--redis-url", redis_server.url,
+             "--queue", queue_name, "--metrics-port", f"127.0.0.1:{exporter_port}"],
+            env=env,
+        ),
+    ):  # fmt: skip
+        config = tmp_path / "prometheus.yml"
+        config.write_text(
+            yaml.safe_dump(prometheus_config(worker_ports, exporter_port, ksm_port)), "utf-8"
+        )
+        prometheus_argv = [
+            binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{web}",
+        ]  # fmt: skip
+        with running(prometheus_argv) as server:
+            api = Prometheus(web)
+
+            def scraping(job: str) -> bool:
+                assert server.poll() is None, server.communicate()
+                try:
+                    return bool(api.query(f'up{{job="{job}"}} == 1'))
+                except OSError:
+                    return False
+
+            until(lambda: scraping("rediswq-exporter"), "Prometheus to scrape the exporter")
+            workers = [
+                gated_worker(redis_server.url, queue_name, port, env) for port in worker_ports
+            ]
+            try:
+                until(lambda: scraping("rediswq-worker"), "Prometheus to scrape a worker")
+                seeded = rediswq(
+                    "seed", str(tmp_path / "items.txt"), "--redis-url", redis_server.url,
+                    "--queue", queue_name, env=env,
+                )  # fmt: skip
+                assert seeded.returncode == 0, seeded.stdout + seeded.stderr
+                until(lambda: bool(api.query("rediswq_queue_failed == 1")), "the dead letter")
+                # The slow item: held while the rest is done, long enough for rates to show.
+                until(lambda: bool(api.query("rediswq_queue_done == 6")), "all but the slow one")
+                time.sleep(6)
+                late = api.query(alert_expressions()["RediswqRunMissesDeadline"])
+                gate.touch()
+                for worker in workers:
+                    out, _ = worker.communicate(timeout=60)
+                    assert worker.returncode == 0, out
+            finally:
+                for worker in workers:
+                    if worker.poll() is None:
+                        worker.kill()
+                        worker.communicate()
+            ended = time.time()
+            until(lambda: bool(api.query("rediswq_queue_drained == 1")), "the drained run")
+
+            queries = dashboard_queries()
+            empty = {
+                name: expr
+                for name, expr in queries.items()
+                if not [v for v in api.values(expr, started, ended) if not math.isnan(v)]
+            }
+            assert not empty, f"panels with no data during the run: {empty}"
+
+            expressions = alert_expressions()
+            assert_every_metric_read_has_series(api, expressions)
+            # And the alerts that can happen in seconds return data, each in its situation.
+            assert late, "the run that cannot meet the Job's deadline"
+            assert api.query(expressions["RediswqDeadLetters"])
+            assert api.query(expressions["RediswqJobFailed"])
+            assert api.alerts().get("RediswqDeadLetters") in {"pending", "firing"}
+            assert "RediswqRunStuck" not in api.alerts()
+
+            redis_server.stop()
+            until(lambda: bool(api.query(expressions["RediswqQueueDown"])), "the outage")
+            # The rules are evaluated a second after the scrape that saw it.
+            until(lambda: api.alerts().get("RediswqQueueDown") == "pending", "the outage alert")
+
+
+def gated_worker(url: str, queue: str, port: int, env: dict[str, str]) -> subprocess.Popen[str]:
+    """A worker whose poison items fail twice at once, and whose item "last" waits for the
+    gate; serving its metrics on `port`."""
+    return spawn_worker(
+        url, queue, "--handler", "recording:gated", "--max-attempts", "2",
+        "--retry-backoff", "off", "--metrics-port", f"127.0.0.1:{port}", env=env,
+    )  # fmt: skip
+
+
+def assert_every_metric_read_has_series(api: Prometheus, expressions: dict[str, str]) -> None:
+    """Each expression is valid PromQL, and each metric it reads was scraped."""
+    for alert, expr in expressions.items():
+        api.query(expr)
+        for name in metric_names(expr):
+            assert api.get("/api/v1/series", **{"match[]": name}), f"{alert}: no {name}"
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names an expression reads (ours and kube-state-metrics')."""
+    words = expr.replace("(", " ").replace(")", " ").replace("{", " ").replace("[", " ").split()
+    return {word for word in words if word.startswith(("rediswq_", "kube_"))}
