@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -214,3 +215,39 @@ def test_a_default_deny_policy_would_be_caught() -> None:
     scrape = copy.deepcopy(deny)
     scrape["spec"]["ingress"] = [{"ports": [{"port": "metrics", "protocol": "TCP"}]}]
     assert ingress_allows([deny, scrape], labels, 9100, "metrics")
+
+
+# Grafana publishes no JSON schema of a dashboard that can be read offline (its own is CUE, in a
+# repository under the AGPL), so this checks what the docs' "JSON model" page asks of one and what
+# the sidecar needs: the fields, panels that do not overlap, each query on the chosen data source,
+# and only defined variables.
+PANEL_TYPES = {"stat", "gauge", "timeseries", "bargauge", "table", "text"}
+
+
+def test_the_dashboard_json_has_the_shape_grafana_loads() -> None:
+    dashboard = json.loads((METRICS / "dashboard.json").read_text(encoding="utf-8"))
+    assert {"uid", "title", "schemaVersion", "panels", "templating", "time"} <= set(dashboard)
+    assert isinstance(dashboard["schemaVersion"], int)
+    assert "id" not in dashboard or dashboard["id"] is None, "an id ties it to one Grafana"
+    variables = {v["name"] for v in dashboard["templating"]["list"]}
+    assert variables == {"datasource", "queue"}
+    cells: set[tuple[int, int]] = set()
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dashboard["panels"]:
+        assert panel["type"] in PANEL_TYPES, panel["title"]
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, f"{panel['title']} is wider than the 24 columns"
+        area = {
+            (x, y)
+            for x in range(grid["x"], grid["x"] + grid["w"])
+            for y in range(grid["y"], grid["y"] + grid["h"])
+        }
+        assert not area & cells, f"{panel['title']} overlaps another panel"
+        cells |= area
+        refs = [target["refId"] for target in panel["targets"]]
+        assert refs and len(refs) == len(set(refs)), panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+            used = set(re.findall(r"\$(\w+)", target["expr"])) - {"__rate_interval"}
+            assert used <= variables, f"{panel['title']}: undefined {used - variables}"
