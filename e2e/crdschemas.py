@@ -122,6 +122,9 @@ def main(schema: str, path: str) -> int:
         except pytest.skip.Exception as skipped:
             print(f"skip: {skipped.msg}")
             return 0
+        except (urllib.error.URLError, TimeoutError) as error:
+            print(f"cannot read the schema {schema}: {error}")
+            return 1
     print(problem, end="")
     return 1 if problem else 0
 

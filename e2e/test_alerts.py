@@ -244,3 +244,14 @@ def test_the_prometheusrule_is_the_rules_file() -> None:
     written = PROMETHEUS_RULE.read_text(encoding="utf-8")
     assert written == prometheus_rule_text(), "run `make alert-rules` and commit the result"
     assert yaml.safe_load(written)["spec"]["groups"] == rule_groups()
+
+
+def test_each_alerts_runbook_url_is_a_section_of_the_docs() -> None:
+    docs = (RULES.parents[2] / "docs" / "alerts.md").read_text(encoding="utf-8")
+    # GitHub's anchor of a heading: lower case; these headings are single words.
+    anchors = {line[4:].strip().lower() for line in docs.splitlines() if line.startswith("### ")}
+    for group in rule_groups():
+        for rule in group["rules"]:
+            url = rule["annotations"]["runbook_url"]
+            assert url.endswith(f"/docs/alerts.md#{rule['alert'].lower()}"), url
+            assert rule["alert"].lower() in anchors, f"no section {rule['alert']} in docs/alerts.md"
