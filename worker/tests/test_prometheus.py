@@ -1,12 +1,13 @@
 """The dashboard and the alert rules of components/metrics against a real Prometheus (Debian's
 `prometheus`), scraping every second two real workers and the exporter during a real run with a
-poison item and a slow one: every panel's query returns data, and so does every alert's, each in
-the situation it is about.
+poison item and a slow one, whose worker is killed holding it: every panel's query returns data,
+and so does every alert's expression, each in the situation it is about, but one.
 
-What the run cannot show in seconds is left to the rules' unit tests (e2e/test_alerts.py): a run
-stuck for 15 minutes, and an expired lease; here their expressions are evaluated and every
-metric they read exists. kube-state-metrics is stood in for by its series of one Job, served
-from the test, so that the two alerts that join them to the queue's are evaluated on real joins.
+That one is a run stuck for 15 minutes, which cannot happen in seconds: its expression is
+evaluated and every metric it reads exists, and the rules' unit tests (e2e/test_alerts.py) show
+when it fires. kube-state-metrics is stood in for by its series of the one worker Job, served from
+the test (its failed pods are the workers the test killed), so that the two alerts that join them
+to the queue's gauges are evaluated on real joins.
 """
 
 from __future__ import annotations
@@ -126,15 +127,15 @@ def served(text: Callable[[], str]) -> Iterator[int]:
         server.server_close()
 
 
-def kube_state_metrics(started: float) -> str:
-    """kube-state-metrics' series of an active worker Job that lost one pod and whose
+def kube_state_metrics(started: float, failed: int) -> str:
+    """kube-state-metrics' series of the active worker Job, which lost `failed` pods and whose
     activeDeadlineSeconds (10 s) leaves no time for the run."""
     job = f'namespace="{NAMESPACE}",job_name="job-wq-2"'
     return (
         f"kube_job_spec_active_deadline_seconds{{{job}}} 10\n"
         f"kube_job_status_start_time{{{job}}} {started:.0f}\n"
         f"kube_job_status_active{{{job}}} 1\n"
-        f"kube_job_status_failed{{{job}}} 1\n"
+        f"kube_job_status_failed{{{job}}} {failed}\n"
         f'kube_job_failed{{{job},condition="true"}} 0\n'
     )
 
@@ -169,101 +170,117 @@ def running(argv: list[str], env: dict[str, str] | None = None) -> Iterator[subp
         process.communicate(timeout=30)
 
 
+@contextmanager
+def prometheus(config: dict[str, Any], scratch: Path) -> Iterator[Prometheus]:
+    """A Prometheus on a free loopback port with `config`, its data in `scratch`."""
+    binary, web = prometheus_binary(), free_port()
+    (scratch / "prometheus.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    argv = [
+        binary, f"--config.file={scratch / 'prometheus.yml'}",
+        f"--storage.tsdb.path={scratch / 'tsdb'}", f"--web.listen-address=127.0.0.1:{web}",
+    ]  # fmt: skip
+    with running(argv) as server:
+        api = Prometheus(web)
+
+        def ready() -> bool:
+            assert server.poll() is None, server.communicate()
+            try:
+                return api.get("/api/v1/status/buildinfo") is not None
+            except OSError:
+                return False
+
+        until(ready, "Prometheus to answer")
+        yield api
+
+
 def test_every_dashboard_query_and_alert_returns_data_from_a_real_run(
     queue_name: str, tmp_path: Path
 ) -> None:
-    binary = prometheus_binary()
     items = ["apple", "banana", "cherry", "date", "elder", "fig", "poison-pear", "last"]
     (tmp_path / "items.txt").write_text("\n".join(items) + "\n", encoding="utf-8")
     gate = tmp_path / "gate"
     env = cli_env(RECORD_FILE=str(tmp_path / "done"), GATE_FILE=str(gate))
     started = time.time()
-    worker_ports, exporter_port, web = [free_port(), free_port()], free_port(), free_port()
+    killed: list[int] = []  # the worker pods that failed, as kube-state-metrics would count them
+    worker_ports, exporter_port = [free_port(), free_port()], free_port()
+    expressions = alert_expressions()
 
     with (
         EmbeddedRedis() as redis_server,
-        served(lambda: kube_state_metrics(started)) as ksm_port,
+        served(lambda: kube_state_metrics(started, failed=len(killed))) as ksm_port,
         running(
             [sys.executable, "-m", "rediswq", "exporter", "--redis-url", redis_server.url,
              "--queue", queue_name, "--metrics-port", f"127.0.0.1:{exporter_port}"],
             env=env,
         ),
+        prometheus(prometheus_config(worker_ports, exporter_port, ksm_port), tmp_path) as api,
     ):  # fmt: skip
-        config = tmp_path / "prometheus.yml"
-        config.write_text(
-            yaml.safe_dump(prometheus_config(worker_ports, exporter_port, ksm_port)), "utf-8"
-        )
-        prometheus_argv = [
-            binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{web}",
-        ]  # fmt: skip
-        with running(prometheus_argv) as server:
-            api = Prometheus(web)
+        until(lambda: scraping(api, "rediswq-exporter"), "Prometheus to scrape the exporter")
+        workers = {
+            port: gated_worker(redis_server.url, queue_name, port, env) for port in worker_ports
+        }
+        try:
+            until(lambda: scraping(api, "rediswq-worker"), "Prometheus to scrape a worker")
+            seeded = rediswq(
+                "seed", str(tmp_path / "items.txt"), "--redis-url", redis_server.url,
+                "--queue", queue_name, env=env,
+            )  # fmt: skip
+            assert seeded.returncode == 0, seeded.stdout + seeded.stderr
+            until(lambda: bool(api.query("rediswq_queue_failed == 1")), "the dead letter")
+            # The slow item is held while the rest is done; then its worker dies holding it.
+            until(lambda: bool(api.query("rediswq_queue_done == 6")), "all but the slow one")
+            assert not api.query(expressions["RediswqJobFailed"]), "no pod failed yet"
+            (holder,) = api.query("rediswq_items_in_flight == 1")
+            port = int(holder["metric"]["instance"].rpartition(":")[2])
+            workers.pop(port).kill()
+            killed.append(port)
+            # Its lease runs out (2 s), and the other worker takes the item over.
+            until(lambda: bool(api.query(expressions["RediswqItemsReclaimed"])), "the reclaim")
+            until(lambda: bool(api.query(expressions["RediswqJobFailed"])), "the failed pod")
+            late = api.query(expressions["RediswqRunMissesDeadline"])
+            gate.touch()
+            (survivor,) = workers.values()
+            out, _ = survivor.communicate(timeout=60)
+            assert survivor.returncode == 0, out
+        finally:
+            for worker in workers.values():
+                if worker.poll() is None:
+                    worker.kill()
+                worker.communicate()
+        ended = time.time()
+        until(lambda: bool(api.query("rediswq_queue_drained == 1")), "the drained run")
 
-            def scraping(job: str) -> bool:
-                assert server.poll() is None, server.communicate()
-                try:
-                    return bool(api.query(f'up{{job="{job}"}} == 1'))
-                except OSError:
-                    return False
+        empty = {
+            name: expr
+            for name, expr in dashboard_queries().items()
+            if not [v for v in api.values(expr, started, ended) if not math.isnan(v)]
+        }
+        assert not empty, f"panels with no data during the run: {empty}"
 
-            until(lambda: scraping("rediswq-exporter"), "Prometheus to scrape the exporter")
-            workers = [
-                gated_worker(redis_server.url, queue_name, port, env) for port in worker_ports
-            ]
-            try:
-                until(lambda: scraping("rediswq-worker"), "Prometheus to scrape a worker")
-                seeded = rediswq(
-                    "seed", str(tmp_path / "items.txt"), "--redis-url", redis_server.url,
-                    "--queue", queue_name, env=env,
-                )  # fmt: skip
-                assert seeded.returncode == 0, seeded.stdout + seeded.stderr
-                until(lambda: bool(api.query("rediswq_queue_failed == 1")), "the dead letter")
-                # The slow item: held while the rest is done, long enough for rates to show.
-                until(lambda: bool(api.query("rediswq_queue_done == 6")), "all but the slow one")
-                time.sleep(6)
-                late = api.query(alert_expressions()["RediswqRunMissesDeadline"])
-                gate.touch()
-                for worker in workers:
-                    out, _ = worker.communicate(timeout=60)
-                    assert worker.returncode == 0, out
-            finally:
-                for worker in workers:
-                    if worker.poll() is None:
-                        worker.kill()
-                        worker.communicate()
-            ended = time.time()
-            until(lambda: bool(api.query("rediswq_queue_drained == 1")), "the drained run")
+        assert_every_metric_read_has_series(api, expressions)
+        # And the alerts that can happen in seconds returned data, each in its situation.
+        assert late, "the run that cannot meet the Job's deadline"
+        assert api.query(expressions["RediswqDeadLetters"])
+        assert api.alerts().get("RediswqDeadLetters") in {"pending", "firing"}
+        assert "RediswqRunStuck" not in api.alerts()
 
-            queries = dashboard_queries()
-            empty = {
-                name: expr
-                for name, expr in queries.items()
-                if not [v for v in api.values(expr, started, ended) if not math.isnan(v)]
-            }
-            assert not empty, f"panels with no data during the run: {empty}"
+        redis_server.stop()
+        until(lambda: bool(api.query(expressions["RediswqQueueDown"])), "the outage")
+        # The rules are evaluated a second after the scrape that saw it.
+        until(lambda: api.alerts().get("RediswqQueueDown") == "pending", "the outage alert")
 
-            expressions = alert_expressions()
-            assert_every_metric_read_has_series(api, expressions)
-            # And the alerts that can happen in seconds return data, each in its situation.
-            assert late, "the run that cannot meet the Job's deadline"
-            assert api.query(expressions["RediswqDeadLetters"])
-            assert api.query(expressions["RediswqJobFailed"])
-            assert api.alerts().get("RediswqDeadLetters") in {"pending", "firing"}
-            assert "RediswqRunStuck" not in api.alerts()
 
-            redis_server.stop()
-            until(lambda: bool(api.query(expressions["RediswqQueueDown"])), "the outage")
-            # The rules are evaluated a second after the scrape that saw it.
-            until(lambda: api.alerts().get("RediswqQueueDown") == "pending", "the outage alert")
+def scraping(api: Prometheus, job: str) -> bool:
+    return bool(api.query(f'up{{job="{job}"}} == 1'))
 
 
 def gated_worker(url: str, queue: str, port: int, env: dict[str, str]) -> subprocess.Popen[str]:
-    """A worker whose poison items fail twice at once, and whose item "last" waits for the
-    gate; serving its metrics on `port`."""
+    """A worker whose poison items fail 3 times at once, and whose item "last" waits for the
+    gate; with short leases; serving its metrics on `port`."""
     return spawn_worker(
-        url, queue, "--handler", "recording:gated", "--max-attempts", "2",
-        "--retry-backoff", "off", "--metrics-port", f"127.0.0.1:{port}", env=env,
+        url, queue, "--handler", "recording:gated", "--max-attempts", "3",
+        "--retry-backoff", "off", "--lease-seconds", "2", "--metrics-port", f"127.0.0.1:{port}",
+        env=env,
     )  # fmt: skip
 
 
