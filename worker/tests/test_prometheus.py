@@ -230,7 +230,9 @@ def test_every_dashboard_query_and_alert_returns_data_from_a_real_run(
             # The slow item is held while the rest is done; then its worker dies holding it.
             until(lambda: bool(api.query("rediswq_queue_done == 6")), "all but the slow one")
             assert not api.query(expressions["RediswqJobFailed"]), "no pod failed yet"
-            (holder,) = api.query("rediswq_items_in_flight == 1")
+            holding = "rediswq_items_in_flight == 1"
+            until(lambda: bool(api.query(holding)), "a scrape of the worker holding it")
+            (holder,) = api.query(holding)
             port = int(holder["metric"]["instance"].rpartition(":")[2])
             workers.pop(port).kill()
             killed.append(port)
