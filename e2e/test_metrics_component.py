@@ -9,11 +9,18 @@ are tested in test_alerts.py, the dashboard's queries in worker/tests/test_prome
 
 from __future__ import annotations
 
+import base64
 import copy
 import functools
 import json
+import os
 import re
+import socket
+import subprocess
+import sys
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -21,6 +28,7 @@ from alertrules import METRICS
 from crdschemas import crd_problem, is_custom
 from objects import COMPONENT as COMPONENT_LABEL
 from objects import SECRET, of_kind, pod, pod_specs, selects
+from rediswq.server import EmbeddedRedis
 from rendering import OVERLAYS, Manifest, find, manifests_copy, render, render_tree, runs_redis
 from test_manifests import assert_restricted, environment, validation_problems
 
@@ -251,3 +259,44 @@ def test_the_dashboard_json_has_the_shape_grafana_loads() -> None:
             assert target["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
             used = set(re.findall(r"\$(\w+)", target["expr"])) - {"__rate_interval"}
             assert used <= variables, f"{panel['title']}: undefined {used - variables}"
+
+
+def test_the_exporter_runs_with_the_arguments_and_settings_the_deployment_gives_it() -> None:
+    """Its args and every setting of the rendered ConfigMap, with the dev Secret's password,
+    start a real `rediswq exporter` that serves the queue of a real Redis; only the address of
+    Redis and of the metrics are this machine's."""
+    objects = with_metrics("dev")
+    container = worker_container(objects, "exporter")
+    secret = find(objects, "Secret", SECRET[0])
+    password = base64.b64decode(secret["data"][SECRET[1]]).decode()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with EmbeddedRedis(password=password) as server:
+        env = {
+            "PATH": os.environ["PATH"],
+            **environment(objects, container),
+            "REDIS_URL": f"redis://127.0.0.1:{server.port}/0",
+            "REDIS_PASSWORD": password,
+            "METRICS_PORT": f"127.0.0.1:{port}",
+        }
+        exporter = subprocess.Popen(
+            [sys.executable, "-m", "rediswq", *container["args"]],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as reply:
+                        served = reply.read().decode()
+                    break
+                except OSError:
+                    assert exporter.poll() is None, exporter.communicate()
+                    assert time.monotonic() < deadline, "the exporter never served"
+                    time.sleep(0.1)
+        finally:
+            exporter.terminate()
+            exporter.communicate(timeout=30)
+    queue = environment(objects, container)["QUEUE_NAME"]
+    assert f'rediswq_queue_up{{queue="{queue}"}} 1.0' in served
