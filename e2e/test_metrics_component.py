@@ -106,9 +106,16 @@ def test_the_operators_resources_are_valid_against_its_schemas(
     operator = "monitoring.coreos.com/"
     custom = [obj for obj in with_metrics(overlay) if obj["apiVersion"].startswith(operator)]
     assert sorted(obj["kind"] for obj in custom) == ["PodMonitor", "PodMonitor", "PrometheusRule"]
+    unchecked = []
     for obj in custom:
-        problem = crd_problem(obj, tmp_path)
+        try:
+            problem = crd_problem(obj, tmp_path)
+        except pytest.skip.Exception as missing:  # its schema; the others are still checked
+            unchecked.append(str(missing.msg))
+            continue
         assert not problem, f"{overlay} {obj['kind']}/{obj['metadata']['name']}: {problem}"
+    if unchecked:
+        pytest.skip("; ".join(sorted(set(unchecked))))
 
 
 @overlays
