@@ -25,7 +25,7 @@ LOCAL_LOCK    := worker/requirements-local.txt
 DEV_LOCK      := requirements-dev.txt
 
 .PHONY: help demo test lint unit manifests render validate bench lock oldest newest image kind-up kind-down \
-        deploy e2e e2e-flux e2e-docker kustomize clean
+        deploy e2e e2e-flux e2e-docker kustomize alert-rules clean
 
 help: ## List the targets
 	@awk -v image='$(IMAGE)' 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / \
@@ -85,6 +85,9 @@ lock: $(DEV_STAMP) ## Re-resolve every lock, with hashes: the venv's, the image'
 
 oldest newest: $(DEV_STAMP) ## mypy and the worker's tests on the oldest / newest versions its ranges allow
 	scripts/drift.sh $@ $(PYTEST_ARGS)
+
+alert-rules: $(DEV_STAMP) ## Write components/metrics/prometheusrule.yaml from alerts.rules.yaml
+	cd e2e && $(CURDIR)/$(BIN)/python alertrules.py
 
 kustomize: ## Fetch the pinned kustomize (checksummed) into .cache/kustomize; print its path
 	@scripts/kustomize.sh bin

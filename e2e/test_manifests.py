@@ -37,7 +37,10 @@ NAMESPACE = "job-wq-2"
 
 # (runAsUser, runAsGroup) and the one writable directory of each component's pods: an emptyDir,
 # or for Redis its PersistentVolumeClaim.
-IDS = {"redis": (999, 1000), "worker": (10001, 10001), "seed": (10001, 10001)}
+IDS = {
+    "redis": (999, 1000), "worker": (10001, 10001), "seed": (10001, 10001),
+    "exporter": (10001, 10001),  # components/metrics
+}  # fmt: skip
 WRITABLE = {"redis": "/data", "worker": "/tmp", "seed": "/tmp"}  # noqa: S108 (an emptyDir)
 
 # Where each overlay's worker image comes from.
@@ -128,7 +131,12 @@ def test_renders_redis_worker_and_seed(overlay: str) -> None:
 
 @overlays
 def test_every_pod_meets_the_restricted_profile(overlay: str) -> None:
-    for pod_spec in pod_specs(render(overlay)):
+    assert_restricted(render(overlay), overlay)
+
+
+def assert_restricted(objects: list[Manifest], overlay: str) -> None:
+    """Every pod of `objects` meets Pod Security's restricted profile, and runs as its IDS."""
+    for pod_spec in pod_specs(objects):
         where = f"{overlay} {pod_spec.owner}"
         assert pod_spec.spec.get("automountServiceAccountToken") is False, where
         for flag in ("hostNetwork", "hostPID", "hostIPC"):

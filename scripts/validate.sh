@@ -115,7 +115,9 @@ custom_resources_valid() {
       else
         echo "skip $1: $kind.$group not checked, no CRD schema: $(<"$work/why")"
       fi
-    elif check-jsonschema --schemafile "$schema" "$object" >"$work/report" 2>&1; then
+    # Not check-jsonschema itself: the Prometheus Operator's schemas have Go regexps that Python
+    # cannot load as they are (e2e/crdschemas.py reads them as Go does).
+    elif python "$repo/e2e/crdschemas.py" "$schema" "$object" >"$work/report" 2>&1; then
       echo "ok   $1: $kind.$group valid against $schemas/$path"
     else
       cat "$work/report" >&2
