@@ -23,6 +23,9 @@ import yaml
 from rendering import REPO, Manifest
 
 SCHEMAS = "CRD_SCHEMAS_DIR"
+# Schemas (`<group>/<kind>_<version>.json`, space-separated) that the machine's schema directory is
+# known to lack: their resources are skipped, and CI accepts that skip (testing/skippolicy.py).
+MISSING = "CRD_SCHEMAS_MISSING"
 CATALOG = "https://raw.githubusercontent.com/datreeio/CRDs-catalog/main"
 
 
@@ -66,6 +69,11 @@ def _schema_text(schema: str) -> str:
         with urllib.request.urlopen(schema, timeout=30) as reply:  # noqa: S310 (https)
             return str(reply.read().decode())
     if not Path(schema).is_file():
+        relative = str(Path(schema).relative_to(schema_root()))
+        if relative in os.environ.get(MISSING, "").split():
+            pytest.skip(
+                f"no CRD schema {relative}: CRD_SCHEMAS_MISSING says this machine's copy lacks it"
+            )
         pytest.skip(f"no CRD schema {schema} (add it to {SCHEMAS} or reach {CATALOG})")
     return Path(schema).read_text(encoding="utf-8")
 

@@ -109,7 +109,8 @@ custom_resources_valid() {
     kind=$(sed -n 's/^kind: //p' "$object" | tr '[:upper:]' '[:lower:]')
     path="$group/${kind}_${api#*/}.json"
     if ! schema=$(schema_file "$path" 2>"$work/why"); then
-      if [[ ${CI:-} == true ]]; then
+      # CRD_SCHEMAS_MISSING: the schemas this machine's directory is known to lack (e2e/crdschemas.py).
+      if [[ ${CI:-} == true && " ${CRD_SCHEMAS_MISSING:-} " != *" $path "* ]]; then
         echo "FAIL $1: $kind.$group has no CRD schema to check it against: $(<"$work/why")" >&2
         valid=1
       else
