@@ -244,6 +244,6 @@ def test_on_a_cluster_the_example_drains_its_items_and_keeps_a_result_per_pictur
         results = cluster_json(cluster, worker, tmp_path, "results")
         letters = cluster_json(cluster, worker, tmp_path, "failed")
         assert_thumbnails(results, letters)
-        # In a pod, the worker a dead letter names is the pod (HOSTNAME).
+        # In a pod, the worker a dead letter names is the pod (POD_NAME).
         pods = {pod_name(pod) for pod in job_pods(cluster, WORKER_JOB, namespace)}
         assert letters[0]["worker"].split(" (pid ")[0] in pods, letters[0]["worker"]
