@@ -10,7 +10,6 @@ cluster made here, or E2E_EXAMPLE_IMAGE's on E2E_CLUSTER=current (it skips witho
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
@@ -22,18 +21,16 @@ import pytest
 from cluster import (
     EXAMPLE_IMAGE,
     REDIS_IMAGE,
-    SEED_TIMEOUT,
     WORKER_JOB,
     Cluster,
     apply,
-    assert_complete,
     build,
+    cluster_json,
     diagnosed,
     finished_run,
     job_pods,
     pod_name,
     reset,
-    wait_for_job,
     with_images,
     worker_image,
 )
@@ -206,27 +203,6 @@ def loaded(cluster: Cluster, workdir: Path) -> Path:
             "image from a registry the cluster pulls from (built from examples/thumbnails)"
         )
     return example_overlay(workdir)
-
-
-def cluster_json(cluster: Cluster, worker: Manifest, workdir: Path, *args: str) -> Any:
-    """What `rediswq ARGS --json` prints, run once as a Job with the worker's pod template."""
-    name = f"{WORKER_JOB}-{args[0]}"
-    namespace = worker["metadata"]["namespace"]
-    template = copy.deepcopy(worker["spec"]["template"])
-    template["spec"]["containers"][0]["args"] = [*args, "--json"]
-    job = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"backoffLimit": 0, "template": template},
-    }
-    manifest = workdir / f"{name}.json"
-    manifest.write_text(json.dumps(job), encoding="utf-8")
-    cluster.kubectl("create", "--filename", str(manifest))
-    assert_complete(wait_for_job(cluster, name, namespace, SEED_TIMEOUT))
-    # kubectl, not the API client, which turns a log that is JSON into a Python repr
-    # (kubernetes-client/python #811).
-    return json.loads(cluster.kubectl("logs", f"job/{name}", "--namespace", namespace))
 
 
 @pytest.mark.kind
