@@ -5,9 +5,10 @@ and is dead-lettered, and the Job completes. Afterwards `rediswq history` lists 
 the evicted pods, whose pods and logs are gone (docs/disruptions.md).
 
 On the cluster of test_kind.py (where kind cannot run, the run stops with one line saying so, or
-skips with E2E_ALLOW_SKIP=1; in CI it runs on every Kubernetes minor of the matrix). Each run is 40 items of 3 s on the dev overlay's 2 workers, with a
-10 s lease: the poison item comes back when its killed worker's lease runs out, and the test is
-about the time the Job controller keeps the workers away, not about the lease.
+skips with E2E_ALLOW_SKIP=1; in CI it runs on every Kubernetes minor of the matrix). Each run is
+40 items of 3 s on the dev overlay's 2 workers, with a 10 s lease: the poison item comes back when
+its killed worker's lease runs out, and the test is about the time the Job controller keeps the
+workers away, not about the lease.
 """
 
 from __future__ import annotations
