@@ -3,6 +3,8 @@ one can run here, making it, and reading Jobs."""
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 import shutil
 import subprocess
@@ -11,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 import yaml
@@ -339,6 +341,27 @@ def finished_run(cluster: Cluster, namespace: str) -> dict[str, str]:
     pods = job_pods(cluster, WORKER_JOB, namespace)
     assert_clean_exits(pods)
     return {pod_name(pod): pod_log(cluster, pod_name(pod), namespace) for pod in pods}
+
+
+def cluster_json(cluster: Cluster, worker: Manifest, workdir: Path, *args: str) -> Any:
+    """What `rediswq ARGS --json` prints, run once as a Job with the worker's pod template."""
+    name = f"{WORKER_JOB}-{args[0]}"
+    namespace = worker["metadata"]["namespace"]
+    template = copy.deepcopy(worker["spec"]["template"])
+    template["spec"]["containers"][0]["args"] = [*args, "--json"]
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"backoffLimit": 0, "template": template},
+    }
+    manifest = workdir / f"{name}.json"
+    manifest.write_text(json.dumps(job), encoding="utf-8")
+    cluster.kubectl("create", "--filename", str(manifest))
+    assert_complete(wait_for_job(cluster, name, namespace, SEED_TIMEOUT))
+    # kubectl, not the API client, which turns a log that is JSON into a Python repr
+    # (kubernetes-client/python #811).
+    return json.loads(cluster.kubectl("logs", f"job/{name}", "--namespace", namespace))
 
 
 DIAGNOSTICS = (

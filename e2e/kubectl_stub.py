@@ -7,8 +7,10 @@ is passed to the real kubectl. The cluster e2e (e2e/test_kind.py) runs deploy.sh
 
 Reads the scenario from the JSON file named by $KUBECTL_STUB (keys: context, cluster, server,
 existing: ["Kind/name"], rejections: {"Kind/name": "text"}, and optionally refused_creations:
-{"Kind/name": "text"} and active: the Jobs' active pod counts run together, as the jsonpath
-`{range .items[*]}{.status.active}{end}` prints them), appends each call's argv to
+{"Kind/name": "text"}, differing: ["Kind/name"] (what `kubectl diff` finds changed; every other
+existing object it finds unchanged), diff_errors: {"Kind/name": "text"} and active: the Jobs'
+active pod counts run together, as the jsonpath `{range .items[*]}{.status.active}{end}` prints
+them), appends each call's argv to
 $KUBECTL_STUB.calls as a JSON line. The objects live in the namespace `namespace` (job-wq-2 by
 default); a read by name without `-n` looks in the context's namespace, `default`, as kubectl does.
 """
@@ -101,37 +103,68 @@ def _jsonpath(scenario: dict[str, Any], args: list[str]) -> int:
     return 0
 
 
+def _dry_run_apply(scenario: dict[str, Any], target: str) -> int:
+    rejection = scenario["rejections"].get(_object(target))
+    if rejection is not None:
+        print(rejection, file=sys.stderr)
+        return 1
+    print(f"{_resource(_object(target))} unchanged (server dry run)")
+    return 0
+
+
+def _dry_run_create(scenario: dict[str, Any], target: str) -> int:
+    ref = _object(target)
+    refused = scenario.get("refused_creations", {}).get(ref)
+    if refused is None and ref in scenario["existing"]:
+        # Validation and admission passed; only the old object is in the way.
+        kind, name = ref.split("/", 1)
+        plural = _resource(ref).split("/")[0].replace(kind.lower(), kind.lower() + "s", 1)
+        refused = (
+            f'Error from server (AlreadyExists): error when creating "{target}": '
+            f'{plural} "{name}" already exists'
+        )
+    if refused is not None:
+        print(refused, file=sys.stderr)
+        return 1
+    print(f"{_resource(ref)} created (server dry run)")
+    return 0
+
+
+def _diff(scenario: dict[str, Any], target: str) -> int:
+    """kubectl diff's exit codes: 0 no differences, 1 some, anything else an error."""
+    ref = _object(target)
+    error = scenario.get("diff_errors", {}).get(ref)
+    if error is not None:
+        print(error, file=sys.stderr)
+        return 2
+    if ref in scenario.get("differing", []):
+        print(f"diff -u -N /tmp/LIVE/{ref} /tmp/MERGED/{ref}\n-  replicas: 1\n+  replicas: 2")
+        return 1
+    return 0
+
+
+def _apply(target: str) -> int:
+    """As kubectl says it: one line per object of the file, in the file's order."""
+    for doc in yaml.safe_load_all(Path(target).read_text(encoding="utf-8")):
+        if doc:
+            print(f"{_resource(doc['kind'] + '/' + doc['metadata']['name'])} configured")
+    return 0
+
+
 def _object_call(scenario: dict[str, Any], args: list[str]) -> int:
-    """get, apply and create (dry run or not), delete and wait, as an API server with `scenario`
-    answers."""
+    """get, apply and create (dry run or not), diff, delete and wait, as an API server with
+    `scenario` answers."""
     target = args[args.index("-f") + 1] if "-f" in args else ""
-    verb = args[0]
+    verb, dry_run = args[0], "--dry-run=server" in args
     if verb == "get":
         return _get(scenario, target) if target else _jsonpath(scenario, args)
-    if verb == "apply" and "--dry-run=server" in args:
-        rejection = scenario["rejections"].get(_object(target))
-        if rejection is not None:
-            print(rejection, file=sys.stderr)
-            return 1
-        print(f"{_resource(_object(target))} unchanged (server dry run)")
-        return 0
-    if verb == "create" and "--dry-run=server" in args:
-        ref = _object(target)
-        refused = scenario.get("refused_creations", {}).get(ref)
-        if refused is None and ref in scenario["existing"]:
-            # Validation and admission passed; only the old object is in the way.
-            kind, name = ref.split("/", 1)
-            plural = _resource(ref).split("/")[0].replace(kind.lower(), kind.lower() + "s", 1)
-            refused = (
-                f'Error from server (AlreadyExists): error when creating "{target}": '
-                f'{plural} "{name}" already exists'
-            )
-        if refused is not None:
-            print(refused, file=sys.stderr)
-            return 1
-        print(f"{_resource(ref)} created (server dry run)")
-        return 0
-    if verb in ("apply", "delete", "wait"):
+    if verb in ("apply", "create") and dry_run:
+        return (_dry_run_apply if verb == "apply" else _dry_run_create)(scenario, target)
+    if verb == "diff":
+        return _diff(scenario, target)
+    if verb == "apply":
+        return _apply(target)
+    if verb in ("delete", "wait"):
         print(f"{verb} {target}: done")
         return 0
     raise SystemExit(f"kubectl stub: unexpected call {args}")

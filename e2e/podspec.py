@@ -111,6 +111,9 @@ def _env(container: Manifest, objects: list[Manifest]) -> dict[str, str]:
             env[var["name"]] = _data(objects, "ConfigMap", ref["configMapKeyRef"]["name"])[
                 ref["configMapKeyRef"]["key"]
             ]
+        elif ref.get("fieldRef", {}).get("fieldPath") == "metadata.name":
+            # No pod, so no pod name: left unset, as the worker outside a cluster ignores it.
+            continue
         else:
             raise ValueError(f"unsupported env source {var}")
     return env

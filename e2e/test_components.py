@@ -190,8 +190,9 @@ def test_keda_workers_are_the_jobs_workers(overlay: str) -> None:
     objects, plain = render(overlay), render(WITHOUT_KEDA)
     assert not [o for o in objects if o["kind"] == "Job" and o["metadata"]["name"] == "job-wq-2"]
     worker, original = job_spec(objects, "job-wq-2"), find(plain, "Job", "job-wq-2")["spec"]
-    for field in ("template", "backoffLimit", "podFailurePolicy", "podReplacementPolicy",
-                  "activeDeadlineSeconds"):  # fmt: skip
+    for field in ("template", "completionMode", "completions", "successPolicy",
+                  "backoffLimitPerIndex", "maxFailedIndexes", "podFailurePolicy",
+                  "podReplacementPolicy", "activeDeadlineSeconds"):  # fmt: skip
         assert worker[field] == original[field], field
     # The seed is untouched.
     assert find(objects, "Job", "job-wq-2-seed") == find(plain, "Job", "job-wq-2-seed")

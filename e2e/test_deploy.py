@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from rendering import REPO, kubectl
+from rendering import REPO, kubectl, render
 
 DEPLOY = REPO / "scripts" / "deploy.sh"
 STUB = Path(__file__).with_name("kubectl_stub.py")
@@ -109,6 +109,8 @@ def deploy(
     existing: list[str],
     rejections: dict[str, str] | None = None,
     refused_creations: dict[str, str] | None = None,
+    differing: list[str] | None = None,
+    diff_errors: dict[str, str] | None = None,
     context: str = "kind-job-wq-2",
     active: str = "",
     env: dict[str, str] | None = None,
@@ -130,6 +132,8 @@ def deploy(
                 "existing": existing,
                 "rejections": rejections or {},
                 "refused_creations": refused_creations or {},
+                "differing": differing or [],
+                "diff_errors": diff_errors or {},
                 "active": active,
                 "namespace": namespace,
             }
@@ -173,8 +177,44 @@ def test_an_unchanged_tree_deletes_nothing_running_or_finished(tmp_path: Path) -
     result = deploy(tmp_path, existing=EVERYTHING)
     assert result.code == 0, result.stderr
     assert not result.verbs("delete"), "an unchanged Job must never be replaced"
-    assert len(result.verbs("apply")) == 1
     assert "replacing" not in result.stdout
+
+
+def every_object() -> list[str]:
+    """Every object of the dev overlay as "Kind/name": a cluster where all of it was deployed."""
+    return [f"{o['kind']}/{o['metadata']['name']}" for o in render("dev")]
+
+
+def test_an_unchanged_tree_says_unchanged_for_every_object_and_applies_nothing(
+    tmp_path: Path,
+) -> None:
+    """kubectl apply prints `configured` for a StatefulSet or a PodDisruptionBudget whose patch
+    changes nothing (server-side defaults); the server-side diff is what tells."""
+    result = deploy(tmp_path, existing=every_object())
+    assert result.code == 0, result.stderr
+    assert not result.verbs("apply"), "nothing differs, so nothing is applied"
+    said = set(result.stdout.splitlines())
+    for ref in ("statefulset.apps/redis", "poddisruptionbudget.policy/redis", "job.batch/job-wq-2"):
+        assert f"{ref} unchanged" in said, result.stdout
+    assert "configured" not in result.stdout
+
+
+def test_only_what_differs_is_applied_in_the_overlays_order(tmp_path: Path) -> None:
+    differing = ["StatefulSet/redis", "Service/redis"]
+    result = deploy(tmp_path, existing=every_object(), differing=differing)
+    assert result.code == 0, result.stderr
+    assert len(result.verbs("apply")) == 1
+    assert "statefulset.apps/redis unchanged" not in result.stdout
+    assert "poddisruptionbudget.policy/redis unchanged" in result.stdout
+    applied = [line for line in result.stdout.splitlines() if line.endswith(" configured")]
+    assert applied == ["service/redis configured", "statefulset.apps/redis configured"], applied
+
+
+def test_a_diff_that_fails_stops_before_anything_changes(tmp_path: Path) -> None:
+    refusal = 'Error from server (Forbidden): jobs.batch "job-wq-2" is forbidden: cannot patch'
+    result = deploy(tmp_path, existing=EVERYTHING, diff_errors={"Job/job-wq-2": refusal})
+    assert_stopped_unchanged(result, refusal, "a diff error deleted something")
+    assert "cannot diff job.batch/job-wq-2" in result.stderr
 
 
 @pytest.mark.parametrize("jobs", [["Job/job-wq-2"], ["Job/job-wq-2-seed", "Job/job-wq-2"]])

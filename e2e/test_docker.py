@@ -12,6 +12,7 @@ import re
 import subprocess
 import tarfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,62 @@ def test_json_logs_parse_and_metrics_answer_in_the_restricted_container(
     worked = [r["item"] for r in records if r["event"] == "working"]
     assert sorted(worked) == sorted(seed_items())
     assert_drained({name: log}, seed_items())
+
+
+STOPPED = 128 + 15  # SIGTERM
+STOP_ROUNDS = 4
+
+
+def working(made: Containers, workers: list[str], timeout: float) -> None:
+    """Once each of `workers` has begun an item."""
+    deadline = time.monotonic() + timeout
+    while not all(items_worked_on(made.stdout(name)) for name in workers):
+        assert time.monotonic() < deadline, f"{workers} did not all begin an item"
+        time.sleep(0.1)
+
+
+def test_workers_stopped_again_and_again_lose_nothing_and_leave_their_attempts(
+    system: System, running: Containers, tmp_path: Path
+) -> None:
+    """What an eviction or a node drain does to a worker, four times to both: SIGTERM mid-item,
+    the item goes back uncharged, the container (the pod) is gone, a fresh one starts (the Job's
+    fresh slot). Every item is done once, and `rediswq history` keeps what the stopped ones did."""
+    root = manifests_copy(tmp_path / "repo")
+    items = [f"item-{n:02d}" for n in range(30)]
+    (root / "seed" / "items.txt").write_text("\n".join(items) + "\n", encoding="utf-8")
+    seed, worker = job_specs(render_tree(root, "dev"), tmp_path / "volumes")
+    workers = [running.start(worker, f"worker-{n}") for n in range(system.parallelism)]
+    start_redis(running, system)
+    code, _ = finish(running, seed, "seed")
+    assert code == 0, f"seed exited {code}"
+
+    sessions: dict[str, str] = {}
+    started = len(workers)
+    for _ in range(STOP_ROUNDS):
+        working(running, workers, SEED_TIMEOUT)
+        for name in workers:
+            docker("stop", "--time", "30", name)
+        for name in workers:
+            assert running.wait(name, 60) == STOPPED, running.logs(name)
+            log = running.stdout(name)
+            assert "Stopped by SIGTERM, exiting" in log and QUEUE_EMPTY not in log, log
+            [said] = [line for line in log.splitlines() if "sessionID: " in line]
+            sessions[name] = said.split("sessionID: ")[1]
+        workers = [running.start(worker, f"worker-{started + n}") for n in range(len(workers))]
+        started += len(workers)
+
+    codes = {name: running.wait(name, WORKER_TIMEOUT) for name in workers}
+    assert set(codes.values()) == {0}, f"worker exit codes: {codes}"
+    code, name = finish(running, worker.with_args("history", "--count", "1000", "--json"), "log")
+    assert code == 0, running.logs(name)
+    history = json.loads(running.stdout(name))
+    done = Counter(entry["item"] for entry in history if entry["outcome"] == "done")
+    assert done == Counter(items), f"each item done exactly once: {dict(done)}"
+    released = [entry for entry in history if entry["outcome"] == "released"]
+    assert {entry["worker"] for entry in released} <= set(sessions.values())
+    assert len(released) >= STOP_ROUNDS, f"the stopped workers' items: {released}"
+    for container, session in sessions.items():
+        assert [e for e in history if e["worker"] == session], f"nothing of {container}"
+    code, name = finish(running, worker.with_args("status", "--json"), "status")
+    status = json.loads(running.stdout(name))
+    assert status["drained"] and status["done"] == len(items), status

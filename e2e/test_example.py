@@ -10,7 +10,6 @@ cluster made here, or E2E_EXAMPLE_IMAGE's on E2E_CLUSTER=current (it skips witho
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
@@ -22,18 +21,16 @@ import pytest
 from cluster import (
     EXAMPLE_IMAGE,
     REDIS_IMAGE,
-    SEED_TIMEOUT,
     WORKER_JOB,
     Cluster,
     apply,
-    assert_complete,
     build,
+    cluster_json,
     diagnosed,
     finished_run,
     job_pods,
     pod_name,
     reset,
-    wait_for_job,
     with_images,
     worker_image,
 )
@@ -208,27 +205,6 @@ def loaded(cluster: Cluster, workdir: Path) -> Path:
     return example_overlay(workdir)
 
 
-def cluster_json(cluster: Cluster, worker: Manifest, workdir: Path, *args: str) -> Any:
-    """What `rediswq ARGS --json` prints, run once as a Job with the worker's pod template."""
-    name = f"{WORKER_JOB}-{args[0]}"
-    namespace = worker["metadata"]["namespace"]
-    template = copy.deepcopy(worker["spec"]["template"])
-    template["spec"]["containers"][0]["args"] = [*args, "--json"]
-    job = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"backoffLimit": 0, "template": template},
-    }
-    manifest = workdir / f"{name}.json"
-    manifest.write_text(json.dumps(job), encoding="utf-8")
-    cluster.kubectl("create", "--filename", str(manifest))
-    assert_complete(wait_for_job(cluster, name, namespace, SEED_TIMEOUT))
-    # kubectl, not the API client, which turns a log that is JSON into a Python repr
-    # (kubernetes-client/python #811).
-    return json.loads(cluster.kubectl("logs", f"job/{name}", "--namespace", namespace))
-
-
 @pytest.mark.kind
 @pytest.mark.timeout(2400)
 def test_on_a_cluster_the_example_drains_its_items_and_keeps_a_result_per_picture(
@@ -244,6 +220,6 @@ def test_on_a_cluster_the_example_drains_its_items_and_keeps_a_result_per_pictur
         results = cluster_json(cluster, worker, tmp_path, "results")
         letters = cluster_json(cluster, worker, tmp_path, "failed")
         assert_thumbnails(results, letters)
-        # In a pod, the worker a dead letter names is the pod (HOSTNAME).
+        # In a pod, the worker a dead letter names is the pod (POD_NAME).
         pods = {pod_name(pod) for pod in job_pods(cluster, WORKER_JOB, namespace)}
         assert letters[0]["worker"].split(" (pid ")[0] in pods, letters[0]["worker"]

@@ -318,11 +318,17 @@ def test_references_resolve_to_rendered_objects(overlay: str) -> None:
 
 
 @overlays
-def test_worker_job_is_the_tutorials_work_queue(overlay: str) -> None:
+def test_worker_job_is_done_when_one_worker_finds_the_run_drained(overlay: str) -> None:
+    """The tutorial's completion as users read it: a worker exits 0 only on a drained run, and
+    that one success completes the Job. Indexed, so that an evicted worker's slot is given up
+    and a fresh one starts at once (docs/disruptions.md)."""
     job = job_spec(render(overlay), "job-wq-2")
     # Under KEDA, one worker per Job; the ScaledJob decides how many Jobs.
     assert job["parallelism"] == (1 if overlay in SCALED else 2)
-    assert "completions" not in job, "a work queue Job leaves completions unset"
+    assert job["completionMode"] == "Indexed"
+    assert job["successPolicy"] == {"rules": [{"succeededCount": 1}]}
+    # Every slot the failure budget allows can be started, with room for the parallel workers.
+    assert job["completions"] >= job["parallelism"] + job["maxFailedIndexes"]
 
 
 @overlays
@@ -333,7 +339,11 @@ def test_jobs_stay_finished_and_retry_within_bounds(overlay: str) -> None:
     for job in jobs:
         name, spec = job["metadata"]["name"], job_spec(objects, job["metadata"]["name"])
         assert "ttlSecondsAfterFinished" not in spec, f"{name}: a GitOps controller would re-run it"
-        assert 0 < spec["backoffLimit"] <= 20, name
+        # The worker Job's budget is per slot (backoffLimitPerIndex) and of slots given up.
+        if "backoffLimitPerIndex" in spec:
+            assert 0 < spec["maxFailedIndexes"] <= 100, name
+        else:
+            assert 0 < spec["backoffLimit"] <= 20, name
         assert spec["activeDeadlineSeconds"] > 0, name
         annotations = job["metadata"].get("annotations", {})
         if job["kind"] == "Job":  # immutable, so replaced; a ScaledJob is updated in place

@@ -26,6 +26,10 @@ def container(**fields: object) -> Manifest:
     return {"name": "main", "image": "example/app:1", **fields}
 
 
+# A field of the pod no container has.
+IP_FIELD = {"fieldRef": {"fieldPath": "status.podIP"}}
+
+
 @pytest.mark.parametrize(
     ("text", "value"),
     [("500m", 0.5), ("128Mi", 128 * 2**20), ("2", 2.0), ("1.5Gi", 1.5 * 2**30), ("64k", 64e3)],
@@ -166,6 +170,10 @@ def test_volumes_become_tmpfs_and_read_only_files(tmp_path: Path) -> None:
             {"containers": [container(volumeMounts=[{"name": "gone", "mountPath": "/g"}])]},
             "names no volume and no claim",
         ),
+        (
+            {"containers": [container(env=[{"name": "IP", "valueFrom": IP_FIELD}])]},
+            "unsupported env source",
+        ),
     ],
 )
 def test_what_cannot_be_carried_over_fails_loudly(
@@ -173,6 +181,13 @@ def test_what_cannot_be_carried_over_fails_loudly(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         pod_spec(pod, OBJECTS, tmp_path)
+
+
+def test_the_pods_name_is_left_unset_as_there_is_no_pod(tmp_path: Path) -> None:
+    """The worker names itself by POD_NAME only in a cluster; a container has no pod name."""
+    name = {"fieldRef": {"fieldPath": "metadata.name"}}
+    pod = {"containers": [container(env=[{"name": "POD_NAME", "valueFrom": name}])]}
+    assert "POD_NAME" not in pod_spec(pod, OBJECTS, tmp_path).env
 
 
 def test_the_dev_overlays_worker_runs_as_its_job_says(tmp_path: Path) -> None:

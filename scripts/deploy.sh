@@ -6,8 +6,9 @@
 # Jobs are immutable. A Job whose new spec the API server rejects as an immutable-field change (new
 # items or run label: a new run; another setting or image), and would admit as a new Job, is
 # deleted, waiting for its pods to go, and created afresh by the apply. Any other rejection stops
-# the deploy before anything changed. A Job whose spec is unchanged is never touched, running or
-# finished. Redis is never replaced: its claim holds the queue (docs/deploying.md). The bare Redis
+# the deploy before anything changed. An object the server-side diff finds unchanged is not
+# applied at all ("unchanged"), so a Job whose spec is unchanged is never touched, running or
+# finished, and a no-op deploy says so for every object. Redis is never replaced: its claim holds the queue (docs/deploying.md). The bare Redis
 # Pod of trees before the StatefulSet is deleted once the StatefulSet is applied, and only when no
 # run is in flight on it: its queue does not move to the new Redis.
 set -euo pipefail
@@ -67,8 +68,9 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 k kustomize "$overlay" >"$work/all.yaml"
-# One file per object (kustomize separates them with a bare ---), to ask about each on its own.
-awk -v dir="$work" 'BEGIN { n = 0 } /^---$/ { n++; next } { print > (dir "/object-" n ".yaml") }' \
+# One file per object (kustomize separates them with a bare ---), to ask about each on its own;
+# numbered so that the glob keeps the overlay's order.
+awk -v dir="$work" 'BEGIN { n = 0 } /^---$/ { n++; next } { print > (sprintf("%s/object-%03d.yaml", dir, n)) }' \
   "$work/all.yaml"
 
 # The bare Pod `redis` of an older tree (redis-0 of the StatefulSet has an owner and another name),
@@ -95,13 +97,25 @@ fi
 # Every existing object is checked first, so that a refusal changes nothing at all.
 replace=()
 namespaces=()
+changed=()
 for object in "$work"/object-*.yaml; do
   name=$(k get -f "$object" --ignore-not-found -o name) || die "cannot read the object in $object"
   if [[ -z $name ]]; then
     grep -qx 'kind: Namespace' "$object" && namespaces+=("$object")
+    changed+=("$object")
     continue
   fi
   if rejected=$(k apply --dry-run=server -f "$object" 2>&1); then
+    # kubectl apply says "configured" whenever its patch is not empty, even when the server ends
+    # up changing nothing (server-side defaults); the server-side diff tells: exit 0 none, 1 some.
+    # kubectl's own diff program, whatever the user's KUBECTL_EXTERNAL_DIFF exits with.
+    if differences=$(KUBECTL_EXTERNAL_DIFF="" k diff -f "$object" 2>&1); then
+      echo "$name unchanged"
+    elif [[ $? -eq 1 ]]; then
+      changed+=("$object")
+    else
+      die "cannot diff $name against the cluster (nothing was changed):"$'\n'"$differences"
+    fi
     continue
   fi
   if [[ $name == job.batch/* ]] && immutable_only "$rejected"; then
@@ -113,6 +127,7 @@ for object in "$work"/object-*.yaml; do
       die "the API server would not create the new $name (nothing was changed):"$'\n'"$refused"
     fi
     replace+=("$object")
+    changed+=("$object")
     echo "${0##*/}: replacing $name: its new spec changes immutable fields ($(causes "$rejected" |
       sed 's/: .*//' | paste -sd, -))"
   elif [[ $name == statefulset.apps/* ]]; then
@@ -133,7 +148,15 @@ for object in ${namespaces[@]+"${namespaces[@]}"}; do
   k apply -f "$object"
   k wait --for=create --timeout=60s -n "$(sed -n 's/^  name: //p' "$object")" serviceaccount/default
 done
-k apply -f "$work/all.yaml"
+# Only what is new or differs, in the overlay's order (kustomize's: namespaces and configuration
+# before what uses them).
+if [[ ${#changed[@]} -gt 0 ]]; then
+  for object in "${changed[@]}"; do
+    cat "$object"
+    echo ---
+  done >"$work/changed.yaml"
+  k apply -f "$work/changed.yaml"
+fi
 if [[ $legacy == redis ]]; then
   echo "${0##*/}: deleting the bare Redis Pod redis: the StatefulSet's redis-0 serves the queue now"
   k delete pod redis ${in_namespace[@]+"${in_namespace[@]}"} --wait --timeout=2m --ignore-not-found

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 from redis.commands.core import Script
+from rediswq.queue import WorkQueue
 from rediswq.scripts import Function
 
 Command = list[bytes]
@@ -291,3 +292,13 @@ def _value_end(buffer: bytes, pos: int) -> int | None:
                 return None
             at = element_end
     return at  # past the last element, or a one-line value: + - : _ , # (
+
+
+def loaded(queue: WorkQueue) -> WorkQueue:
+    """`queue`, with its library and scripts already on the server: the first call of each would
+    otherwise be answered "Function not found" (or NOSCRIPT), a reply that is not the one a test
+    means to lose."""
+    for script in vars(queue.scripts).values():
+        queue.client.script_load(script.script)
+    assert queue.scripts.lease.library.load(queue.client)
+    return queue

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 from collected import Log
 from conftest import QueueFactory, stats_of
-from faults import FaultProxy, called, command
+from faults import FaultProxy, called, command, loaded
 from rediswq import Released, WorkQueue, seed
 from rediswq.connection import connect
 from rediswq.errors import QueueError
@@ -18,16 +18,6 @@ from rediswq.server import EmbeddedRedis
 from rediswq.worker import Summary, Worker
 
 ITEMS = [f"item-{n:03d}".encode() for n in range(60)]
-
-
-def loaded(queue: WorkQueue) -> WorkQueue:
-    """`queue`, with its library and scripts already on the server: the first call of each would
-    otherwise be answered "Function not found" (or NOSCRIPT), a reply that is not the one a test
-    means to lose."""
-    for script in vars(queue.scripts).values():
-        queue.client.script_load(script.script)
-    assert queue.scripts.lease.library.load(queue.client)
-    return queue
 
 
 def drained_once(queue: WorkQueue, worked: list[bytes], log: Log, summary: Summary) -> None:

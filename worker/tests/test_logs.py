@@ -98,6 +98,17 @@ def test_a_worker_is_named_by_its_pod_in_a_pod_and_by_host_and_pid_elsewhere(
     assert first != second
 
 
+def test_in_an_indexed_job_a_worker_is_named_by_its_pod_not_its_hostname(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An Indexed Job sets each pod's hostname to <job>-<index>, shared by the retries of one
+    index; the Downward API's POD_NAME names the pod whose log and history to look up."""
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("HOSTNAME", "job-wq-2-3")
+    monkeypatch.setenv("POD_NAME", "job-wq-2-3-x7k2p")
+    assert identity().startswith("job-wq-2-3-x7k2p/")
+
+
 def test_json_logs_parse_and_carry_the_stable_fields(
     server: EmbeddedRedis, queue_name: str, tmp_path: Path
 ) -> None:

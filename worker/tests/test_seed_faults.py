@@ -13,21 +13,11 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import pending_of, rediswq
-from faults import Command, FaultProxy, called
+from faults import Command, FaultProxy, called, loaded
 from rediswq import WorkQueue, seed
 from rediswq.connection import connect
 from rediswq.runs import restore
 from rediswq.server import EmbeddedRedis
-
-
-def loaded(queue: WorkQueue) -> WorkQueue:
-    """`queue`, its library and scripts loaded on the server: else the first call of each is
-    answered "Function not found" (or NOSCRIPT), and a fault aimed at it would hit that answer,
-    not a run of the step."""
-    for script in vars(queue.scripts).values():
-        queue.client.script_load(script.script)
-    assert queue.scripts.lease.library.load(queue.client)
-    return queue
 
 
 @pytest.fixture

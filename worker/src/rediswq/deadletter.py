@@ -31,8 +31,9 @@ class Settled(enum.Enum):
 
 
 def worker_name() -> str:
-    """Who failed: in a pod, HOSTNAME is the pod's name; elsewhere the host's."""
-    return os.environ.get("HOSTNAME") or socket.gethostname()
+    """Who failed: in a pod, its name (POD_NAME from the Downward API; HOSTNAME is the pod's name
+    too, except in an Indexed Job, where it is <job>-<index>); elsewhere the host's."""
+    return os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or socket.gethostname()
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ _LAYOUT = (
     ("failures", ":failed:info", "hash"),
     ("results", ":results", "hash"),
     ("replies", ":replies", "hash"),
+    ("history", ":history", "stream"),
 )
 
 
@@ -39,6 +40,7 @@ class QueueKeys:
     failures: str = field(init=False)  # each dead letter's last error, by item
     results: str = field(init=False)  # handlers' return values, by item (--results)
     replies: str = field(init=False)
+    history: str = field(init=False)  # each attempt's outcome, capped (`rediswq history`)
 
     def __post_init__(self) -> None:
         if not self.name.strip():

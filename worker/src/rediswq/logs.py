@@ -73,13 +73,15 @@ def enabled(log: Log, event: str) -> bool:
 
 
 def identity() -> str:
-    """This process as a lease holder and in logs: in a pod, its name (HOSTNAME), else host:pid.
+    """This process as a lease holder and in logs: in a pod, its name (POD_NAME from the Downward
+    API, else HOSTNAME, which an Indexed Job sets to <job>-<index>), else host:pid.
 
     A random suffix keeps it unique per process, which the lease scripts rely on (a session's
     request ids must come from one process): the containers of one pod share its name, a
     container restarted in place keeps it, and a pid is unique only on its host.
     """
-    pod = os.environ.get("HOSTNAME") if "KUBERNETES_SERVICE_HOST" in os.environ else None
+    in_pod = "KUBERNETES_SERVICE_HOST" in os.environ
+    pod = (os.environ.get("POD_NAME") or os.environ.get("HOSTNAME")) if in_pod else None
     name = pod or f"{socket.gethostname()}:{os.getpid()}"
     return f"{name}/{secrets.token_hex(3)}"
 

@@ -2,10 +2,11 @@
 if that child said the queue was drained.
 
 A handler can end its process with exit 0 where no Python code runs after it (`os._exit(0)`, a C
-library's `exit(0)`). In a Job without `completions`, one pod that exits 0 stops the replacements,
-so the Job could complete with items undone; only another process can tell that exit from a real
-finish. The parent stays idle in `waitpid`. Measured here (median of 40 runs), the fork and the
-pages the child then copies cost 7 ms at start and 10 ms at exit, once per worker process.
+library's `exit(0)`). In the worker Job, one pod that exits 0 completes the Job (its success
+policy) and stops the other workers, so the Job could complete with items undone; only another
+process can tell that exit from a real finish. The parent stays idle in `waitpid`. Measured here
+(median of 40 runs), the fork and the pages the child then copies cost 7 ms at start and 10 ms at
+exit, once per worker process.
 """
 
 from __future__ import annotations

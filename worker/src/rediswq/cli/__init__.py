@@ -1,5 +1,5 @@
-"""The `rediswq` command: worker, seed, digest, status, failed, results, runs, local, exporter.
-Flags override environment variables."""
+"""The `rediswq` command: worker, seed, digest, status, failed, history, results, runs, local,
+exporter. Flags override environment variables."""
 
 from __future__ import annotations
 
@@ -13,12 +13,23 @@ from urllib.parse import urlsplit
 
 import redis
 
-from rediswq.cli import digest, exporter, failed, local, results, runs, seed, status, worker
+from rediswq.cli import (
+    digest,
+    exporter,
+    failed,
+    history,
+    local,
+    results,
+    runs,
+    seed,
+    status,
+    worker,
+)
 from rediswq.cli.options import resolve
 from rediswq.connection import credentials_in, describe
 from rediswq.errors import EXIT_USAGE, QueueError, signal_exit
 
-_COMMANDS = (worker, seed, digest, status, failed, results, runs, local, exporter)
+_COMMANDS = (worker, seed, digest, status, failed, history, results, runs, local, exporter)
 
 
 # The distribution's name: `rediswq` on PyPI is another project.

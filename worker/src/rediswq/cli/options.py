@@ -24,7 +24,9 @@ Parse = Callable[[str], Any]
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 # Commands that talk to a Redis server given by the connection settings.
-CONNECTED = frozenset({"worker", "seed", "status", "failed", "results", "runs", "exporter"})
+CONNECTED = frozenset(
+    {"worker", "seed", "status", "failed", "history", "results", "runs", "exporter"}
+)
 # Commands that run workers: the worker itself, and `local`, which passes these on to its own.
 WORKING = frozenset({"worker", "local"})
 # Commands a person runs and waits for: they give up on an unreachable Redis after seconds.

@@ -90,6 +90,16 @@ local function owned(owner, id)
   return nil
 end
 
+-- Each attempt's end, for `rediswq history` (history.py): the item, its attempt, how it ended
+-- and who held it; the entry's id is the server's time. It outlives the worker's pod and log.
+-- Capped: `~` trims whole nodes of the stream, keeping HISTORY_MAX entries or a few more, at a
+-- cost per call of the add alone.
+local HISTORY_MAX = '10000'
+local function log_attempt(item, attempt, outcome, owner)
+  redis.call('XADD', history, 'MAXLEN', '~', HISTORY_MAX, '*', 'item', item, 'attempt', attempt,
+    'outcome', outcome, 'worker', owner)
+end
+
 local function forget(id)
   redis.call('HDEL', leases, id)
   redis.call('ZREM', deadlines, id)
@@ -154,23 +164,34 @@ local function complete_from(owner, first, reply)
   end
   local records = redis.call('HMGET', leases, unpack(ARGV, first, last))
   local prefix = owner .. '\n'
-  local mine, seen, n, r, count = {}, {}, 0, #reply, last - first + 1
+  local mine, held, seen, n, r, count = {}, {}, {}, 0, #reply, last - first + 1
   for i = 1, count do
-    local id, record = ARGV[first + i - 1], records[i]
-    if record and not seen[id] and string.find(record, prefix, 1, true) == 1 then
+    local id, lease = ARGV[first + i - 1], records[i]
+    if lease and not seen[id] and string.find(lease, prefix, 1, true) == 1 then
       seen[id] = true
       n = n + 1
       mine[n] = id
+      held[n] = lease
       reply[r + i] = 1
     else
       reply[r + i] = 0
     end
   end
   if n > 0 then
-    -- The counter first: a wrong-typed stats key then fails the step before it changes anything.
+    -- Reads first: a wrong-typed history or stats key then fails the step before it changes
+    -- anything (HINCRBY checks stats as its first write).
+    redis.call('XLEN', history)
     redis.call('HINCRBY', stats, 'done', text(n))
     redis.call('HDEL', leases, unpack(mine))
     redis.call('ZREM', deadlines, unpack(mine))
+    -- "<owner>\n<attempt>\n<item>": the owner's length is known, so plain finds and subs cut
+    -- it, cheaper than a pattern that scans the item.
+    local from = #owner + 2
+    for i = 1, n do
+      local lease = held[i]
+      local cut = string.find(lease, '\n', from, true)
+      log_attempt(string.sub(lease, cut + 1), string.sub(lease, from, cut - 1), 'done', owner)
+    end
   end
   if n == count then -- all still held, as nearly always
     return string.rep('1,', n - 1) .. '1'
@@ -186,16 +207,18 @@ end
 local function reclaim(now, max_attempts, limit)
   local expired = redis.call('ZRANGEBYSCORE', deadlines, '-inf', '(' .. now, 'LIMIT', 0, limit)
   for i = #expired, 1, -1 do
-    local record = redis.call('HGET', leases, expired[i])
+    local lease = redis.call('HGET', leases, expired[i])
     forget(expired[i])
-    if record then
-      local owner, attempt, item = parse(record)
-      if put_back(item, attempt, max_attempts) == 1 then -- the dead letter's record (deadletter.py)
+    if lease then
+      local owner, attempt, item = parse(lease)
+      local dead = put_back(item, attempt, max_attempts) == 1
+      if dead then -- the dead letter's record (deadletter.py)
         redis.call('HSET', failures, item, cjson.encode({attempts = attempt, time = now / 1000,
           error = 'LeaseExpired: its lease ran out (the worker died, hung or lost Redis)',
           worker = 'session ' .. owner, traceback = ''}))
       end
       redis.call('HINCRBY', stats, 'reclaimed', 1)
+      log_attempt(item, attempt, dead and 'expired, dead-lettered' or 'expired', owner)
     end
   end
   return #expired

@@ -12,7 +12,7 @@ local ok, info = pcall(cjson.decode, ARGV[7])
 if not ok or type(info) ~= 'table' then
   return redis.error_reply('ERR the dead-letter record is not a JSON object')
 end
-check(pending, leases, deadlines, retries, failed, stats, delayed, failures, replies)
+check(pending, leases, deadlines, retries, failed, stats, delayed, failures, replies, history)
 local memory = replayed(owner, request)
 if memory then
   return tonumber(memory)
@@ -24,16 +24,19 @@ end
 forget(id)
 local _, attempt, item = parse(record)
 local now = now_ms()
+local reason = type(info.error) == 'string' and string.sub(info.error, 1, 200) or ''
 if permanent or attempt >= max_attempts then
   info.attempts = attempt
   info.time = now / 1000
   redis.call('RPUSH', failed, item)
   redis.call('HSET', failures, item, cjson.encode(info))
   redis.call('HINCRBY', stats, 'failed', 1)
+  log_attempt(item, attempt, 'failed, dead-lettered: ' .. reason, owner)
   remember(owner, request, 1)
   return 1
 end
 redis.call('HINCRBY', stats, 'retried', 1)
+log_attempt(item, attempt, 'failed: ' .. reason, owner)
 if delay_ms > 0 then
   redis.call('ZADD', delayed, now + delay_ms, id .. '\n' .. attempt .. '\n' .. item)
   remember(owner, request, 2)
