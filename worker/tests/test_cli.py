@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import secrets
@@ -10,11 +11,13 @@ import subprocess
 import sys
 import time
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 from conftest import cli_env, rediswq
+from rediswq.cli import build_parser
 from rediswq.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_USAGE
 from rediswq.logs import message, messages
 from rediswq.server import EmbeddedRedis, free_port
@@ -84,6 +87,18 @@ def test_help_lists_the_commands() -> None:
     assert result.returncode == 0
     for command in ("worker", "seed", "status", "local"):
         assert command in result.stdout
+
+
+def test_every_command_says_what_it_does_atop_its_help() -> None:
+    def commands(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+        for action in parser._actions:  # argparse keeps its sub-parsers only here
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield sub
+                    yield from commands(sub)
+
+    undescribed = [sub.prog for sub in commands(build_parser()) if not sub.description]
+    assert not undescribed, f"no description line in --help: {undescribed}"
 
 
 def test_version_names_the_distribution() -> None:

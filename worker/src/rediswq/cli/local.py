@@ -11,7 +11,11 @@ from rediswq.local import run_local
 
 
 def add_command(commands: Commands) -> None:
-    parser = commands.add_parser("local", help="run everything here: embedded Redis, seed, workers")
+    parser = commands.add_parser(
+        "local", help="run everything here: embedded Redis, seed, workers",
+        description="Run the whole system on this machine: start a Redis-compatible server, "
+        "seed the items, drain them with worker processes, and print a summary.",
+    )  # fmt: skip
     parser.add_argument(
         "--items", default="seed/items.txt", help="items file (default %(default)s)"
     )
