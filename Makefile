@@ -49,8 +49,8 @@ $(DEV_STAMP): $(RUNTIME_STAMP)
 	@$(BIN)/pip install --quiet --require-hashes --no-deps -r $(DEV_LOCK) >&2
 	@touch $@
 
-demo: $(RUNTIME_STAMP) ## Run the whole system locally: embedded Redis, seed, 2 workers
-	$(BIN)/rediswq local --items seed/items.txt --workers 2
+demo: $(RUNTIME_STAMP) ## Run the whole system locally: embedded Redis, seed, 2 workers; Redis stays up
+	$(BIN)/rediswq local --items seed/items.txt --workers 2 --keep
 
 test: lint unit manifests e2e-docker ## Lint, then every test that can run on this machine
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import secrets
 import socket
 import subprocess
@@ -80,6 +81,30 @@ def test_local_runs_the_whole_system_on_the_tutorials_items() -> None:
     assert said.count("Queue empty, exiting") == 2
     done = [int(line.split(":")[1].split()[0]) for line in lines if line.startswith("  worker-")]
     assert sum(done) == 9
+
+
+def test_local_keep_leaves_the_drained_queue_to_look_at_and_says_how_to_stop_it() -> None:
+    result = rediswq("local", "--items", str(REPO / "seed" / "items.txt"), "--work-seconds",
+                     "0.05", "--keep")  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    said = result.stdout.split("Redis is still running, with the queue (--keep)")[-1]
+    stop = re.search(r"^Stop it with: (kill (\d+))$", said, re.MULTILINE)
+    assert stop, result.stdout
+    try:
+        pasted = [line.strip() for line in said.splitlines() if line.startswith("  ")]
+        assert [line.split()[-1] for line in pasted[1:]] == ["status", "failed", "results"]
+        looked = subprocess.run(
+            ["bash", "-euc", "\n".join(pasted)],
+            env=cli_env(), capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert looked.returncode == 0, looked.stderr
+        assert "(sealed, drained)" in looked.stdout and re.search(r"^done +9$", looked.stdout, re.M)
+        assert "No dead letters in 'job2'" in looked.stdout
+    finally:
+        subprocess.run(["bash", "-c", stop.group(1)], check=True)
+    url = re.search(r"REDIS_URL=(\S+)", said)
+    assert url
+    assert rediswq("status", "--redis-url", url.group(1)).returncode == EXIT_FAILURE  # stopped
 
 
 def test_help_lists_the_commands() -> None:
