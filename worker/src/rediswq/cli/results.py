@@ -15,7 +15,7 @@ def add_command(commands: Commands) -> None:
     parser = commands.add_parser(
         "results", help="export the handlers' results (--results)",
         description="Print what the handlers returned, one item a line, sorted by item; kept "
-        "only by workers run with --results (RESULTS=true).",
+        "only by workers that keep them (RESULTS=true).",
     )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print JSON")
     add_settings(parser, "results", run=_results)
