@@ -16,6 +16,7 @@ from docblocks import (
     REPO,
     Block,
     all_blocks,
+    blocks,
     commands,
     inline_commands,
     pages,
@@ -246,3 +247,19 @@ def test_make_demo_then_the_lines_it_prints_show_the_drained_run() -> None:
         assert not missing, f"the README shows lines make demo does not print: {missing}"
     finally:
         subprocess.run(["bash", "-c", stop[1]], check=True)
+
+
+def test_the_readme_is_short_and_starts_with_make_demo_then_make_test() -> None:
+    lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 300, f"README.md has {len(lines)} lines: move the detail to docs/"
+    first = next(block for block in blocks(REPO / "README.md") if block.is_shell)
+    assert first.line <= 60, f"the README's first commands start at line {first.line}"
+    said = [program_words(words)[:2] for words in commands(first.text)]
+    assert said[:2] == [["make", "demo"], ["make", "test"]], said
+
+
+def test_the_readmes_table_of_contents_links_every_page_of_the_docs() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    linked = set(re.findall(r"\]\((docs/[\w.-]+\.md)", readme))
+    pages_ = {path.relative_to(REPO).as_posix() for path in REPO.glob("docs/*.md")}
+    assert pages_ <= linked, f"not in the README: {sorted(pages_ - linked)}"
