@@ -24,12 +24,15 @@ DEV_STAMP     := $(VENV)/.dev
 LOCAL_LOCK    := worker/requirements-local.txt
 DEV_LOCK      := requirements-dev.txt
 
-.PHONY: help demo test lint unit manifests render validate bench lock oldest newest image kind-up kind-down \
+.PHONY: help demo test lint unit manifests render validate docs bench lock oldest newest image kind-up kind-down \
         deploy e2e e2e-flux e2e-docker kustomize alert-rules clean
 
-help: ## List the targets
+help: ## List the targets and the docs
 	@awk -v image='$(IMAGE)' 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / \
 	  {gsub(/\$$\(IMAGE\)/, image, $$2); printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo
+	@echo "Docs: README.md first, then one page per question:"
+	@awk 'FNR == 1 {sub(/^# /, ""); printf "  %-28s %s\n", FILENAME, $$0}' docs/*.md
 
 # The venv holds exactly the locks (scripts/lock.sh): pip checks every hash, and ./worker is
 # installed without its dependencies and without build isolation, so nothing unlocked comes in.
@@ -49,8 +52,8 @@ $(DEV_STAMP): $(RUNTIME_STAMP)
 	@$(BIN)/pip install --quiet --require-hashes --no-deps -r $(DEV_LOCK) >&2
 	@touch $@
 
-demo: $(RUNTIME_STAMP) ## Run the whole system locally: embedded Redis, seed, 2 workers
-	$(BIN)/rediswq local --items seed/items.txt --workers 2
+demo: $(RUNTIME_STAMP) ## Run the whole system locally: embedded Redis, seed, 2 workers; Redis stays up
+	$(BIN)/rediswq local --items seed/items.txt --workers 2 --keep
 
 test: lint unit manifests e2e-docker ## Lint, then every test that can run on this machine
 
@@ -76,6 +79,9 @@ render: $(DEV_STAMP) ## Print the rendered manifests of OVERLAY (default dev)
 
 validate: $(DEV_STAMP) ## Validate every overlay and component: Kubernetes schemas, CRD schemas
 	scripts/validate.sh
+
+docs: $(RUNTIME_STAMP) ## Write the tables of docs/configuration.md from the CLI's settings
+	$(BIN)/python -m rediswq.cli.reference docs/configuration.md
 
 bench: $(RUNTIME_STAMP) ## Throughput against the tutorial's client; writes docs/benchmarks.md
 	$(BIN)/python worker/bench/bench.py --output docs/benchmarks.md

@@ -34,8 +34,14 @@ def kubectl() -> str:
 
 @functools.cache
 def render_text(overlay: str) -> str:
+    return render_directory(REPO / "overlays" / overlay)
+
+
+@functools.cache
+def render_directory(path: Path) -> str:
+    """What kustomize renders from `path`: an overlay, or an example's own kustomization."""
     result = subprocess.run(
-        [kubectl(), "kustomize", str(REPO / "overlays" / overlay)],
+        [kubectl(), "kustomize", str(path)],
         check=True,
         capture_output=True,
         text=True,

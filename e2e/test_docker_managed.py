@@ -1,6 +1,6 @@
 """The managed overlay's pods against a Redis outside the cluster, as containers: TLS with a private
-CA, the README's ACL user, the URL and password from the Secret, the CA from the ConfigMap, both
-mounted as the rendered Jobs say. The workers drain the run as the README's user, over TLS, trusting
+CA, the documented ACL user, the URL and password from the Secret, the CA from the ConfigMap, both
+mounted as the rendered Jobs say. The workers drain the run as that user, over TLS, trusting
 only the mounted CA. What Docker cannot show is the egress NetworkPolicy (e2e/test_components.py
 checks its shape).
 
@@ -28,9 +28,9 @@ TLS_PORT = 6380
 CA_FILE = "/etc/redis-ca/ca.crt"
 
 
-def readme_acl(password: str) -> list[str]:
-    """The README's ACL SETUSER rules for job2, with `password`."""
-    text = (REPO / "README.md").read_text(encoding="utf-8")
+def documented_acl(password: str) -> list[str]:
+    """The ACL SETUSER rules for job2 of docs/security.md, with `password`."""
+    text = (REPO / "docs" / "security.md").read_text(encoding="utf-8")
     (line,) = [line for line in text.splitlines() if line.startswith("ACL SETUSER job2 ")]
     return [rule.replace(">CHANGE-ME", f">{password}") for rule in line.split()[2:]]
 
@@ -67,7 +67,7 @@ def outside_git(url: str, password: str, ca: str) -> list[Manifest]:
     ]
 
 
-def test_the_managed_overlay_drains_over_tls_as_the_readmes_acl_user(
+def test_the_managed_overlay_drains_over_tls_as_the_documented_acl_user(
     system: System, running: Containers, tmp_path: Path
 ) -> None:
     tls = tmp_path / "tls"
@@ -87,7 +87,7 @@ def test_the_managed_overlay_drains_over_tls_as_the_readmes_acl_user(
     name = running.start(server, "managed", aliases=[HOST])
     running.wait_ready(name, server, READY_TIMEOUT)
     password = secrets.token_hex(16)
-    created = running.run_in(name, ["redis-cli", "-e", "ACL", "SETUSER", *readme_acl(password)])
+    created = running.run_in(name, ["redis-cli", "-e", "ACL", "SETUSER", *documented_acl(password)])
     assert created.returncode == 0, created
 
     url = f"rediss://job2@{HOST}:{TLS_PORT}/0?ssl_ca_certs={CA_FILE}"
@@ -102,6 +102,6 @@ def test_the_managed_overlay_drains_over_tls_as_the_readmes_acl_user(
     assert set(codes.values()) == {0}, f"worker exit codes: {codes}"
     assert_drained({n: running.stdout(n) for n in workers}, seed_items())
 
-    # The README's user was refused nothing (ACL LOG lists every denied command and key).
+    # The documented user was refused nothing (ACL LOG lists every denied command and key).
     denied = running.run_in(name, ["redis-cli", "-e", "ACL", "LOG"])
     assert denied.returncode == 0 and not denied.stdout.strip(), denied.stdout

@@ -99,7 +99,8 @@ def test_a_failing_resolution_fails_make_lock_under_this_make(lock_tree: Path) -
 def help_targets() -> list[str]:
     result = make(AS_3_81, "help")
     assert result.returncode == 0, result.stderr
-    return [line.split()[0] for line in result.stdout.splitlines() if line.strip()]
+    targets = result.stdout.split("\n\n")[0]  # then the docs
+    return [line.split()[0] for line in targets.splitlines() if line.strip()]
 
 
 def test_every_target_in_help_parses_under_3_81_semantics() -> None:
@@ -153,3 +154,10 @@ def test_help_shows_the_image_it_builds() -> None:
     shown = make("help", "IMAGE=example.com/wq:1").stdout
     assert "$(" not in shown
     assert "Build the worker image example.com/wq:1 " in shown
+
+
+def test_help_names_every_page_of_the_docs_with_its_title() -> None:
+    shown = make("help").stdout
+    for page in sorted((REPO / "docs").glob("*.md")):
+        title = page.read_text(encoding="utf-8").splitlines()[0].removeprefix("# ")
+        assert re.search(rf"^  docs/{page.name} +{re.escape(title)}$", shown, re.MULTILINE), page

@@ -282,15 +282,16 @@ def test_a_tag_that_is_not_a_release_is_refused(tag: str) -> None:
     )
 
 
-def test_overlays_and_readme_use_the_image_tag_form() -> None:
+def test_overlays_and_docs_use_the_image_tag_form() -> None:
     ghcr = yaml.safe_load(
         (REPO / "overlays" / "ghcr" / "kustomization.yaml").read_text(encoding="utf-8")
     )
     (image,) = ghcr["images"]
     assert re.fullmatch(r"\d+\.\d+\.\d+", str(image["newTag"])), image
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    assert "job-wq-2:0.1.0@sha256:" in readme
-    assert not re.search(r"job-wq-2:v\d", readme), "an image tag with a v"
+    docs = [REPO / "README.md", *sorted(REPO.glob("docs/*.md"))]
+    text = "\n".join(path.read_text(encoding="utf-8") for path in docs)
+    assert "job-wq-2:0.1.0@sha256:" in text
+    assert not re.search(r"job-wq-2:v\d", text), "an image tag with a v"
 
 
 def test_each_pushed_image_gets_provenance_an_sbom_and_a_keyless_signature() -> None:
@@ -307,10 +308,10 @@ def test_each_pushed_image_gets_provenance_an_sbom_and_a_keyless_signature() -> 
     )
 
 
-def test_the_readme_verifies_the_identity_the_release_signs_with() -> None:
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    found = re.search(r"^cosign verify .*?(?=^```)", readme, re.MULTILINE | re.DOTALL)
-    assert found, "the README shows no cosign verify command"
+def test_the_docs_verify_the_identity_the_release_signs_with() -> None:
+    page = (REPO / "docs" / "security.md").read_text(encoding="utf-8")
+    found = re.search(r"^cosign verify .*?(?=^```)", page, re.MULTILINE | re.DOTALL)
+    assert found, "docs/security.md shows no cosign verify command"
     command = found.group(0)
     regexp = re.search(r"--certificate-identity-regexp '([^']+)'", command)
     assert regexp, command
@@ -323,14 +324,14 @@ def test_the_readme_verifies_the_identity_the_release_signs_with() -> None:
     assert not re.search(filled, identity.replace("refs/tags/v0.1.0", "refs/heads/main"))
 
 
-def test_the_readme_asks_for_a_cosign_that_reads_what_the_release_signs() -> None:
+def test_the_docs_ask_for_a_cosign_that_reads_what_the_release_signs() -> None:
     [comment] = [c for _, ref, c in uses_lines() if ref.startswith("sigstore/cosign-installer@")]
     version = VERSION_COMMENT.fullmatch(comment)
     assert version, comment
     signer = COSIGN_OF_INSTALLER[int(version["major"])]
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    asked = re.search(r"\[cosign\]\([^)]*\) (\d+)\.x or later", readme)
-    assert asked, "the README names no cosign version for the verify command"
+    page = (REPO / "docs" / "security.md").read_text(encoding="utf-8")
+    asked = re.search(r"\[cosign\]\([^)]*\) (\d+)\.x or later", page)
+    assert asked, "docs/security.md names no cosign version for the verify command"
     assert int(asked[1]) >= signer, f"cosign {asked[1]}.x cannot read cosign {signer}'s signature"
 
 

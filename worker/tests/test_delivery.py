@@ -1,4 +1,4 @@
-"""The delivery guarantee (README, "Delivery guarantee") under a lost reply, a stalled server and a
+"""The delivery guarantee (docs/how-it-works.md) under a lost reply, a stalled server and a
 reconnect: every step redis-py may send twice counts once."""
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from fullredis import filled
 from rediswq import Lease, WorkQueue, seed
 from rediswq.connection import connect
 from rediswq.server import EmbeddedRedis
-from test_server_limits import readme_acl
+from test_server_limits import documented_acl
 
 ITEMS = [f"item-{n}".encode() for n in range(20)]
 
@@ -55,7 +55,7 @@ def test_a_server_that_lost_the_library_is_given_it_again(fresh_server: Embedded
 def test_a_user_who_may_not_load_functions_runs_the_steps_as_scripts(
     fresh_server: EmbeddedRedis, granted: str
 ) -> None:
-    rules = [rule.replace(">CHANGE-ME", ">secret") for rule in readme_acl()]
+    rules = [rule.replace(">CHANGE-ME", ">secret") for rule in documented_acl()]
     rules.remove("+function|load")
     if granted == "+evalsha":
         rules.remove("+fcall")

@@ -1,4 +1,4 @@
-"""A Redis that is full (maxmemory, noeviction) or that grants only what the README's ACL grants."""
+"""A Redis that is full (maxmemory, noeviction) or that grants only what docs/security.md grants."""
 
 from __future__ import annotations
 
@@ -66,18 +66,18 @@ def test_a_server_older_than_7_is_named_in_one_line(
         make_queue().counts()
 
 
-def readme_acl() -> list[str]:
-    """The README's ACL SETUSER line, as arguments."""
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    (line,) = [line for line in readme.splitlines() if line.startswith("ACL SETUSER job2 ")]
+def documented_acl() -> list[str]:
+    """The ACL SETUSER line of docs/security.md, as arguments."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
+    (line,) = [line for line in page.splitlines() if line.startswith("ACL SETUSER job2 ")]
     return line.split()[2:]
 
 
 @pytest.mark.parametrize("channel", [True, False], ids=["as-documented", "no-channels"])
-def test_the_readmes_acl_user_seeds_drains_and_dead_letters(
+def test_the_documented_acl_user_seeds_drains_and_dead_letters(
     fresh_server: EmbeddedRedis, tmp_path: Path, channel: bool
 ) -> None:
-    rules = [rule.replace(">CHANGE-ME", ">secret") for rule in readme_acl()]
+    rules = [rule.replace(">CHANGE-ME", ">secret") for rule in documented_acl()]
     if not channel:
         rules.remove("&job2:events")
     admin = connect(fresh_server.url)
@@ -123,10 +123,10 @@ def test_a_full_redis_lists_and_purges_its_dead_letters(fresh_server: EmbeddedRe
     assert purged.stdout.strip() == "Purged 3 dead letters from 'q'", purged.stderr
 
 
-def test_the_readmes_acl_user_also_runs_failed_results_and_runs_restore(
+def test_the_documented_acl_user_also_runs_failed_results_and_runs_restore(
     fresh_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
-    rules = [rule.replace(">CHANGE-ME", ">secret") for rule in readme_acl()]
+    rules = [rule.replace(">CHANGE-ME", ">secret") for rule in documented_acl()]
     connect(fresh_server.url).execute_command("ACL", "SETUSER", *rules)  # type: ignore[no-untyped-call]
     url = fresh_server.url.replace("redis://", "redis://job2:secret@")
     where = ("--redis-url", url, "--queue", "job2")

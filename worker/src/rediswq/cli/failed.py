@@ -16,8 +16,11 @@ from rediswq.deadletter import DeadLetter, DeadLetters
 
 def add_command(commands: Commands) -> None:
     parser = commands.add_parser(
-        "failed", help="list the dead letters, with why; requeue or purge them"
-    )
+        "failed", help="list the dead letters, with why; requeue or purge them",
+        description="List the dead letters (items whose attempts ran out, or rejected) with "
+        "their last error, traceback, attempts, time and worker; requeue them with fresh "
+        "attempts, or purge them.",
+    )  # fmt: skip
     # One parser, not sub-commands: a sub-command's defaults would override the connection flags
     # given before it.
     parser.add_argument(

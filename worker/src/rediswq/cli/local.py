@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+import shutil
 import sys
+from pathlib import Path
 
 from rediswq.cli.options import Commands, add_settings, argument, at_least_one
 from rediswq.handlers import HandlerSpec
@@ -11,13 +15,22 @@ from rediswq.local import run_local
 
 
 def add_command(commands: Commands) -> None:
-    parser = commands.add_parser("local", help="run everything here: embedded Redis, seed, workers")
+    parser = commands.add_parser(
+        "local", help="run everything here: embedded Redis, seed, workers",
+        description="Run the whole system on this machine: start a Redis-compatible server, "
+        "seed the items, drain them with worker processes, and print a summary. With --keep "
+        "the server stays up afterwards, for status, failed and results.",
+    )  # fmt: skip
     parser.add_argument(
         "--items", default="seed/items.txt", help="items file (default %(default)s)"
     )
     parser.add_argument(
         "--workers", type=argument(at_least_one), default=2,
         help="worker processes (default %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--keep", action="store_true",
+        help="leave the server running with the queue, and print how to reach and stop it",
     )  # fmt: skip
     add_settings(parser, "local", run=_local)
 
@@ -31,8 +44,21 @@ def _local(args: argparse.Namespace) -> int:
         queue_name=args.queue_name,
         worker_args=_worker_argv(args),
         results=args.results,
+        keep=invoked_as() if args.keep else None,
         out=sys.stdout,
     )
+
+
+def invoked_as() -> str:
+    """How the user ran this command, as they can paste it into the same shell."""
+    program = sys.argv[0]
+    if Path(program).name == "__main__.py":  # python -m rediswq
+        return f"{shlex.quote(sys.executable)} -m rediswq"
+    # A path as typed (`.venv/bin/rediswq`, by make) stays as it is; a command found on PATH
+    # arrives as its full path, and is shown by its name while PATH still finds that one.
+    if os.path.isabs(program) and shutil.which(Path(program).name) == program:
+        return Path(program).name
+    return shlex.quote(program)
 
 
 def _worker_argv(args: argparse.Namespace) -> list[str]:

@@ -12,7 +12,11 @@ from rediswq.results import as_json, stored_results
 
 
 def add_command(commands: Commands) -> None:
-    parser = commands.add_parser("results", help="export the handlers' results (--results)")
+    parser = commands.add_parser(
+        "results", help="export the handlers' results (--results)",
+        description="Print what the handlers returned, one item a line, sorted by item; kept "
+        "only by workers that keep them (RESULTS=true).",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print JSON")
     add_settings(parser, "results", run=_results)
 

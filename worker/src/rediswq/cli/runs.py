@@ -10,11 +10,16 @@ from rediswq.runs import restore
 
 
 def add_command(commands: Commands) -> None:
-    runs = commands.add_parser("runs", help="what earlier runs left: put it back")
+    runs = commands.add_parser(
+        "runs", help="what earlier runs left: put it back",
+        description="Act on what earlier runs of the queue left behind.",
+    )  # fmt: skip
     runs_commands = runs.add_subparsers(dest="runs_command", required=True, metavar="COMMAND")
     restorer = runs_commands.add_parser(
-        "restore", help="put back the items a superseded run left undone"
-    )
+        "restore", help="put back the items a superseded run left undone",
+        description="Put the items a superseded run left undone back in the queue, behind "
+        "what is pending now, each with its attempt count, for the current run's workers.",
+    )  # fmt: skip
     restorer.add_argument("run_id", metavar="RUN", help="the run id, as seed and status show it")
     add_settings(restorer, "runs", run=_restore)
 

@@ -14,8 +14,11 @@ from rediswq.seeding import planned, seed
 
 def add_command(commands: Commands) -> None:
     parser = commands.add_parser(
-        "seed", help="queue items from a file, stdin or a URL, seal the queue"
-    )
+        "seed", help="queue items from a file, stdin or a URL, seal the queue",
+        description="Queue the items of a file, stdin or a URL, one a line, and seal the queue "
+        "for their run, so that workers know the list is complete. Seeding the same run again "
+        "changes nothing; a new run ends or supersedes the one before.",
+    )  # fmt: skip
     parser.add_argument(
         "file", nargs="?",
         help="one item per line, gzip or not; - for stdin (the default unless it is a "

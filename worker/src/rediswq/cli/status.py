@@ -12,7 +12,11 @@ from rediswq.status import render, snapshot
 
 
 def add_command(commands: Commands) -> None:
-    parser = commands.add_parser("status", help="pending, in flight, done, failed, sealed")
+    parser = commands.add_parser(
+        "status", help="pending, in flight, done, failed, sealed",
+        description="Show the queue at one instant: pending, in flight (holder, attempt, time "
+        "left), delayed, done, failed, the seal and its run, and earlier runs.",
+    )  # fmt: skip
     shown = parser.add_mutually_exclusive_group()
     shown.add_argument("--json", action="store_true", help="print JSON")
     shown.add_argument(

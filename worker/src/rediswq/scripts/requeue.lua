@@ -37,8 +37,11 @@ else
     end
   end
 end
--- The status counts dead letters as finished; these are not any more.
-redis.call('HINCRBY', stats, 'failed', -#items)
+-- The status counts dead letters as finished; these are not any more. Lua writes -#items of no
+-- items as "-0", which HINCRBY refuses as not an integer.
+if #items > 0 then
+  redis.call('HINCRBY', stats, 'failed', -#items)
+end
 for i = #items, 1, -1 do
   put_back(items[i], 0, math.huge)
 end
