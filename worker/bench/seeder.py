@@ -7,6 +7,7 @@ seeds and seals ITEMS items, and prints "sealed". Both sides' APIs since 6dbef66
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -17,7 +18,9 @@ from rediswq.seeding import seed
 
 def main(url: str, name: str, count: int) -> None:
     queue = WorkQueue(connect(url), name)
-    payload = [b"item-%d" % n for n in range(count)]
+    # With TAIL=k, the last k items are named tail-* (handlers.short_or_long works on them long).
+    tail = int(os.environ.get("TAIL", "0"))
+    payload = [b"item-%d" % n for n in range(count)] + [b"tail-%d" % n for n in range(tail)]
     print("ready", flush=True)
     sys.stdin.readline()
     print(time.monotonic(), flush=True)
