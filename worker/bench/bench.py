@@ -34,8 +34,9 @@ from sides import Side, checked_out, this_side
 HERE = Path(__file__).resolve().parent
 QUEUE = "bench"
 _TICK = os.sysconf("SC_CLK_TCK")
-# docs/benchmarks.md from this line on is measured by the container e2e, and `make bench` keeps it.
-KEPT = "<!-- From here on: measured by the container e2e (make e2e-docker), kept by make bench. -->"
+# docs/benchmarks.md from this line on is measured otherwise (fleet.py, the container e2e), and
+# `make bench` keeps it.
+KEPT = "<!-- From here on: measured by fleet.py and the container e2e, kept by make bench. -->"
 
 
 @dataclass(frozen=True)
@@ -343,14 +344,21 @@ def main() -> None:
         old = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
         kept = "\n" + old[old.index(KEPT) :] if KEPT in old else ""
         today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
+        command = "make bench" + (f" BENCH_ARGS='--against {args.against}'" if args.against else "")
         args.output.write_text(
             "# Benchmarks\n\n"
-            f"`make bench` on {today}, commit {sides[0].name}"
+            f"`{command}` on {today}, commit {sides[0].name}"
             + (f" against {sides[1].name}" if len(sides) == 2 else "")
-            + f": {args.items:,} items a run, medians of {args.repeat} alternating rounds. "
+            + f": {args.items:,} no-op items a run (the INCR rows: one INCR a item), workers "
+            f"started and waiting before the items come, medians of {args.repeat} rounds that "
+            "alternate the contenders and the sides. Worker CPU counts from the go to the "
+            "workers' exit; Redis's CPU and commands include the seed's for the rediswq rows. "
+            "The reference loop (worker/bench/reference.py) is the least a batched lease can "
+            "cost: LPOP 64 and one ZADD, then ZREM, in one script a round trip, with no owner "
+            "records, no reclaim and no replay memory. "
             f"Machine: {machine()}; server: {Path(server.binary).name} {version}. "
-            "Absolute figures on a shared machine vary from day to day; the ratios of one run "
-            "are what compare.\n\n"
+            "Absolute figures on a shared machine vary from day to day and hour to hour; the "
+            "ratios within one run are what compare.\n\n"
             f"{table}\n{kept}",
             encoding="utf-8",
         )

@@ -2,11 +2,12 @@
 
 W worker processes (256 by default) start on a queue the seed has not sealed yet. Once every one
 has said that it waits, the benchmark reads Redis's counters over a window: the calls a second of
-all of them waiting. Then it seeds ITEMS short items (5 ms each) and TAIL long ones (15 s) and
+all of them waiting. Then it seeds ITEMS short items (5 ms each) and TAIL long ones (40 s) and
 seals: for each worker, the time from the seal to its first "Working on" line. When only the
-long items are left, it reads the calls a second again, while all but TAIL workers wait for the
-last ones. Memory is the RSS and PSS of every worker process (a supervisor and its worker each)
-while they wait.
+long items are left, it reads the calls a second again over 20 s, from 2 s on, while all but
+TAIL workers wait for the last ones (all of them began to wait within a second or so, so a short
+window would catch their first, jittered, pauses only). Memory is the RSS and PSS of every
+worker process (a supervisor and its worker each) while they wait.
 
 "Calls" are what the clients send (FCALL, EVALSHA, PUBSUB NUMSUB); "commands" add the ones the
 scripts run inside Redis.
@@ -138,8 +139,8 @@ def measure(server: EmbeddedRedis, side: Side, workers: int, items: int, tail: i
         while db.llen(QUEUE) > 0:
             time.sleep(0.1)
         print(f"{side.name}: only the tail left; measuring", file=sys.stderr, flush=True)
-        time.sleep(1)
-        in_tail = _rates(db, WINDOW / 2)
+        time.sleep(2)
+        in_tail = _rates(db, 2 * WINDOW)
         codes = [proc.wait() for proc in procs]
         if any(codes):
             raise SystemExit(f"{side.name}: exit codes {sorted(set(codes))}")
@@ -167,7 +168,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workers", type=int, default=256)
     parser.add_argument("--items", type=int, default=2048, help="short items, 5 ms each")
-    parser.add_argument("--tail", type=int, default=4, help="long items at the end, 15 s each")
+    parser.add_argument("--tail", type=int, default=4, help="long items at the end, 40 s each")
     parser.add_argument("--against", metavar="REV", help="measure this commit too, after")
     args = parser.parse_args()
     with ExitStack() as stack:
