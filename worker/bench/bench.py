@@ -219,27 +219,40 @@ def machine() -> str:
 
 
 def contenders(sides: list[Side], incr: bool) -> list[Contender]:
+    """Every contender, each of ours once per side, the sides next to each other."""
     shared = [
         Contender("tutorial baseline", "baseline"),
         Contender("reference, K=64", "reference", 64),
     ]
-    own = []
-    for side in sides:
-        own += [
-            Contender("rediswq, defaults", "worker", 1, side=side),
-            Contender("rediswq, prefetch 64", "worker", 64, side=side),
-        ]
-        if incr:
-            own.append(Contender("rediswq, defaults, INCR", "worker", 1, "handlers:incr", side))
-    return shared + own
+    own = [("rediswq, defaults", 1, ""), ("rediswq, prefetch 64", 64, "")]
+    if incr:
+        own.append(("rediswq, defaults, INCR", 1, "handlers:incr"))
+    return shared + [
+        Contender(name, "worker", prefetch, handler, side)
+        for name, prefetch, handler in own
+        for side in sides
+    ]
+
+
+def _in_turn(contenders: list[Contender], number: int) -> list[Contender]:
+    """The contenders of round `number`: every other round the sides swap places, so that
+    neither always runs first (after the other's exit, say)."""
+    if number % 2:
+        return contenders
+    swapped = list(contenders)
+    for i in range(len(swapped) - 1):
+        a, b = swapped[i], swapped[i + 1]
+        if a.side and b.side and a.name == b.name and a.side != b.side:
+            swapped[i], swapped[i + 1] = b, a
+    return swapped
 
 
 def _rounds(
     server: EmbeddedRedis, everyone: list[Contender], args: argparse.Namespace, logs: Path
-) -> Iterator[tuple[Contender, int, tuple[float, float, float, float]]]:
+) -> Iterator[tuple[int, Contender, int, tuple[float, float, float, float]]]:
     for number in range(1, args.repeat + 1):
         for w in args.workers:
-            for c in everyone:
+            for c in _in_turn(everyone, number):
                 python = c.side.python if c.side else sys.executable
                 measured = run_once(server, c, python, workers=w, items=args.items, logs=logs)
                 print(
@@ -249,7 +262,7 @@ def _rounds(
                     f"{measured[3]:.1f} commands/item",
                     file=sys.stderr, flush=True,
                 )  # fmt: skip
-                yield c, w, measured
+                yield number, c, w, measured
 
 
 def report(
@@ -327,14 +340,15 @@ def main() -> None:
         everyone = contenders(sides, args.incr)
         cells = {(c.label, w): Cell() for c in everyone for w in args.workers}
         spawn: dict[str, list[float]] = {side.name: [] for side in sides}
-        for c, w, (rate, worker_us, server_us, commands) in _rounds(server, everyone, args, logs):
+        rounds = _rounds(server, everyone, args, logs)
+        for number, c, w, (rate, worker_us, server_us, commands) in rounds:
             cell = cells[(c.label, w)]
             cell.rate.append(rate)
             cell.worker_us.append(worker_us)
             cell.server_us.append(server_us)
             cell.commands.append(commands)
-            if c is everyone[-1] and w == args.workers[-1]:  # a round ended: the spawn times
-                for side in sides:
+            if c is _in_turn(everyone, number)[-1] and w == args.workers[-1]:  # a round ended
+                for side in sides if number % 2 else sides[::-1]:
                     spawn[side.name].append(spawn_to_first_item(server, side.python))
                     print(f"spawn to first item, {side.name}: {spawn[side.name][-1]:.3f} s",
                           file=sys.stderr, flush=True)  # fmt: skip
