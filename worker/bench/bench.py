@@ -358,7 +358,10 @@ def main() -> None:
         old = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
         kept = "\n" + old[old.index(KEPT) :] if KEPT in old else ""
         today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
-        command = "make bench" + (f" BENCH_ARGS='--against {args.against}'" if args.against else "")
+        workers = " ".join(map(str, args.workers))
+        options = f"--items {args.items} --workers {workers} --repeat {args.repeat}"
+        options += f" --against {args.against}" if args.against else ""
+        command = f"make bench BENCH_ARGS='{options}'"
         args.output.write_text(
             "# Benchmarks\n\n"
             f"`{command}` on {today}, commit {sides[0].name}"

@@ -45,7 +45,8 @@ def compiled(side: Side) -> Side:
 
 def this_side() -> Side:
     """This checkout, as installed in the running interpreter."""
-    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    # "+": the package or the benchmark differs from the commit (docs do not count).
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no", "--", "worker"))
     return compiled(
         Side(_git("rev-parse", "--short", "HEAD") + ("+" if dirty else ""), sys.executable)
     )
