@@ -83,8 +83,11 @@ validate: $(DEV_STAMP) ## Validate every overlay and component: Kubernetes schem
 docs: $(RUNTIME_STAMP) ## Write the tables of docs/configuration.md from the CLI's settings
 	$(BIN)/python -m rediswq.cli.reference docs/configuration.md
 
-bench: $(RUNTIME_STAMP) ## Throughput against the tutorial's client; writes docs/benchmarks.md
-	$(BIN)/python worker/bench/bench.py --output docs/benchmarks.md
+# Progress on stderr as each run ends; the table goes to bench-results.md (untracked), or with
+# BENCH_RECORD=1 to docs/benchmarks.md. BENCH_ARGS passes options (--against REV, --workers 2).
+BENCH_OUTPUT := $(if $(filter 1,$(BENCH_RECORD)),docs/benchmarks.md,bench-results.md)
+bench: $(RUNTIME_STAMP) ## Cost per item against the tutorial and a reference loop; BENCH_RECORD=1 records it
+	$(BIN)/python worker/bench/bench.py --output $(BENCH_OUTPUT) $(BENCH_ARGS)
 
 lock: $(DEV_STAMP) ## Re-resolve every lock, with hashes: the venv's, the image's, the example's
 	scripts/lock.sh

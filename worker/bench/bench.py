@@ -1,58 +1,116 @@
-"""`make bench`: items per second until the last worker exits, ours against the tutorial's commands.
+"""`make bench`: what one item costs, ours against the tutorial's commands and a batched-Lua
+reference loop, and (`--against REV`) this checkout against another commit.
 
-Each run starts W worker processes with a no-op handler, waits until each has connected and said
-so, publishes N items, and times from then to the last exit. Interpreter start-up (about 0.2 s a
-process here, as long as a whole prefetching run) is left out for every contender alike.
+Each run starts W worker processes with a no-op handler (or one INCR a item), waits until each has
+connected and said so, publishes N items and times from then to the last exit. Per run it reads:
+items per second; the workers' CPU per item (their processes' user+system time from the go to
+their exit, the supervisor's child included); Redis's CPU per item (INFO's used_cpu_sys and
+used_cpu_user); the commands Redis ran per item (INFO commandstats, the ones inside scripts
+included). Apart from that, the time from spawning a worker to its first "Working on" line on a
+sealed queue, interpreter start-up included. Rounds alternate the contenders (and the sides), so
+a slow spell of a shared machine falls on all of them alike; each cell reports the median round.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from rediswq.connection import connect
-from rediswq.queue import WorkQueue
-from rediswq.seeding import seed
+import redis
 from rediswq.server import EmbeddedRedis
+from sides import Side, checked_out, this_side
 
-BASELINE = Path(__file__).with_name("tutorial_baseline.py")
+HERE = Path(__file__).resolve().parent
 QUEUE = "bench"
+_TICK = os.sysconf("SC_CLK_TCK")
+# docs/benchmarks.md from this line on is measured otherwise (fleet.py, the container e2e), and
+# `make bench` keeps it.
+KEPT = "<!-- From here on: measured by fleet.py and the container e2e, kept by make bench. -->"
 
 
 @dataclass(frozen=True)
 class Contender:
     name: str
-    prefetch: int | None  # None: the tutorial baseline
+    kind: str  # "worker", "baseline" (tutorial_baseline.py) or "reference" (reference.py)
+    prefetch: int = 1
+    handler: str = ""
+    side: Side | None = None  # None: the same for every side
 
-    def command(self, url: str) -> list[str]:
-        if self.prefetch is None:
-            return [sys.executable, str(BASELINE), url, QUEUE]
-        return [
-            sys.executable, "-m", "rediswq", "worker", "--redis-url", url, "--queue", QUEUE,
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.side.name})" if self.side else self.name
+
+    def command(self, url: str, python: str) -> list[str]:
+        if self.kind == "baseline":
+            return [python, str(HERE / "tutorial_baseline.py"), url, QUEUE]
+        if self.kind == "reference":
+            return [python, str(HERE / "reference.py"), url, QUEUE, str(self.prefetch)]
+        args = [
+            python, "-m", "rediswq", "worker", "--redis-url", url, "--queue", QUEUE,
             "--work-seconds", "0", "--prefetch", str(self.prefetch),
         ]  # fmt: skip
+        return args + (["--handler", self.handler] if self.handler else [])
 
 
-# The issue's targets at 2 workers, for the contenders after the baseline.
-TARGETS = (3, 20)
-# docs/benchmarks.md from this line on is measured by the container e2e, and `make bench` keeps it.
-KEPT = "<!-- From here on: measured by the container e2e (make e2e-docker), kept by make bench. -->"
+@dataclass
+class Cell:
+    """The rounds of one contender at one worker count."""
 
-CONTENDERS = (
-    Contender("tutorial baseline", None),
-    Contender("rediswq, defaults", 1),
-    Contender("rediswq, prefetch 64", 64),
-)
+    rate: list[float] = field(default_factory=list)
+    worker_us: list[float] = field(default_factory=list)
+    server_us: list[float] = field(default_factory=list)
+    commands: list[float] = field(default_factory=list)
+
+    def median(self, name: str) -> float:
+        values: list[float] = getattr(self, name)
+        return statistics.median(values) if values else float("nan")
 
 
-def _wait_for(log: Path, marker: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+class Server:
+    """Redis's own counters: CPU seconds and commands run, read through one connection."""
+
+    def __init__(self, url: str) -> None:
+        self.db = redis.Redis.from_url(url, single_connection_client=True)
+
+    def counters(self) -> tuple[float, int]:
+        info = self.db.info("everything")
+        cpu = float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+        calls = sum(int(v["calls"]) for k, v in info.items() if k.startswith("cmdstat_"))
+        return cpu, calls - 1  # the INFO that read them
+
+
+def _cpu_of_tree(pid: int) -> float:
+    """CPU seconds so far of process `pid` and its live children (the supervised worker)."""
+    total = 0.0
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += (int(fields[11]) + int(fields[12])) / _TICK
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return total
+    return total + sum(_cpu_of_tree(int(child)) for child in children)
+
+
+def _reaped(proc: subprocess.Popen[bytes]) -> tuple[int, float]:
+    """Wait for `proc`: its exit code and the CPU seconds of it and its waited-for children."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_utime + usage.ru_stime
+
+
+def _wait_for(log: Path, marker: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while marker not in log.read_text(errors="replace"):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -60,34 +118,92 @@ def _wait_for(log: Path, marker: str, proc: subprocess.Popen[bytes], timeout: fl
         time.sleep(0.01)
 
 
+def _env() -> dict[str, str]:
+    # The bench directory on the path: the INCR handler (handlers.py) for either side.
+    path = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path}
+
+
 def run_once(
-    server: EmbeddedRedis, contender: Contender, workers: int, items: int, logs: Path
-) -> float:
-    queue = WorkQueue(connect(server.url), QUEUE)
-    db = queue.client
-    db.delete(*queue.keys.all(), f"{QUEUE}:processing", f"{QUEUE}:go")
-    marker = "ready" if contender.prefetch is None else "Initial queue state"
-    # Output goes to files, not pipes: a reader here would take CPU from the workers.
+    server: EmbeddedRedis, contender: Contender, python: str, *, workers: int, items: int,
+    logs: Path,
+) -> tuple[float, float, float, float]:  # fmt: skip
+    """(items/s, worker CPU us/item, Redis CPU us/item, commands/item) of one run."""
+    meter = Server(server.url)
+    meter.db.flushall()
+    env = {**_env(), "BENCH_REDIS_URL": server.url}
     procs = []
     for number in range(workers):
         log = logs / f"worker-{number}.log"
         with log.open("wb") as out:
-            procs.append((subprocess.Popen(contender.command(server.url), stdout=out), log))
+            command = contender.command(server.url, python)
+            procs.append((subprocess.Popen(command, stdout=out, env=env), log))
+    seeder = None
+    if contender.kind == "worker":
+        seeder = subprocess.Popen(
+            [python, str(HERE / "seeder.py"), server.url, QUEUE, str(items)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+        )  # fmt: skip
+        assert seeder.stdin and seeder.stdout
+        if seeder.stdout.readline().strip() != b"ready":
+            raise SystemExit("the seeder did not start")
+    marker = "Initial queue state" if contender.kind == "worker" else "ready"
     for proc, log in procs:
         _wait_for(log, marker, proc)
-    payload = [f"item-{n}".encode() for n in range(items)]
-    if contender.prefetch is None:
-        db.rpush(QUEUE, *payload)  # the tutorial fills its list by hand
-        db.rpush(f"{QUEUE}:go", *["go"] * workers)
+    at_go = sum(_cpu_of_tree(proc.pid) for proc, _ in procs)
+    cpu, calls = meter.counters()
+    if seeder is None:
+        meter.db.rpush(QUEUE, *[b"item-%d" % n for n in range(items)])
+        cpu, calls = meter.counters()  # the hand-filled list is not the contender's work
+        started = time.monotonic()
+        meter.db.rpush(f"{QUEUE}:go", *["go"] * workers)
     else:
-        seed(queue, payload)  # waiting workers start at the seal
-    started = time.perf_counter()
-    codes = [proc.wait() for proc, _ in procs]
-    elapsed = time.perf_counter() - started
-    left = queue.counts()[0]
+        assert seeder.stdin and seeder.stdout
+        seeder.stdin.write(b"go\n")
+        seeder.stdin.flush()
+        started = float(seeder.stdout.readline())
+    reaped = [_reaped(proc) for proc, _ in procs]
+    elapsed = time.monotonic() - started
+    cpu_after, calls_after = meter.counters()
+    if seeder is not None:
+        seeder.wait()
+    codes = [code for code, _ in reaped]
+    left = meter.db.llen(QUEUE)
     if any(codes) or left:
-        raise SystemExit(f"{contender.name}: exit codes {codes}, {left} items left")
-    return items / elapsed
+        raise SystemExit(f"{contender.label}: exit codes {codes}, {left} items left")
+    worker_cpu = sum(used for _, used in reaped) - at_go
+    return (
+        items / elapsed,
+        worker_cpu / items * 1e6,
+        (cpu_after - cpu) / items * 1e6,
+        (calls_after - calls) / items,
+    )
+
+
+def spawn_to_first_item(server: EmbeddedRedis, python: str, items: int = 200) -> float:
+    """Seconds from spawning one worker (defaults) to its first "Working on" line, on a sealed
+    queue with `items` items."""
+    Server(server.url).db.flushall()
+    seeder = subprocess.Popen(
+        [python, str(HERE / "seeder.py"), server.url, QUEUE, str(items)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    seeder.communicate(b"go\n")
+    command = Contender("", "worker").command(server.url, python)
+    started = time.monotonic()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, env=_env())
+    assert proc.stdout
+    # Blocking reads: this process sleeps until a line comes, taking no CPU from the worker.
+    for line in proc.stdout:
+        if b"Working on" in line:
+            first = time.monotonic() - started
+            break
+    else:
+        raise SystemExit(f"the worker of {python} never worked on an item")
+    proc.stdout.read()
+    if proc.wait():
+        raise SystemExit(f"the worker of {python} exited {proc.returncode}")
+    return first
 
 
 def machine() -> str:
@@ -102,53 +218,164 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
 
 
+def contenders(sides: list[Side], incr: bool) -> list[Contender]:
+    """Every contender, each of ours once per side, the sides next to each other."""
+    shared = [
+        Contender("tutorial baseline", "baseline"),
+        Contender("reference, K=64", "reference", 64),
+    ]
+    own = [("rediswq, defaults", 1, ""), ("rediswq, prefetch 64", 64, "")]
+    if incr:
+        own.append(("rediswq, defaults, INCR", 1, "handlers:incr"))
+    return shared + [
+        Contender(name, "worker", prefetch, handler, side)
+        for name, prefetch, handler in own
+        for side in sides
+    ]
+
+
+def _in_turn(contenders: list[Contender], number: int) -> list[Contender]:
+    """The contenders of round `number`: every other round the sides swap places, so that
+    neither always runs first (after the other's exit, say)."""
+    if number % 2:
+        return contenders
+    swapped = list(contenders)
+    for i in range(len(swapped) - 1):
+        a, b = swapped[i], swapped[i + 1]
+        if a.side and b.side and a.name == b.name and a.side != b.side:
+            swapped[i], swapped[i + 1] = b, a
+    return swapped
+
+
+def _rounds(
+    server: EmbeddedRedis, everyone: list[Contender], args: argparse.Namespace, logs: Path
+) -> Iterator[tuple[int, Contender, int, tuple[float, float, float, float]]]:
+    for number in range(1, args.repeat + 1):
+        for w in args.workers:
+            for c in _in_turn(everyone, number):
+                python = c.side.python if c.side else sys.executable
+                measured = run_once(server, c, python, workers=w, items=args.items, logs=logs)
+                print(
+                    f"round {number}/{args.repeat}, {w} worker(s), {c.label}: "
+                    f"{measured[0]:,.0f}/s, "
+                    f"worker {measured[1]:.1f} us/item, server {measured[2]:.1f} us/item, "
+                    f"{measured[3]:.1f} commands/item",
+                    file=sys.stderr, flush=True,
+                )  # fmt: skip
+                yield number, c, w, measured
+
+
+def report(
+    everyone: list[Contender],
+    cells: dict[tuple[str, int], Cell],
+    spawn: dict[str, list[float]],
+    sides: list[Side],
+    workers: list[int],
+) -> str:
+    lines = [
+        "| contender | workers | items/s | worker CPU us/item | Redis CPU us/item "
+        "| commands/item |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for w in workers:
+        for c in everyone:
+            cell = cells[(c.label, w)]
+            lines.append(
+                f"| {c.label} | {w} | {cell.median('rate'):,.0f} | {cell.median('worker_us'):.1f} "
+                f"| {cell.median('server_us'):.1f} | {cell.median('commands'):.1f} |"
+            )
+    lines += ["", "| side | spawn to first item (s) |", "|---|---:|"]
+    lines += [f"| {side.name} | {statistics.median(spawn[side.name]):.3f} |" for side in sides]
+    if 2 in workers:
+        reference = cells[("reference, K=64", 2)].median("rate")
+        baseline = cells[("tutorial baseline", 2)].median("rate")
+        lines += ["", "At 2 workers, against the tutorial baseline and the reference loop:", ""]
+        for c in everyone[2:]:
+            rate = cells[(c.label, 2)].median("rate")
+            lines.append(f"- {c.label}: {rate / baseline:.1f}x the baseline, "
+                         f"{rate / reference:.2f} of the reference")  # fmt: skip
+    if len(sides) == 2:
+        this, other = sides
+        lines += [
+            "",
+            f"{this.name} against {other.name}, ratios of the medians (below 1: {this.name} "
+            "needs less; above 1 for items/s: faster):",
+            "",
+            "| contender | workers | items/s | worker CPU/item | Redis CPU/item | commands/item |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for w in workers:
+            for c in everyone:
+                if c.side is not this:
+                    continue
+                mine = cells[(c.label, w)]
+                theirs = cells[(Contender(c.name, c.kind, side=other).label, w)]
+                ratios = [mine.median(m) / theirs.median(m)
+                          for m in ("rate", "worker_us", "server_us", "commands")]  # fmt: skip
+                lines.append(f"| {c.name} | {w} | " + " | ".join(f"{r:.2f}" for r in ratios) + " |")
+        mine_spawn = statistics.median(spawn[this.name])
+        theirs_spawn = statistics.median(spawn[other.name])
+        lines.append(f"\nSpawn to first item: {mine_spawn:.3f} s against {theirs_spawn:.3f} s "
+                     f"({mine_spawn / theirs_spawn:.2f}).")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--repeat", type=int, default=5, help="runs per cell; the best counts")
-    parser.add_argument("--output", type=Path, help="write the table here as Markdown")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds; each cell its median")
+    parser.add_argument("--against", metavar="REV", help="also measure this commit, alternating")
+    parser.add_argument("--no-incr", dest="incr", action="store_false", help="skip the INCR rows")
+    parser.add_argument("--output", type=Path, help="write the results here as Markdown")
     args = parser.parse_args()
 
-    with EmbeddedRedis() as server, tempfile.TemporaryDirectory() as logs:
-        version = connect(server.url).info("server").get("redis_version", "?")
-        # Rounds interleave the contenders, so a slow spell of a shared machine does not fall on
-        # one contender's runs only; each cell keeps its best round.
-        rates: dict[tuple[str, int], float] = {}
-        for _ in range(args.repeat):
-            for w in args.workers:
-                for c in CONTENDERS:
-                    rate = run_once(server, c, w, args.items, Path(logs))
-                    rates[(c.name, w)] = max(rate, rates.get((c.name, w), 0.0))
-    header = "| contender | " + " | ".join(f"{w} worker(s)" for w in args.workers) + " |"
-    lines = [header, "|---|" + "---:|" * len(args.workers)]
-    for c in CONTENDERS:
-        cells = []
-        for w in args.workers:
-            ratio = rates[(c.name, w)] / rates[(CONTENDERS[0].name, w)]
-            cells.append(f"{rates[(c.name, w)]:,.0f}/s ({ratio:.1f}x)")
-        lines.append(f"| {c.name} | " + " | ".join(cells) + " |")
-    table = "\n".join(lines)
-    if 2 in args.workers:
-        base = rates[(CONTENDERS[0].name, 2)]
-        for contender, target in zip(CONTENDERS[1:], TARGETS, strict=True):
-            ratio = rates[(contender.name, 2)] / base
-            verdict = "met" if ratio >= target else "NOT met"
-            table += (
-                f"\n\nTarget for {contender.name} at 2 workers: {target}x; {ratio:.1f}x, {verdict}."
-            )
+    with ExitStack() as stack:
+        sides = [this_side()]
+        if args.against:
+            sides.append(stack.enter_context(checked_out(args.against)))
+        server = stack.enter_context(EmbeddedRedis())
+        logs = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        version = Server(server.url).db.info("server").get("redis_version", "?")
+        everyone = contenders(sides, args.incr)
+        cells = {(c.label, w): Cell() for c in everyone for w in args.workers}
+        spawn: dict[str, list[float]] = {side.name: [] for side in sides}
+        rounds = _rounds(server, everyone, args, logs)
+        for number, c, w, (rate, worker_us, server_us, commands) in rounds:
+            cell = cells[(c.label, w)]
+            cell.rate.append(rate)
+            cell.worker_us.append(worker_us)
+            cell.server_us.append(server_us)
+            cell.commands.append(commands)
+            if c is _in_turn(everyone, number)[-1] and w == args.workers[-1]:  # a round ended
+                for side in sides if number % 2 else sides[::-1]:
+                    spawn[side.name].append(spawn_to_first_item(server, side.python))
+                    print(f"spawn to first item, {side.name}: {spawn[side.name][-1]:.3f} s",
+                          file=sys.stderr, flush=True)  # fmt: skip
+        table = report(everyone, cells, spawn, sides, args.workers)
     print(table)
     if args.output:
         old = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
         kept = "\n" + old[old.index(KEPT) :] if KEPT in old else ""
+        today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
+        workers = " ".join(map(str, args.workers))
+        options = f"--items {args.items} --workers {workers} --repeat {args.repeat}"
+        options += f" --against {args.against}" if args.against else ""
+        command = f"make bench BENCH_ARGS='{options}'"
         args.output.write_text(
             "# Benchmarks\n\n"
-            f"`make bench`: {args.items:,} items, no-op handler, items per second from the moment "
-            "the items are published to waiting, connected workers until the last one exits "
-            f"(best of {args.repeat} rounds, each running every contender in turn); the ratio is "
-            "against the tutorial baseline with as many workers. The baseline varies most: like "
-            "the tutorial's workers, one may wait up to 2 s in BRPOPLPUSH after the last item.\n\n"
-            f"Machine: {machine()}; server: {Path(server.binary).name} {version}.\n\n"
+            f"`{command}` on {today}, commit {sides[0].name}"
+            + (f" against {sides[1].name}" if len(sides) == 2 else "")
+            + f": {args.items:,} no-op items a run (the INCR rows: one INCR a item), workers "
+            f"started and waiting before the items come, medians of {args.repeat} rounds that "
+            "alternate the contenders and the sides. Worker CPU counts from the go to the "
+            "workers' exit; Redis's CPU and commands include the seed's for the rediswq rows. "
+            "The reference loop (worker/bench/reference.py) is the least a batched lease can "
+            "cost: LPOP 64 and one ZADD, then ZREM, in one script a round trip, with no owner "
+            "records, no reclaim and no replay memory. "
+            f"Machine: {machine()}; server: {Path(server.binary).name} {version}. "
+            "Absolute figures on a shared machine vary from day to day and hour to hour; the "
+            "ratios within one run are what compare.\n\n"
             f"{table}\n{kept}",
             encoding="utf-8",
         )

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 import redis
+from collected import Log
 from conftest import QueueFactory, cli_env, rediswq, spawn_worker
 from fullredis import filled
 from recording import recorded
 from rediswq import WorkQueue, seed
 from rediswq.connection import connect
 from rediswq.errors import ConfigError
+from rediswq.events import FLEET_POLLS, QueueEvents
 from rediswq.runs import run_id
 from rediswq.server import EmbeddedRedis
 
@@ -160,3 +162,20 @@ def test_a_seed_on_a_server_older_than_7_is_named_in_one_line(
     monkeypatch.setattr(redis.Redis, "script_load", _old_server)
     with pytest.raises(ConfigError, match=r"too old: rediswq needs Redis 7\.0 or later"):
         seed(WorkQueue(client, "q"), [b"a", b"b"])
+
+
+def test_the_documented_acl_user_waits_as_one_of_a_fleet(fresh_server: EmbeddedRedis) -> None:
+    """It may count the subscribers (PUBSUB NUMSUB), so many waiting workers poll less often."""
+    rules = [rule.replace(">CHANGE-ME", ">secret") for rule in documented_acl()]
+    admin = connect(fresh_server.url)
+    admin.execute_command("ACL", "SETUSER", *rules)  # type: ignore[no-untyped-call]
+    queue = WorkQueue(connect(fresh_server.url.replace("redis://", "redis://job2:secret@")), "job2")
+    others = [admin.pubsub() for _ in range(59)]
+    for pubsub in others:
+        pubsub.subscribe("job2:events")
+    try:
+        with QueueEvents(queue, Log()) as events:
+            assert events.pause(0.25) >= 0.5 * 60 / FLEET_POLLS
+    finally:
+        for pubsub in others:
+            pubsub.close()

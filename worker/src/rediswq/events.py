@@ -1,10 +1,19 @@
 """Wake-ups for waiting workers: the scripts publish when a queue is sealed, gets items back, or
 is drained. Polling remains the fallback, so a lost message costs one poll interval, never an item,
 and a Redis user that may not subscribe (an ACL without the channel) only polls.
+
+A subscribed worker's poll is only that fallback, and the clock of reclaiming a lease that expired
+(nothing publishes then), so the fleet's polls, not each worker's, are what count: with N workers
+subscribed, each polls every N / FLEET_POLLS seconds (never more often than its poll interval),
+jittered, and all of them together ask about FLEET_POLLS times a second however many they are.
+At a fixed 0.25 s, 256 waiting workers made 1,024 calls a second that found nothing. A message
+still wakes every subscriber at once, and so does a lost pub/sub connection (what was published
+while it was down is lost): redis-py's wait returns when it has connected and subscribed again.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from types import TracebackType
 
@@ -15,6 +24,12 @@ from rediswq.queue import WorkQueue
 
 # How long to wait for the server to confirm (or refuse) the subscription at start.
 _CONFIRM_SECONDS = 2.0
+# The polls a second of all the waiting workers of a queue together (see the docstring).
+FLEET_POLLS = 20.0
+# How often a worker counts the subscribers again (PUBSUB NUMSUB): while they are few, often, so
+# workers that start together soon see each other; once they are many, rarely.
+_RECOUNT_FEW = 1.0
+_RECOUNT_MANY = 30.0
 
 
 class QueueEvents:
@@ -23,9 +38,12 @@ class QueueEvents:
         self._pubsub = queue.client.pubsub(  # type: ignore[no-untyped-call,unused-ignore]
             ignore_subscribe_messages=True
         )
+        self._client = queue.client
         self._channel = f"{queue.keys.pending}:events"
         self._log = log
         self._polling = False
+        self._subscribers = 1
+        self._recount = 0.0  # when to count them again; inf: this user may not
 
     def __enter__(self) -> QueueEvents:
         # Subscribed before the first step, so nothing published after it can be missed. The
@@ -52,6 +70,28 @@ class QueueEvents:
         tb: TracebackType | None,
     ) -> None:
         self._pubsub.close()
+
+    def pause(self, interval: float) -> float:
+        """How long a waiting worker sleeps before it asks again, unless woken: `interval`, or
+        longer where many workers are subscribed (see the module's docstring)."""
+        if self._polling or not self._pubsub.subscribed:
+            return interval
+        now = time.monotonic()
+        if now >= self._recount:
+            try:
+                ((_, count),) = self._client.pubsub_numsub(self._channel)
+            except redis.ResponseError:  # an ACL without PUBSUB: the interval as given
+                self._subscribers, self._recount = 1, float("inf")
+            except redis.RedisError:
+                return interval
+            else:
+                self._subscribers = max(1, int(count))
+                many = self._subscribers / FLEET_POLLS > interval
+                self._recount = now + (_RECOUNT_MANY if many else _RECOUNT_FEW)
+        shared = self._subscribers / FLEET_POLLS
+        if shared <= interval:
+            return interval
+        return shared * random.uniform(0.5, 1.5)  # spreads the polls; no secret
 
     def wait(self, timeout: float) -> None:
         """Return on the next event (or one that came while the worker was busy), or after

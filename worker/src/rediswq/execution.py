@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import multiprocessing
 import os
 import signal
 import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from rediswq.errors import QueueError
 from rediswq.handlers import Handler, HandlerSpec, Reject
+
+if TYPE_CHECKING:  # imported when used: multiprocessing and ctypes took 10-18 ms of every
+    # worker's start here, and only a worker with an item timeout uses them
+    from multiprocessing.connection import Connection
+    from multiprocessing.process import BaseProcess
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
@@ -156,6 +157,8 @@ class TimeLimited:
         """The pipe to a child that has loaded the handler; None if it did not in time (killed)."""
         if self._conn is not None:
             return self._conn
+        import multiprocessing  # noqa: PLC0415 - see the imports
+
         context = multiprocessing.get_context("spawn")
         ours, theirs = context.Pipe()
         child = context.Process(
@@ -206,6 +209,8 @@ def _die_with_parent() -> None:
     does. Elsewhere the child ends at its next item, when it finds the pipe closed."""
     if not sys.platform.startswith("linux"):
         return
+    import ctypes  # noqa: PLC0415 - see the imports
+
     parent = os.getppid()
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)

@@ -51,6 +51,7 @@ LEVELS = {
 }
 
 _NAMES = {DEBUG: "DEBUG", INFO: "INFO", WARNING: "WARNING", ERROR: "ERROR"}
+_PREFIXES = {level: f"{name} " for level, name in _NAMES.items()}
 FORMATS = ("text", "json")
 
 
@@ -98,8 +99,10 @@ class Lines:
         self._out = out
         self._lock = threading.Lock()
         self.context: dict[str, Any] = {"queue": None, "run": None, "worker": None}
-        self._second = -1
-        self._stamp = ""
+        # (second, its text) and (millisecond, the stamp and space that begin a line), made
+        # again when the clock has moved on.
+        self._stamp = (-1, "")
+        self._stamp_ms = (-1, "")
 
     def bind(self, **context: Any) -> None:
         """Fields every later line carries (queue, run, worker)."""
@@ -110,16 +113,34 @@ class Lines:
 
     def __call__(self, event: str, message: str, /, **fields: Any) -> None:
         level = LEVELS.get(event, INFO)
-        if level >= self.level:
+        if level < self.level:
+            return
+        if self.json or "\n" in message:
             self.emit(level, event, message, fields)
+            return
+        # A one-line text message, as a worker's line per item is: the short way, without
+        # emit()'s formatting; its time stamp is made once a millisecond, and a prefetching
+        # worker logs a dozen lines in one.
+        millis = int(time.time() * 1000)
+        cached = self._stamp_ms  # one read: the lease keeper's thread may replace it meanwhile
+        if cached[0] != millis:
+            cached = self._stamp_ms = (millis, self._stamped(millis) + " ")
+        out = self._out or sys.stdout  # looked up at each call: tests and `local` replace it
+        with self._lock:
+            out.write(cached[1] + _PREFIXES[level] + message + "\n")
+            out.flush()
+
+    def _stamped(self, millis: int) -> str:
+        """The time stamp of a line: `2026-01-31T12:00:00.123Z`."""
+        second, fraction = divmod(millis, 1000)
+        cached = self._stamp
+        if cached[0] != second:  # strftime once a second: it is most of a stamp's cost
+            cached = self._stamp = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        return f"{cached[1]}.{fraction:03d}Z"
 
     def emit(self, level: int, event: str, message: str, fields: dict[str, Any]) -> None:
-        """Print one event at `level` (a worker's line per item: kept to about 1.5 us)."""
-        now = time.time()
-        second = int(now)
-        if second != self._second:  # strftime once a second: it is most of a line's cost
-            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-        stamp = f"{self._stamp}.{int((now - second) * 1000):03d}Z"
+        """Print one event at `level`."""
+        stamp = self._stamped(int(time.time() * 1000))
         name = _NAMES.get(level) or logging.getLevelName(level)
         if self.json:
             record = {"time": stamp, "level": name.lower(), "event": event, "message": message}
@@ -130,7 +151,7 @@ class Lines:
             text = "\n".join(f"{stamp} {name} {part}" for part in message.split("\n"))
         else:
             text = f"{stamp} {name} {message}"
-        out = self._out or sys.stdout  # looked up at each call: tests and `local` replace it
+        out = self._out or sys.stdout
         with self._lock:
             out.write(text + "\n")
             out.flush()

@@ -16,14 +16,10 @@ that does not match is never published, and its staged copy is dropped.
 from __future__ import annotations
 
 import codecs
-import gzip
 import hashlib
-import http.client
 import io
 import re
 import sys
-import urllib.error
-import urllib.request
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -105,6 +101,8 @@ def streamed_items(source: str, digest: str | None = None) -> Iterator[bytes]:
         )
         text: io.BufferedIOBase = raw
         if raw.peek(len(_GZIP))[: len(_GZIP)] == _GZIP:
+            import gzip  # noqa: PLC0415 - see _reading
+
             text = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
         with _reading(name, opened):
             for item in checked_items(_lines(text, name), name):
@@ -149,7 +147,12 @@ def _opened(source: str, name: str) -> BinaryIO:
         except OSError as exc:
             raise ConfigError(f"cannot read {name}: {exc.strerror or exc}") from None
     # The standard library's urllib: one streamed GET needs no new dependency in the image, and it
-    # honours HTTPS_PROXY and SSL_CERT_FILE as users expect.
+    # honours HTTPS_PROXY and SSL_CERT_FILE as users expect. Imported here, as in _reading: the
+    # worker imports this module for its digests, and these took 5-8 ms of its start.
+    import http.client  # noqa: PLC0415
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
     try:
         return urllib.request.urlopen(source, timeout=_TIMEOUT)  # type: ignore[no-any-return]  # noqa: S310 - is_url checked the scheme
     except urllib.error.HTTPError as exc:
@@ -176,6 +179,9 @@ def _cut(name: str, opened: BinaryIO) -> QueueError:
 @contextmanager
 def _reading(name: str, opened: BinaryIO) -> Iterator[None]:
     """Errors while reading, in one line: a broken download may pass on a retry, bad gzip not."""
+    import gzip  # noqa: PLC0415 - only a seed reads; see _opened
+    import http.client  # noqa: PLC0415
+
     try:
         yield
     except (gzip.BadGzipFile, zlib.error, EOFError) as exc:  # BadGzipFile is an OSError

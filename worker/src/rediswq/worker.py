@@ -150,7 +150,7 @@ class Worker:
                     sealed_for_run = True
                 say_why(waiting, queue, step.state, self.seal_timeout)
                 next_reclaim = 0.0
-                events.wait(self.poll_interval)
+                events.wait(events.pause(self.poll_interval))
             if done:  # finished before a signal arrived: hand them in
                 self._count_completed(done, queue.complete(*done))
             self._keeper = None

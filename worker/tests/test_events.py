@@ -1,0 +1,76 @@
+"""Wake-ups of waiting workers: how often a subscribed worker polls, and a dropped subscription."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from collected import Log
+from rediswq.connection import connect
+from rediswq.events import FLEET_POLLS, QueueEvents
+from rediswq.queue import WorkQueue
+from rediswq.server import EmbeddedRedis
+
+
+@pytest.fixture
+def queue(fresh_server: EmbeddedRedis) -> Iterator[WorkQueue]:
+    db = connect(fresh_server.url)
+    yield WorkQueue(db, "events")
+    db.close()
+
+
+def test_a_worker_alone_polls_at_its_interval(queue: WorkQueue) -> None:
+    with QueueEvents(queue, Log()) as events:
+        assert events.pause(0.25) == 0.25
+
+
+def test_among_many_subscribers_a_worker_polls_so_that_all_together_poll_as_one_fleet(
+    queue: WorkQueue,
+) -> None:
+    others = []
+    for _ in range(99):  # the other workers, each on a connection of its own
+        pubsub = redis.Redis(port=queue.client.connection_pool.connection_kwargs["port"]).pubsub()
+        pubsub.subscribe(f"{queue.keys.pending}:events")
+        others.append(pubsub)
+    try:
+        with QueueEvents(queue, Log()) as events:
+            pauses = [events.pause(0.25) for _ in range(50)]
+    finally:
+        for pubsub in others:
+            pubsub.close()
+    shared = 100 / FLEET_POLLS
+    assert all(0.5 * shared <= p <= 1.5 * shared for p in pauses), pauses
+    assert len(set(pauses)) > 1  # jittered: workers started together do not poll together
+
+
+def test_a_worker_whose_subscription_was_dropped_wakes_when_it_is_back(queue: WorkQueue) -> None:
+    # What was published while the connection was down is lost: coming back is the wake-up.
+    with QueueEvents(queue, Log()) as events:
+        killed = queue.client.client_kill_filter(_type="pubsub")
+        assert killed == 1
+        started = time.monotonic()
+        events.wait(30)
+        assert time.monotonic() - started < 5
+
+
+def test_a_user_who_may_not_count_subscribers_polls_at_its_interval(
+    fresh_server: EmbeddedRedis,
+) -> None:
+    admin = connect(fresh_server.url)
+    admin.acl_setuser(
+        "waiter", enabled=True, passwords=["+secret"], keys=["~*"], channels=["&*"],
+        commands=["+@all", "-pubsub"],
+    )  # fmt: skip
+    url = fresh_server.url.replace("redis://", "redis://waiter:secret@")
+    queue = WorkQueue(connect(url), "events")
+    try:
+        with QueueEvents(queue, Log()) as events:
+            with pytest.raises(redis.ResponseError):
+                queue.client.pubsub_numsub("x")
+            assert events.pause(0.25) == 0.25
+            assert events.pause(0.25) == 0.25
+    finally:
+        queue.client.close()
+        admin.close()
