@@ -29,7 +29,7 @@ from pathlib import Path
 
 import redis
 from rediswq.server import EmbeddedRedis
-from sides import Side, checked_out, this_side
+from sides import Side, compared
 
 HERE = Path(__file__).resolve().parent
 QUEUE = "bench"
@@ -331,9 +331,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with ExitStack() as stack:
-        sides = [this_side()]
-        if args.against:
-            sides.append(stack.enter_context(checked_out(args.against)))
+        sides = compared(stack, args.against)
         server = stack.enter_context(EmbeddedRedis())
         logs = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         version = Server(server.url).db.info("server").get("redis_version", "?")

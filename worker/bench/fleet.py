@@ -30,7 +30,7 @@ from pathlib import Path
 import redis
 from bench import HERE, _env
 from rediswq.server import EmbeddedRedis
-from sides import Side, checked_out, this_side
+from sides import Side, compared
 
 QUEUE = "fleet"
 CALLS = ("cmdstat_fcall", "cmdstat_evalsha", "cmdstat_pubsub|numsub")
@@ -172,9 +172,7 @@ def main() -> None:
     parser.add_argument("--against", metavar="REV", help="measure this commit too, after")
     args = parser.parse_args()
     with ExitStack() as stack:
-        sides = [this_side()]
-        if args.against:
-            sides.append(stack.enter_context(checked_out(args.against)))
+        sides = compared(stack, args.against)
         server = stack.enter_context(EmbeddedRedis())
         results = [(s, measure(server, s, args.workers, args.items, args.tail)) for s in sides]
     print(report(results))

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -70,3 +70,11 @@ def checked_out(rev: str) -> Iterator[Side]:
             yield compiled(Side(name, str(venv / "bin" / "python")))
         finally:
             _git("worktree", "remove", "--force", str(tree))
+
+
+def compared(stack: ExitStack, against: str | None) -> list[Side]:
+    """This checkout, then `against` checked out for as long as `stack` is open, if named."""
+    sides = [this_side()]
+    if against:
+        sides.append(stack.enter_context(checked_out(against)))
+    return sides
