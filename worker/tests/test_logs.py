@@ -260,3 +260,21 @@ def test_two_workers_of_one_pod_hold_their_leases_apart(
     assert len(names) == 2 and all(n.startswith("job-wq-2-x7k2p/") for n in names), names
     assert queue.counts() == (0, 0)
     assert int(queue.client.hget(queue.keys.stats, "done") or 0) == len(items)
+
+
+def test_an_items_escape_and_nul_bytes_are_shown_escaped_in_text_logs(
+    server: EmbeddedRedis, queue_name: str, tmp_path: Path
+) -> None:
+    item = b"\x1b[31mred\x00\rgone\x7f"
+    seed(WorkQueue(connect(server.url), queue_name), [item])
+    result = rediswq(
+        "worker", "--redis-url", server.url, "--queue", queue_name, "--work-seconds", "0",
+        "--handler", "recording:fail_always", "--max-attempts", "1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for control in "\x1b\x00\r\x7f":
+        assert control not in result.stdout, result.stdout
+    said = messages(result.stdout)
+    assert "Working on \\x1b[31mred\\x00\\rgone\\x7f" in said, said
+    error = "ValueError: no luck with \\x1b[31mred\\x00"  # a reason ends at a line break
+    assert any(line.startswith("Failed on \\x1b[31mred") and error in line for line in said), said
