@@ -130,3 +130,33 @@ def test_a_sigkilled_worker_leaves_no_process_behind(
     while Path(f"/proc/{child}").exists():
         assert time.monotonic() < deadline, f"the worker process {child} outlived the command"
         time.sleep(0.05)
+
+
+# `rediswq worker` with a SIGTERM that reaches its first process just after that process reaped
+# the worker process: the last of a storm of SIGTERMs as a pod goes.
+_LATE_SIGTERM = """
+import os, signal, sys
+reap = os.waitpid
+def waitpid(pid, options):
+    reaped = reap(pid, options)
+    os.kill(os.getpid(), signal.SIGTERM)
+    return reaped
+os.waitpid = waitpid
+from rediswq.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_sigterm_after_the_worker_process_ended_leaves_its_exit_code(
+    fresh_server: EmbeddedRedis, queue_name: str, tmp_path: Path
+) -> None:
+    seed(WorkQueue(connect(fresh_server.url), queue_name), [b"a"])
+    result = subprocess.run(
+        [sys.executable, "-c", _LATE_SIGTERM, "worker", "--redis-url", fresh_server.url,
+         "--queue", queue_name, "--handler", "recording:record", "--work-seconds", "0"],
+        capture_output=True, text=True, timeout=60, check=False,
+        env=cli_env(RECORD_FILE=str(tmp_path / "done")),
+    )  # fmt: skip
+    assert (result.returncode, result.stderr) == (0, ""), result
+    assert recorded(str(tmp_path / "done")) == ["a"]
+
