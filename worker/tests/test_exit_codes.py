@@ -160,3 +160,24 @@ def test_a_sigterm_after_the_worker_process_ended_leaves_its_exit_code(
     assert (result.returncode, result.stderr) == (0, ""), result
     assert recorded(str(tmp_path / "done")) == ["a"]
 
+
+@pytest.mark.parametrize("timeout", ["0", "30"], ids=["in-process", "item-timeout"])
+def test_a_process_the_handler_forks_never_returns_into_the_worker(
+    timeout: str, fresh_server: EmbeddedRedis, queue_name: str, tmp_path: Path
+) -> None:
+    queue = WorkQueue(connect(fresh_server.url), queue_name)
+    items = [f"{kind}-{n}" for kind in ("exit", "exec") for n in range(5)]
+    seed(queue, [item.encode() for item in items])
+    record = tmp_path / "done"
+    result = rediswq(
+        "worker", "--redis-url", fresh_server.url, "--queue", queue_name, "--work-seconds", "0",
+        "--handler", "recording:fork_a_helper", "--max-attempts", "2", "--lease-seconds", "5",
+        "--item-timeout", timeout, env=cli_env(RECORD_FILE=str(record)),
+    )  # fmt: skip
+    assert result.returncode == 0, result
+    # Each item once; the helper ended as Python would have ended it (1 for the exec's error).
+    expected = [f"{item} {1 if item.startswith('exec') else 0}" for item in items]
+    assert sorted(recorded(str(record))) == sorted(expected)
+    assert "Done 10 items; 0 failed attempts" in result.stdout, result.stdout
+    assert queue.client.llen(queue.keys.failed) == 0
+    assert result.stderr.count("FileNotFoundError") == 5, result.stderr
