@@ -20,7 +20,7 @@ from rediswq.leases import LeaseKeeper, shown
 from rediswq.logs import Lines, Log, enabled
 from rediswq.lostqueue import SealWatch
 from rediswq.queue import Lease, State, WorkQueue
-from rediswq.results import ResultStore, encoded
+from rediswq.results import NotKept, ResultStore, encoded
 from rediswq.retry import Backoff
 from rediswq.runs import check_run_ended, for_run
 from rediswq.waits import Waiting, say_why
@@ -50,14 +50,17 @@ class Summary:
     failed_attempts: int = 0
     dead_lettered: int = 0
     lost: int = 0
+    results_not_kept: int = 0  # handled, done, but their results are not in <queue>:results
     stopped_by: int | None = None  # the signal, if one stopped the worker
 
     def line(self) -> str:
+        not_kept = self.results_not_kept
         return (
             f"Done {counted(self.done, 'item')}; "
             f"{counted(self.failed_attempts, 'failed attempt')}, "
             f"{counted(self.dead_lettered, 'item')} dead-lettered, "
             f"{counted(self.lost, 'lost lease')}"
+            + (f"; {counted(not_kept, 'result')} not kept" if not_kept else "")
         )
 
 
@@ -171,6 +174,7 @@ class Worker:
         self.log(
             "summary", summary.line(), done=summary.done, failed=summary.failed_attempts,
             dead_lettered=summary.dead_lettered, lost=summary.lost,
+            results_not_kept=summary.results_not_kept,
             duration=round(time.monotonic() - started, 3),
         )  # fmt: skip
         if summary.stopped_by is None:
@@ -224,14 +228,19 @@ class Worker:
 
     def _keep(self, item: bytes, stored: bytes, results: ResultStore) -> None:
         if results.too_big(stored):
-            self.log(
-                "result-not-kept",
-                f"Result of {shown(item)} not kept: {len(stored) - 1} bytes, more than "
-                f"{results.max_bytes}",
-                item=shown(item),
-            )
+            why = f"{len(stored) - 1} bytes, more than {results.max_bytes}"
         else:
-            results.keep(item, stored)
+            try:
+                results.keep(item, stored)
+                return
+            except NotKept as exc:
+                # The item is done all the same: its lease is handed in. Ending the worker
+                # instead would let the lease expire, the item run again (and fail to keep its
+                # result again), until it is dead-lettered as expired: work redone, and the
+                # queue stuck while Redis stays full. A result is worth less than the work.
+                why = f"{exc}; the item is done all the same"
+        self.summary.results_not_kept += 1
+        self.log("result-not-kept", f"Result of {shown(item)} not kept: {why}", item=shown(item))
 
     def _fail(self, lease: Lease, failure: Failure, seconds: float) -> Settled:
         self.summary.failed_attempts += 1
