@@ -15,7 +15,7 @@ from recording import recorded
 from rediswq import WorkQueue, seed
 from rediswq.connection import connect
 from rediswq.errors import EXIT_FAILURE
-from rediswq.logs import message
+from rediswq.logs import message, messages
 from rediswq.server import EmbeddedRedis
 
 
@@ -181,3 +181,44 @@ def test_a_process_the_handler_forks_never_returns_into_the_worker(
     assert "Done 10 items; 0 failed attempts" in result.stdout, result.stdout
     assert queue.client.llen(queue.keys.failed) == 0
     assert result.stderr.count("FileNotFoundError") == 5, result.stderr
+
+
+def _said(worker: subprocess.Popen[str], start: str) -> None:
+    """Read the worker's lines until one starts with `start`."""
+    assert worker.stdout is not None
+    for line in worker.stdout:
+        if (message(line) or "").startswith(start):
+            return
+    raise AssertionError(f"the worker never said {start!r}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+@pytest.mark.parametrize("state", ["waiting", "working", "outage"])
+def test_a_signal_stops_a_worker_within_10_s_while_redis_hangs_or_is_gone(
+    state: str, signum: int, fresh_server: EmbeddedRedis, queue_name: str, tmp_path: Path
+) -> None:
+    queue = WorkQueue(connect(fresh_server.url), queue_name)
+    env = cli_env(RECORD_FILE=str(tmp_path / "done"), SLOW_SECONDS="60")
+    if state == "working":  # else never sealed: the worker waits for the seed
+        seed(queue, [b"slow"])
+    worker = spawn_worker(
+        fresh_server.url, queue_name, "--handler", "recording:record_slowly", "--seal-timeout",
+        "600", env=env,
+    )  # fmt: skip
+    try:
+        _said(worker, "Working on" if state == "working" else "Waiting for queue")
+        if state == "outage":  # gone: each try is refused at once, and retried for 300 s
+            fresh_server.kill()
+        else:  # hangs: SIGSTOPped, it takes connections and never answers
+            fresh_server.pause()
+        time.sleep(1)
+        worker.send_signal(signum)
+        sent = time.monotonic()
+        output = worker.communicate(timeout=30)[0]
+        took = time.monotonic() - sent
+    finally:
+        worker.kill()
+        fresh_server.resume()
+    assert worker.returncode == 128 + signum, output
+    assert took < 10, (took, output)
+    assert f"Stopped by {signal.Signals(signum).name}, exiting" in messages(output), output
