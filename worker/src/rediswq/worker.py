@@ -123,6 +123,7 @@ class Worker:
             ):
                 self._keeper = keeper
                 self._loop(keeper, events)
+                self.queue.end_session()
         except Stopped:
             self.log("redis-unreachable", f"Redis did not answer within {_STOP_SECONDS:g}s of "
                      "the stop; the items this worker holds come back when their leases "
