@@ -79,6 +79,7 @@ def test_reject_dead_letters_at_once(make_queue: QueueFactory) -> None:
     assert tries == [b"fine", b"bad"]
     assert (summary.done, summary.failed_attempts, summary.dead_lettered) == (1, 1, 1)
     assert f"Failed on bad (attempt 1; rejected, moved to {queue.keys.failed})" in "\n".join(log)
+    assert "traceback" not in [event for event, _ in log.events]  # meant, not a crash
     (letter,) = DeadLetters(queue).listing()
     assert (letter.error, letter.attempts) == ("Reject: malformed, retrying cannot help", 1)
 

@@ -278,7 +278,9 @@ class Worker:
             item=item, attempt=lease.attempt, duration=round(seconds, 6), error=failure.reason,
             settled=settled.name.lower(),
         )  # fmt: skip
-        if failure.traceback:  # once per attempt, whole: the dead letter keeps only its end
+        # Once per attempt, whole: the dead letter keeps only its end. Not for a Reject: the
+        # handler meant it, and its reason says all (the dead letter still has where it came).
+        if failure.traceback and not failure.permanent:
             self.log("traceback", failure.traceback, item=item, attempt=lease.attempt)
         if settled is Settled.DEAD_LETTERED:
             self.summary.dead_lettered += 1
