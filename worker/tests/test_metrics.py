@@ -149,32 +149,16 @@ def test_a_bad_metrics_address_is_refused(text: str) -> None:
         listen_address(text)
 
 
-def test_a_metrics_port_in_use_is_a_config_error_in_one_line(
-    server: EmbeddedRedis, queue_name: str
+@pytest.mark.parametrize("command", ["worker", "exporter"])
+def test_a_metrics_port_in_use_is_a_config_error_in_one_line_and_never_said_served(
+    command: str, server: EmbeddedRedis, queue_name: str
 ) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         result = rediswq(
-            "worker", "--redis-url", server.url, "--queue", queue_name,
-            "--metrics-port", f"127.0.0.1:{port}",
-        )  # fmt: skip
-    assert result.returncode == EXIT_CONFIG, result
-    assert result.stderr.splitlines() == [
-        f"rediswq: error: cannot serve metrics on 127.0.0.1:{port}: Address already in use"
-    ]
-
-
-def test_an_exporter_whose_port_is_taken_says_so_and_never_that_it_serves(
-    server: EmbeddedRedis, queue_name: str
-) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        result = rediswq(
-            "exporter", "--redis-url", server.url, "--queue", queue_name,
+            command, "--redis-url", server.url, "--queue", queue_name,
             "--metrics-port", f"127.0.0.1:{port}",
         )  # fmt: skip
     assert result.returncode == EXIT_CONFIG, result
