@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -377,3 +378,33 @@ def test_an_unknown_context_is_refused(tmp_path: Path) -> None:
     result = deploy(tmp_path, existing=[], env={"CONTEXT": "nowhere"})
     assert result.code == 1
     assert "no context nowhere in the kubeconfig" in result.stderr
+
+
+def test_an_api_server_that_does_not_answer_is_named_in_one_line(tmp_path: Path) -> None:
+    # The real kubectl, not the stub: a kubeconfig whose server is a port nobody listens on.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "kind-gone",
+            "clusters": [{"name": "gone", "cluster": {"server": f"https://127.0.0.1:{port}"}}],
+            "users": [{"name": "me", "user": {"token": "x"}}],
+            "contexts": [{"name": "kind-gone", "context": {"cluster": "gone", "user": "me"}}],
+        }),
+        encoding="utf-8",
+    )  # fmt: skip
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "kubectl").symlink_to(kubectl())  # deploy.sh calls the one on PATH
+    env = {k: v for k, v in os.environ.items() if k != "CONTEXT"}
+    env |= {"KUBECONFIG": str(config), "PATH": f"{bin_dir}{os.pathsep}{env['PATH']}"}
+    done = subprocess.run(
+        [str(DEPLOY), OVERLAY], cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("deploy.sh: cannot read pod/redis: "), line
+    assert f"127.0.0.1:{port}" in line and "refused" in line, line

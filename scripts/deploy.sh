@@ -43,6 +43,15 @@ fi
 
 k() { kubectl --context "$context" "$@"; }
 
+# A read that must succeed: its output, or die with what could not be read and kubectl's own first
+# line of error, which names the cause (an API server that does not answer, a forbidden read).
+read_or_die() {
+  local what=$1 out
+  shift
+  out=$(k "$@" 2>"$work/kubectl.err") || die "cannot read $what: $(head -n 1 "$work/kubectl.err")"
+  printf '%s' "$out"
+}
+
 # The causes of an "is invalid" rejection as kubectl prints it, one a line: `The Job "x" is
 # invalid: CAUSE`, or that line ending in ": " and then one "* CAUSE" line each. Nothing for any
 # other error (forbidden, a webhook, a timeout).
@@ -81,11 +90,12 @@ statefulset=$(grep -lx 'kind: StatefulSet' "$work"/object-*.yaml | head -n 1) ||
 if [[ -n $statefulset ]]; then
   namespace=$(sed -n 's/^  namespace: //p' "$statefulset")
   [[ -z $namespace ]] || in_namespace=(-n "$namespace")
-  legacy=$(k get pod redis ${in_namespace[@]+"${in_namespace[@]}"} --ignore-not-found \
-    -o 'jsonpath={.metadata.name}{.metadata.ownerReferences}') || die "cannot read pod/redis"
+  legacy=$(read_or_die pod/redis get pod redis ${in_namespace[@]+"${in_namespace[@]}"} \
+    --ignore-not-found -o 'jsonpath={.metadata.name}{.metadata.ownerReferences}') || exit 1
   if [[ $legacy == redis ]]; then
-    active=$(k get jobs ${in_namespace[@]+"${in_namespace[@]}"} -l app.kubernetes.io/name=job-wq-2 \
-      -o 'jsonpath={range .items[*]}{.status.active}{end}') || die "cannot read the Jobs"
+    active=$(read_or_die "the Jobs" get jobs ${in_namespace[@]+"${in_namespace[@]}"} \
+      -l app.kubernetes.io/name=job-wq-2 -o 'jsonpath={range .items[*]}{.status.active}{end}') ||
+      exit 1
     if [[ -n ${active//0/} ]]; then
       die "a run is in flight on the bare Redis Pod redis, whose queue the new StatefulSet does not" \
         "take over; deploy again once the Jobs have finished (docs/deploying.md, \"From the bare" \
@@ -99,7 +109,7 @@ replace=()
 namespaces=()
 changed=()
 for object in "$work"/object-*.yaml; do
-  name=$(k get -f "$object" --ignore-not-found -o name) || die "cannot read the object in $object"
+  name=$(read_or_die "the object in $object" get -f "$object" --ignore-not-found -o name) || exit 1
   if [[ -z $name ]]; then
     grep -qx 'kind: Namespace' "$object" && namespaces+=("$object")
     changed+=("$object")

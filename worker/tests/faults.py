@@ -96,6 +96,11 @@ class FaultProxy:
             self._faults.append(fault)
         return fault
 
+    def forget_faults(self) -> None:
+        """Drop the `lose_reply` faults that have not fired."""
+        with self._lock:
+            self._faults.clear()
+
     def cut(self) -> None:
         """Close every open connection at once, as a network failure or a server restart would."""
         with self._lock:

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class ItemServer:
     """Serves `files` by path. A path in `cut` sends its Content-Length but only half the body,
-    then closes: a download broken mid-way. `status` maps a path to an error it answers."""
+    then closes: a download broken mid-way. A path in `chunked_cut` is sent chunked (no length),
+    and the connection closed after that many bytes of the body, before the last chunk. A path in
+    `trickle` sends its body a byte at a time, that many seconds apart. `status` maps a path to
+    an error it answers."""
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.cut: set[str] = set()
+        self.chunked_cut: dict[str, int] = {}
+        self.trickle: dict[str, float] = {}
         self.status: dict[str, int] = {}
         self.requests: list[str] = []
         served = self
@@ -28,8 +34,21 @@ class ItemServer:
                     self.send_error(404)
                     return
                 self.send_response(200)
+                if self.path in served.chunked_cut:
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    sent = body[: served.chunked_cut[self.path]]
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(sent), sent))
+                    self.close_connection = True  # and never the last, empty chunk
+                    return
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                if self.path in served.trickle:
+                    for byte in body:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(served.trickle[self.path])
+                    return
                 self.wfile.write(body[: len(body) // 2] if self.path in served.cut else body)
 
             def log_message(self, format: str, *args: object) -> None:

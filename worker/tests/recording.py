@@ -108,3 +108,21 @@ def gated(item: str) -> None:
         while not os.path.exists(os.environ["GATE_FILE"]):
             time.sleep(0.05)
     fail_on_poison(item)
+
+
+def record_and_shout(item: str) -> str:
+    """Record the item and return it upper-cased, a result to keep."""
+    _record(item)
+    return item.upper()
+
+
+def fork_a_helper(item: str) -> None:
+    """Fork a helper process that ends as the item's name says (exec-...: an exec of a program
+    that is not there; else sys.exit(0)); record the item and the helper's exit code."""
+    helper = os.fork()
+    if helper == 0:
+        if item.startswith("exec"):
+            os.execv("/nonexistent/helper", ["helper"])  # noqa: S606 - the point: it fails
+        sys.exit(0)
+    _, status = os.waitpid(helper, 0)
+    _record(f"{item} {os.waitstatus_to_exitcode(status)}")

@@ -130,12 +130,26 @@ def test_unreachable_redis_is_given_up_after_the_wait_timeout() -> None:
 @pytest.mark.parametrize("command", ["worker", "seed", "status"])
 @pytest.mark.parametrize(
     "url",
-    ["not-a-url", "http://x", "redis://host:notaport/0", "redis://[::1/0", "redis://host:6379/abc"],
-)
+    [
+        "not-a-url", "http://x", "redis://host:notaport/0", "redis://[::1/0",
+        "redis://host:6379/abc", "redis:/127.0.0.1:16399", "redis:///0",
+    ],
+)  # fmt: skip
 def test_a_malformed_redis_url_is_named(command: str, url: str, items_file: Path) -> None:
     result = rediswq(*args_for(command, items_file), env=cli_env(REDIS_URL=url))
     line = error_line(result, EXIT_CONFIG)
     assert "malformed Redis URL" in line and url in line
+    assert "is not a number" not in line or url.endswith("abc"), line
+
+
+@pytest.mark.parametrize("command", ["worker", "status"])
+def test_a_database_the_server_does_not_have_is_a_config_error(
+    command: str, server: EmbeddedRedis, items_file: Path
+) -> None:
+    url = server.url.rpartition("/")[0] + "/99"  # 16 databases by default
+    result = rediswq(*args_for(command, items_file), env=cli_env(REDIS_URL=url))
+    line = error_line(result, EXIT_CONFIG)
+    assert f"Redis at 127.0.0.1:{server.port} has no such database (" in line, line
 
 
 @pytest.mark.parametrize("command", ["worker", "seed", "status"])

@@ -107,6 +107,22 @@ def test_local_keep_leaves_the_drained_queue_to_look_at_and_says_how_to_stop_it(
     assert rediswq("status", "--redis-url", url.group(1)).returncode == EXIT_FAILURE  # stopped
 
 
+def test_locals_progress_counts_done_as_its_summary_does_and_says_the_last_once(
+    tmp_path: Path,
+) -> None:
+    items = tmp_path / "items.txt"
+    items.write_text("a\nbad-1\nb\n")
+    result = rediswq(
+        "local", "--items", str(items), "--workers", "1", "--handler", "recording:reject_bad",
+        "--work-seconds", "0",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr  # one item dead-lettered
+    progress = [line for line in result.stdout.splitlines() if line.startswith("progress ")]
+    last = "progress 2/3 done (in flight 0, pending 0, delayed 0, failed 1)"
+    assert progress[-1] == last and progress.count(last) == 1, progress
+    assert "Summary: 2/3 done, 1 failed" in result.stdout
+
+
 def test_help_lists_the_commands() -> None:
     result = rediswq("--help")
     assert result.returncode == 0

@@ -15,7 +15,7 @@ from recording import recorded
 from rediswq import WorkQueue, seed
 from rediswq.connection import connect
 from rediswq.errors import EXIT_FAILURE
-from rediswq.logs import message
+from rediswq.logs import message, messages
 from rediswq.server import EmbeddedRedis
 
 
@@ -130,3 +130,95 @@ def test_a_sigkilled_worker_leaves_no_process_behind(
     while Path(f"/proc/{child}").exists():
         assert time.monotonic() < deadline, f"the worker process {child} outlived the command"
         time.sleep(0.05)
+
+
+# `rediswq worker` with a SIGTERM that reaches its first process just after that process reaped
+# the worker process: the last of a storm of SIGTERMs as a pod goes.
+_LATE_SIGTERM = """
+import os, signal, sys
+reap = os.waitpid
+def waitpid(pid, options):
+    reaped = reap(pid, options)
+    os.kill(os.getpid(), signal.SIGTERM)
+    return reaped
+os.waitpid = waitpid
+from rediswq.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_sigterm_after_the_worker_process_ended_leaves_its_exit_code(
+    fresh_server: EmbeddedRedis, queue_name: str, tmp_path: Path
+) -> None:
+    seed(WorkQueue(connect(fresh_server.url), queue_name), [b"a"])
+    result = subprocess.run(
+        [sys.executable, "-c", _LATE_SIGTERM, "worker", "--redis-url", fresh_server.url,
+         "--queue", queue_name, "--handler", "recording:record", "--work-seconds", "0"],
+        capture_output=True, text=True, timeout=60, check=False,
+        env=cli_env(RECORD_FILE=str(tmp_path / "done")),
+    )  # fmt: skip
+    assert (result.returncode, result.stderr) == (0, ""), result
+    assert recorded(str(tmp_path / "done")) == ["a"]
+
+
+@pytest.mark.parametrize("timeout", ["0", "30"], ids=["in-process", "item-timeout"])
+def test_a_process_the_handler_forks_never_returns_into_the_worker(
+    timeout: str, fresh_server: EmbeddedRedis, queue_name: str, tmp_path: Path
+) -> None:
+    queue = WorkQueue(connect(fresh_server.url), queue_name)
+    items = [f"{kind}-{n}" for kind in ("exit", "exec") for n in range(5)]
+    seed(queue, [item.encode() for item in items])
+    record = tmp_path / "done"
+    result = rediswq(
+        "worker", "--redis-url", fresh_server.url, "--queue", queue_name, "--work-seconds", "0",
+        "--handler", "recording:fork_a_helper", "--max-attempts", "2", "--lease-seconds", "5",
+        "--item-timeout", timeout, env=cli_env(RECORD_FILE=str(record)),
+    )  # fmt: skip
+    assert result.returncode == 0, result
+    # Each item once; the helper ended as Python would have ended it (1 for the exec's error).
+    expected = [f"{item} {1 if item.startswith('exec') else 0}" for item in items]
+    assert sorted(recorded(str(record))) == sorted(expected)
+    assert "Done 10 items; 0 failed attempts" in result.stdout, result.stdout
+    assert queue.client.llen(queue.keys.failed) == 0
+    assert result.stderr.count("FileNotFoundError") == 5, result.stderr
+
+
+def _said(worker: subprocess.Popen[str], start: str) -> None:
+    """Read the worker's lines until one starts with `start`."""
+    assert worker.stdout is not None
+    for line in worker.stdout:
+        if (message(line) or "").startswith(start):
+            return
+    raise AssertionError(f"the worker never said {start!r}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+@pytest.mark.parametrize("state", ["waiting", "working", "outage"])
+def test_a_signal_stops_a_worker_within_10_s_while_redis_hangs_or_is_gone(
+    state: str, signum: int, fresh_server: EmbeddedRedis, queue_name: str, tmp_path: Path
+) -> None:
+    queue = WorkQueue(connect(fresh_server.url), queue_name)
+    env = cli_env(RECORD_FILE=str(tmp_path / "done"), SLOW_SECONDS="60")
+    if state == "working":  # else never sealed: the worker waits for the seed
+        seed(queue, [b"slow"])
+    worker = spawn_worker(
+        fresh_server.url, queue_name, "--handler", "recording:record_slowly", "--seal-timeout",
+        "600", env=env,
+    )  # fmt: skip
+    try:
+        _said(worker, "Working on" if state == "working" else "Waiting for queue")
+        if state == "outage":  # gone: each try is refused at once, and retried for 300 s
+            fresh_server.kill()
+        else:  # hangs: SIGSTOPped, it takes connections and never answers
+            fresh_server.pause()
+        time.sleep(1)
+        worker.send_signal(signum)
+        sent = time.monotonic()
+        output = worker.communicate(timeout=30)[0]
+        took = time.monotonic() - sent
+    finally:
+        worker.kill()
+        fresh_server.resume()
+    assert worker.returncode == 128 + signum, output
+    assert took < 10, (took, output)
+    assert f"Stopped by {signal.Signals(signum).name}, exiting" in messages(output), output

@@ -23,7 +23,9 @@ from rediswq import WorkQueue, seed
 from rediswq.connection import connect, wait_until_ready
 from rediswq.errors import EXIT_CONFIG, QueueError
 from rediswq.logs import LEVELS, Lines, identity, install, message, messages
+from rediswq.queue import State
 from rediswq.server import EmbeddedRedis
+from rediswq.waits import Waiting, say_why
 from rediswq.worker import Worker
 
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
@@ -271,3 +273,35 @@ def test_two_workers_of_one_pod_hold_their_leases_apart(
     assert len(names) == 2 and all(n.startswith("job-wq-2-x7k2p/") for n in names), names
     assert queue.counts() == (0, 0)
     assert int(queue.client.hget(queue.keys.stats, "done") or 0) == len(items)
+
+
+def test_an_items_escape_and_nul_bytes_are_shown_escaped_in_text_logs(
+    server: EmbeddedRedis, queue_name: str, tmp_path: Path
+) -> None:
+    item = b"\x1b[31mred\x00\rgone\x7f"
+    seed(WorkQueue(connect(server.url), queue_name), [item])
+    result = rediswq(
+        "worker", "--redis-url", server.url, "--queue", queue_name, "--work-seconds", "0",
+        "--handler", "recording:fail_always", "--max-attempts", "1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for control in "\x1b\x00\r\x7f":
+        assert control not in result.stdout, result.stdout
+    said = messages(result.stdout)
+    assert "Working on \\x1b[31mred\\x00\\rgone\\x7f" in said, said
+    error = "ValueError: no luck with \\x1b[31mred\\x00"  # a reason ends at a line break
+    assert any(line.startswith("Failed on \\x1b[31mred") and error in line for line in said), said
+
+
+def test_a_seal_for_the_workers_own_run_that_lands_after_its_step_is_no_reason_to_wait(
+    make_queue: QueueFactory,
+) -> None:
+    queue = make_queue(run="a")
+    seed(make_queue(), [b"b-1"], run="b")
+    assert queue.step().state is State.OTHER_RUN  # the step decides to wait...
+    seed(make_queue(), [b"a-1"], run="a")  # ...and the seed of run a seals before the next read
+    log = Log()
+    say_why(Waiting(log), queue, State.OTHER_RUN, 600)
+    assert list(log) == []  # not "sealed for run a (it is sealed for run a)"
+    say_why(Waiting(log), make_queue(run="c"), State.OTHER_RUN, 600)
+    assert log[-1].endswith("to be sealed for run c (it is sealed for run a); giving up after 600s")

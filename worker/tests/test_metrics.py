@@ -149,21 +149,49 @@ def test_a_bad_metrics_address_is_refused(text: str) -> None:
         listen_address(text)
 
 
-def test_a_metrics_port_in_use_is_a_config_error_in_one_line(
-    server: EmbeddedRedis, queue_name: str
+@pytest.mark.parametrize("command", ["worker", "exporter"])
+def test_a_metrics_port_in_use_is_a_config_error_in_one_line_and_never_said_served(
+    command: str, server: EmbeddedRedis, queue_name: str
 ) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         result = rediswq(
-            "worker", "--redis-url", server.url, "--queue", queue_name,
+            command, "--redis-url", server.url, "--queue", queue_name,
             "--metrics-port", f"127.0.0.1:{port}",
         )  # fmt: skip
     assert result.returncode == EXIT_CONFIG, result
     assert result.stderr.splitlines() == [
         f"rediswq: error: cannot serve metrics on 127.0.0.1:{port}: Address already in use"
     ]
+    assert "Serving" not in result.stdout, result.stdout
+
+
+def test_the_exporter_serves_at_once_and_says_up_0_until_redis_answers(queue_name: str) -> None:
+    with socket.socket() as silent:  # a Redis that does not listen yet
+        silent.bind(("127.0.0.1", 0))
+        redis_port = silent.getsockname()[1]
+        port = free_port()
+        exporter = subprocess.Popen(
+            [sys.executable, "-m", "rediswq", "exporter", "--queue", queue_name,
+             "--redis-url", f"redis://127.0.0.1:{redis_port}/0", "--metrics-port", str(port)],
+            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 15  # it used to wait 120 s for Redis first
+            while True:
+                try:
+                    down = scraped(port)
+                    break
+                except OSError:
+                    assert exporter.poll() is None, exporter.communicate()
+                    assert time.monotonic() < deadline, "the exporter did not serve"
+                    time.sleep(0.1)
+            assert value(down, "rediswq_queue_up", queue=queue_name) == 0
+        finally:
+            exporter.terminate()
+            exporter.communicate(timeout=30)
 
 
 @pytest.mark.parametrize("library", ["loaded", "flushed"])

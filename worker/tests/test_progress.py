@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
+from typing import IO
 
 import pytest
 import redis
@@ -155,3 +157,31 @@ def test_a_closed_pipe_ends_the_command_silently_as_sigpipe_would(
     finally:
         os.close(writer)
     assert (ended.returncode, ended.stderr) == (128 + signal.SIGPIPE, "")
+
+
+def _line_within(stream: IO[str], seconds: float) -> str:
+    ready, _, _ = select.select([stream], [], [], seconds)
+    assert ready, f"nothing said within {seconds:g}s"
+    return stream.readline()
+
+
+def test_a_watch_says_at_once_that_redis_stopped_answering_and_when_it_is_back(
+    fresh_server: EmbeddedRedis, queue_name: str
+) -> None:
+    _seed(fresh_server.url, queue_name, 3)  # and no worker: it watches until stopped
+    watching = _watching(fresh_server.url, queue_name)
+    assert watching.stdout is not None and watching.stderr is not None
+    try:
+        assert "0/3 done" in _line_within(watching.stdout, 30)
+        fresh_server.pause()  # it takes connections and never answers
+        # One socket timeout (10 s) after the look that hangs; not the 300 s of the outage.
+        said = _line_within(watching.stderr, 20)
+        assert said.startswith(f"rediswq: Redis at 127.0.0.1:{fresh_server.port} is "
+                               "unreachable ("), said  # fmt: skip
+        assert said.rstrip().endswith("retrying for up to 300s"), said
+        fresh_server.resume()
+        assert _line_within(watching.stderr, 20).startswith("rediswq: Reconnected to Redis")
+    finally:
+        fresh_server.resume()
+        watching.kill()
+        watching.communicate()

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -299,3 +300,49 @@ def test_a_run_key_of_another_type_stops_the_seal_before_it_writes(
     after = {key: client.dump(key) for key in client.scan_iter(f"{queue.keys.name}*")}
     assert after.keys() - before.keys() <= {k for k in after if b":staging:" in k}
     assert {k: v for k, v in after.items() if b":staging:" not in k} == before
+
+
+def _replies(queue: WorkQueue) -> int:
+    return int(queue.client.hlen(queue.keys.replies))
+
+
+def test_the_replay_memory_of_three_runs_of_16_workers_stays_empty(
+    fresh_server: EmbeddedRedis, queue_name: str
+) -> None:
+    client = redis.Redis.from_url(fresh_server.url)
+    # A worker killed mid-run: it never ends its session, and its lease expires.
+    killed = WorkQueue(client, queue_name, lease_seconds=1)
+    for run in ("a", "b", "c"):
+        seed(WorkQueue(client, queue_name), [f"{run}-{n}".encode() for n in range(64)], run=run)
+        if run == "b":
+            assert killed.lease()
+        workers = [Worker(WorkQueue(client, queue_name), lambda item: None, log=Log())
+                   for _ in range(16)]  # fmt: skip
+        threads = [threading.Thread(target=worker.run) for worker in workers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sum(worker.summary.done for worker in workers) == 64
+        # The workers' entries went as they ended; the killed one's goes with its run.
+        assert _replies(killed) == (1 if run == "b" else 0)
+    client.close()
+
+
+def test_30000_one_item_sessions_leave_no_replay_memory_once_their_run_ends(
+    fresh_server: EmbeddedRedis, queue_name: str
+) -> None:
+    client = redis.Redis.from_url(fresh_server.url)
+    queue = WorkQueue(client, queue_name)
+    seed(queue, [f"item-{n}".encode() for n in range(30_000)], run="first")
+    session = WorkQueue(client, queue_name)
+    for n in range(30_000):  # as KEDA runs them, a Job each; killed before they end, or not
+        session.session = f"job-{n}"  # a session is its name in Redis: a new one each time
+        session.step(0, session.lease())
+        if n % 2:
+            session.end_session()
+    assert queue.counts() == (0, 0)
+    assert _replies(queue) == 15_000
+    seed(queue, [b"next"], run="second")
+    assert _replies(queue) == 0
+    client.close()

@@ -5,11 +5,20 @@ pending, held, done, a dead letter or set aside with its run, exactly as often a
 from __future__ import annotations
 
 import itertools
+import json
+import os
+import signal
+import sys
+import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from typing import ClassVar, cast
 
 import pytest
 import redis
+from collected import Log
+from faults import FaultProxy, called
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -20,9 +29,13 @@ from hypothesis.stateful import (
 )
 from machines import run_machine
 from rediswq import Lease, WorkQueue, seed
+from rediswq.connection import connect
 from rediswq.deadletter import DeadLetters
 from rediswq.execution import Failure
+from rediswq.results import ResultStore
 from rediswq.runs import restore
+from rediswq.server import EmbeddedRedis
+from rediswq.worker import Worker
 
 SESSIONS = ("w0", "w1")
 MAX_ATTEMPTS = 2
@@ -135,3 +148,142 @@ class RunsMachine(RuleBasedStateMachine):
 @pytest.mark.timeout(900)
 def test_runs_lose_nothing(client: redis.Redis) -> None:
     run_machine(RunsMachine, client, examples=100, steps=40)
+
+
+class WorkerRunsMachine(RuleBasedStateMachine):
+    """Whole workers (rediswq.worker.Worker) over runs, with the faults at the process boundary:
+    a full Redis with results on, a handler that forks, a signal while Redis hangs, a requeue of
+    no dead letters, each with or without a lost reply. An item whose handler returned is never
+    run again unless its lease was cut (the outage), and is never dead-lettered as expired."""
+
+    client: ClassVar[redis.Redis]  # to the server itself, for the test's own reads and settings
+    proxied: ClassVar[redis.Redis]  # through the fault proxy, with the retries users get
+    server: ClassVar[EmbeddedRedis]
+    proxy: ClassVar[FaultProxy]
+    names = itertools.count()
+
+    @initialize()
+    def start(self) -> None:
+        self.name = f"worker-model-{next(self.names)}"
+        self.items = itertools.count()
+        self.seeded = False
+        self.returned: Counter[bytes] = Counter()  # how often the handler returned on an item
+        self.cut: set[bytes] = set()  # items whose lease an outage may have cut
+        self.again: list[bytes] = []  # items run again after their handler returned
+
+    def _queue(self) -> WorkQueue:
+        """A new worker's queue: a session of its own, leases that expire in a second."""
+        return WorkQueue(self.proxied, self.name, lease_seconds=1, max_attempts=3)
+
+    def _handler(self, fork: bool) -> Callable[[bytes], str]:
+        def handle(item: bytes) -> str:
+            if self.returned[item] and item not in self.cut:
+                self.again.append(item)
+            if fork:  # a helper process that ends with sys.exit(0), as a handler's may
+                helper = os.fork()
+                if helper == 0:
+                    sys.exit(0)
+                os.waitpid(helper, 0)
+            self.returned[item] += 1
+            return item.decode()
+
+        return handle
+
+    def _lose(self, queue: WorkQueue, which: str | None) -> None:
+        if which is not None:  # the reply of a step of the worker, after Redis ran it
+            self.proxy.lose_reply(called(getattr(queue.scripts, which)), nth=2)
+
+    @rule(n=st.integers(1, 3))
+    def seed_a_run(self, n: int) -> None:
+        batch = [f"i{next(self.items)}".encode() for _ in range(n)]
+        seed(WorkQueue(self.client, self.name), batch)  # a new list: a new run
+        self.seeded = True
+
+    @precondition(lambda self: self.seeded)
+    @rule(
+        results=st.booleans(),
+        full=st.booleans(),
+        fork=st.booleans(),
+        lose=st.sampled_from([None, "lease", "complete"]),
+    )
+    def work(self, results: bool, full: bool, fork: bool, lose: str | None) -> None:
+        queue = self._queue()
+        if full:  # noeviction at what it holds now: no result can be stored
+            self.client.config_set("maxmemory", self.client.info("memory")["used_memory"])
+        self._lose(queue, lose)
+        try:
+            worker = Worker(
+                queue, self._handler(fork), results=ResultStore(queue) if results else None,
+                poll_interval=0.05, log=Log(),
+            )  # fmt: skip
+            summary = worker.run()
+        finally:
+            self.client.config_set("maxmemory", 0)
+            self.proxy.forget_faults()
+        assert summary.stopped_by is None
+        if full and results:
+            assert summary.results_not_kept == summary.done
+
+    @precondition(lambda self: self.seeded)
+    @rule(lose=st.sampled_from([None, "lease"]))
+    def stop_while_redis_hangs(self, lose: str | None) -> None:
+        batch = [f"i{next(self.items)}".encode() for _ in range(2)]
+        seed(WorkQueue(self.client, self.name), batch)
+        queue = self._queue()
+        self._lose(queue, lose)
+
+        def hang(item: bytes) -> None:
+            self.cut.update(batch)  # the attempt is cut: its item may well run again
+            self.server.pause()
+            threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
+            time.sleep(30)  # until the SIGTERM's Shutdown
+
+        try:
+            summary = Worker(queue, hang, poll_interval=0.05, log=Log()).run()
+        finally:
+            self.server.resume()
+            self.proxy.forget_faults()
+        assert summary.stopped_by == signal.SIGTERM
+
+    @rule(lose=st.booleans())
+    def requeue_every_dead_letter(self, lose: bool) -> None:
+        letters = DeadLetters(WorkQueue(self.proxied, self.name))
+        before = self.client.llen(DeadLetters(self._queue()).queue.keys.failed)
+        if lose:
+            self.proxied.script_load(letters._requeue.script)  # else the fault hits NOSCRIPT
+            self.proxy.lose_reply(called(letters._requeue))
+        try:
+            assert letters.requeue(every=True) == before  # none, often: Redis 7.0 took -0 badly
+        finally:
+            self.proxy.forget_faults()
+
+    @invariant()
+    def a_returned_item_runs_again_only_if_its_lease_was_cut(self) -> None:
+        assert self.again == []
+
+    @invariant()
+    def a_returned_item_is_never_dead_lettered_as_expired(self) -> None:
+        keys = WorkQueue(self.client, self.name).keys
+        for item, raw in cast(dict[bytes, bytes], self.client.hgetall(keys.failures)).items():
+            expired = json.loads(raw)["error"].startswith("LeaseExpired")
+            assert not (expired and self.returned[item] and item not in self.cut), item
+
+    def teardown(self) -> None:
+        self.client.config_set("maxmemory", 0)
+
+
+@pytest.mark.timeout(900)
+def test_whole_workers_never_redo_finished_work_across_the_process_boundary(
+    fault_proxy: FaultProxy, fresh_server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("rediswq.worker._STOP_SECONDS", 0.5)  # 3 s as users get it: slow here
+    admin = connect(fresh_server.url)
+    admin.config_set("maxmemory-policy", "noeviction")
+    WorkerRunsMachine.proxied = connect(fault_proxy.url)
+    WorkerRunsMachine.server = fresh_server
+    WorkerRunsMachine.proxy = fault_proxy
+    try:
+        run_machine(WorkerRunsMachine, admin, examples=12, steps=8)
+    finally:
+        WorkerRunsMachine.proxied.close()
+        admin.close()

@@ -16,6 +16,7 @@ from rediswq import WorkQueue, seed
 from rediswq.connection import connect
 from rediswq.errors import ConfigError
 from rediswq.events import FLEET_POLLS, QueueEvents
+from rediswq.logs import messages
 from rediswq.runs import run_id
 from rediswq.server import EmbeddedRedis
 
@@ -50,6 +51,34 @@ def test_a_full_redis_answers_status_refuses_a_seed_and_is_drained(
     assert worker.returncode == 0, output
     assert Counter(recorded(str(record))) == Counter(item.decode() for item in ITEMS)
     assert "done       200" in rediswq("status", *where).stdout
+
+
+def test_results_on_a_full_redis_are_not_kept_and_the_work_is_not_redone(
+    fresh_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    admin = connect(fresh_server.url)
+    seed(WorkQueue(admin, "q"), [b"a", b"b", b"c"])
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", admin.info("memory")["used_memory"])
+    record = tmp_path / "done"
+    worker = spawn_worker(
+        fresh_server.url, "q", "--handler", "recording:record_and_shout", "--results",
+        "--lease-seconds", "2", "--max-attempts", "2", "--retry-backoff", "off",
+        env=cli_env(RECORD_FILE=str(record)),
+    )  # fmt: skip
+    output = worker.communicate(timeout=120)[0]
+    assert worker.returncode == 0, output
+    assert sorted(recorded(str(record))) == ["a", "b", "c"]  # each run once
+    said = messages(output)
+    not_kept = [line for line in said if line.startswith("Result of ")]
+    assert len(not_kept) == 3, said
+    assert all("not kept: Redis is over its maxmemory (" in line for line in not_kept), not_kept
+    assert "Done 3 items; 0 failed attempts, 0 items dead-lettered, 0 lost leases; 3 results " \
+        "not kept" in said, said  # fmt: skip
+    assert admin.llen("q:failed") == 0
+    assert not admin.exists("q:results")
+    status = rediswq("status", "--redis-url", fresh_server.url, "--queue", "q")
+    assert "done       3" in status.stdout
 
 
 def _old_server(*args: object) -> None:

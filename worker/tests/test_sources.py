@@ -13,6 +13,7 @@ import redis
 from conftest import cli_env, rediswq
 from faults import FaultProxy
 from itemserver import ItemServer
+from rediswq.errors import QueueError
 from rediswq.queue import WorkQueue
 from rediswq.runs import items_digest, run_id
 from rediswq.seeding import read_items
@@ -107,6 +108,36 @@ def test_a_download_cut_mid_way_fails_for_a_retry_and_leaves_nothing_staged(
     assert "failed mid-way (the connection closed" in done.stderr, done.stderr
     assert client.exists(queue_name, f"{queue_name}:sealed") == 0
     assert staged(client, queue_name) == []
+
+
+def test_a_chunked_download_cut_in_its_first_bytes_fails_in_one_line(
+    server: EmbeddedRedis, client: redis.Redis, queue_name: str, item_server: ItemServer
+) -> None:
+    item_server.files["/items.txt"] = text(ITEMS)
+    item_server.chunked_cut["/items.txt"] = 1000  # within the first 64 KiB, read to peek
+    where = ("--redis-url", server.url, "--queue", queue_name)
+    env = cli_env(ITEMS_SHA256=items_digest(encoded(ITEMS)))
+    done = rediswq("seed", item_server.url("/items.txt"), *where, env=env)
+    assert done.returncode == 1, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"rediswq: error: reading items at {item_server.url('/items.txt')} "
+                           "failed mid-way (IncompleteRead"), line  # fmt: skip
+    assert line.endswith("nothing was queued"), line
+    assert staged(client, queue_name) == []
+
+
+def test_a_download_that_trickles_fails_once_it_falls_below_its_pace(
+    item_server: ItemServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("rediswq.sources._TIMEOUT", 1.0)  # 60 s, as users get it, is too long
+    item_server.files["/items.txt"] = text(ITEMS)
+    item_server.trickle["/items.txt"] = 0.05  # 20 bytes a second: no read ever stalls
+    url = item_server.url("/items.txt")
+    with pytest.raises(QueueError) as failed:
+        list(streamed_items(url))
+    assert str(failed.value) == (
+        f"reading items at {url} failed mid-way (less than 1024 bytes in 1s); nothing was queued"
+    )
 
 
 @pytest.mark.parametrize(

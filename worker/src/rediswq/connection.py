@@ -176,6 +176,9 @@ def _check(url: str) -> None:
         raise _malformed(url, str(exc)) from None
     if parts.scheme not in ("redis", "rediss", "unix"):
         raise _malformed(url, "expected redis://HOST:PORT/DB or rediss://")
+    # `redis:/host:6379` (one slash) has no host, and its path is not a database either.
+    if parts.scheme != "unix" and not parts.hostname:
+        raise _malformed(url, "no host; expected redis://HOST:PORT/DB (two slashes)")
     # redis-py reads a database path that is not a number as database 0, without a word.
     if parts.scheme != "unix" and not re.fullmatch(r"/?[0-9]*", parts.path):
         raise _malformed(url, f"database {parts.path[1:]!r} is not a number")
@@ -284,4 +287,6 @@ def describe(exc: BaseException, at: str, *, credentials: str = "REDIS_PASSWORD"
         return QueueError(f"cannot reach Redis at {at}: {text}")
     if "WRONGTYPE" in text:
         return ConfigError(f"a queue key in Redis at {at} holds the wrong type: {text}")
+    if "DB index is out of range" in text:  # SELECT, as the connection starts
+        return ConfigError(f"Redis at {at} has no such database ({text}); check the Redis URL")
     return QueueError(f"Redis at {at} answered with an error: {text}")

@@ -96,17 +96,20 @@ class DeadLetters:
 
     def requeue(self, items: Sequence[bytes] = (), *, every: bool = False) -> int:
         """Put dead letters back with fresh attempts; all named ones, or none (QueueError)."""
+        return self._named(self._requeue, items, every)
+
+    def purge(self, items: Sequence[bytes] = (), *, every: bool = True) -> int:
+        """Drop dead letters and their records, every one or the named ones (all or none, as
+        requeue); how many were dropped."""
+        return self._named(self._purge, items, every and not items)
+
+    def _named(self, script: Script, items: Sequence[bytes], every: bool) -> int:
         args = [self.queue.session, self.queue.next_request(), int(every), *items]
-        reply = self.queue.run(self._requeue, args)
+        reply = self.queue.run(script, args)
         if reply[0] == b"missing":
             names = ", ".join(repr(_text(item)) for item in reply[1:])
             raise QueueError(f"not among the dead letters of {self.queue.keys.name!r}: {names}")
         return int(reply[1])
-
-    def purge(self) -> int:
-        """Drop every dead letter and its record; how many there were."""
-        args = [self.queue.session, self.queue.next_request()]
-        return int(self.queue.run(self._purge, args))
 
 
 def _text(raw: bytes) -> str:

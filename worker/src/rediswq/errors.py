@@ -24,3 +24,10 @@ class ConfigError(QueueError):
     """A setting, credential, key type or handler that is wrong, whatever the retry."""
 
     exit_code = EXIT_CONFIG
+
+
+class Stopped(BaseException):
+    """A stopping worker gave up on a call to Redis that did not end in time (worker.py).
+
+    A BaseException, as the worker's Shutdown: redis-py and the worker's waits catch RedisError
+    and retry or poll on, where this must end the process."""

@@ -9,7 +9,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NoReturn, Protocol
 
 from rediswq.errors import QueueError
 from rediswq.handlers import Handler, HandlerSpec, Reject
@@ -28,6 +28,24 @@ _START_SECONDS = 120.0
 _TRACEBACK_LINES = 20
 
 Encode = Callable[[object], bytes | None]
+
+# This process's pid, kept by a fork hook: os.getpid() is a system call (0.5 us here), too dear
+# to ask on every item. A fork outside Python (a C library's fork() that returns into Python)
+# runs no hook and is not seen; os.fork, multiprocessing and subprocess are.
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid  # noqa: PLW0603 - what the fork hook leaves for attempt()
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+def this_process() -> int:
+    """This process's pid, read without a system call."""
+    return _pid
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,18 +89,53 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-def attempt(handler: Handler, item: bytes, encode: Encode | None) -> Outcome:
-    """Call the handler; its exceptions are the outcome, the worker's Shutdown is not."""
+def attempt(handler: Handler, item: bytes, encode: Encode | None, owner: int) -> Outcome:
+    """Call the handler; its exceptions are the outcome, the worker's Shutdown is not.
+
+    `owner` is the pid of the process that runs the worker's loop: a process the handler forked
+    that comes back here (a helper that ends with sys.exit, an exec that failed) exits instead.
+    Returning would make it a second worker, with the first one's session and socket: its
+    requests would interleave with the parent's, and each would refuse the other's as STALE.
+    """
     try:
         value = handler(item)
-        if encode is None:
-            return DONE
+    except BaseException as exc:
+        if _pid != owner:
+            _leave_forked(exc)
+        # SystemExit and KeyboardInterrupt too: a handler's sys.exit(0) would end the worker
+        # with 0 while it holds the item (the Job would count a success with work left),
+        # argparse's SystemExit(2) fail the Job; the worker's own SIGINT arrives as Shutdown.
+        if isinstance(exc, Exception | SystemExit | KeyboardInterrupt):
+            return Outcome(failure=Failure.of(exc))
+        raise
+    if _pid != owner:
+        _leave_forked(None)
+    if encode is None:
+        return DONE
+    try:
         return Outcome(encode(value))
-    # SystemExit and KeyboardInterrupt too: a handler's sys.exit(0) would end the worker with 0
-    # while it holds the item (the Job would count a success with work left), argparse's
-    # SystemExit(2) fail the Job; the worker's own SIGINT arrives as Shutdown, not as these.
-    except (Exception, SystemExit, KeyboardInterrupt) as exc:
+    except Exception as exc:  # a value that is not str, bytes or JSON: the attempt failed
         return Outcome(failure=Failure.of(exc))
+
+
+def _leave_forked(exc: BaseException | None) -> NoReturn:
+    """End a process the handler forked as Python would have ended it (exit code, traceback),
+    with os._exit: no atexit hook or finalizer of the worker's runs twice, and the Redis socket
+    shared with the worker is left as it is (a close would shut it for the worker too)."""
+    code = 0
+    if isinstance(exc, SystemExit):
+        if isinstance(exc.code, int) or exc.code is None:
+            code = exc.code or 0
+        else:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    elif exc is not None:
+        traceback.print_exception(exc)
+        code = 1
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
 
 
 class InProcess:
@@ -91,9 +144,10 @@ class InProcess:
     def __init__(self, handler: Handler, encode: Encode | None = None) -> None:
         self._handler = handler
         self._encode = encode
+        self._owner = this_process()
 
     def run(self, item: bytes) -> Outcome:
-        return attempt(self._handler, item, self._encode)
+        return attempt(self._handler, item, self._encode, self._owner)
 
     def close(self) -> None:
         pass
@@ -231,9 +285,10 @@ def _serve(conn: Connection, spec: HandlerSpec, encode: Encode | None) -> None:
         conn.send(Failure("QueueError", str(exc), ""))
         return
     conn.send(True)
+    owner = this_process()
     while True:
         try:
             item = conn.recv_bytes()
         except EOFError:
             return
-        conn.send(attempt(handler, item, encode))
+        conn.send(attempt(handler, item, encode, owner))

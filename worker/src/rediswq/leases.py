@@ -6,9 +6,12 @@ import threading
 
 import redis
 
-from rediswq.errors import QueueError
+from rediswq.errors import QueueError, Stopped
 from rediswq.logs import Log
 from rediswq.queue import Lease, WorkQueue
+
+# How long a stopped worker waits for the renewing thread before it exits.
+_STOPPED_WAIT = 1.0
 
 
 def shown(item: bytes) -> str:
@@ -42,15 +45,17 @@ class LeaseKeeper:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, wait: float | None = None) -> None:
         self._stop.set()
-        self._thread.join()
+        self._thread.join(wait)
 
     def __enter__(self) -> LeaseKeeper:
         return self.start()
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        # Stopped (worker.py): the thread may be in a renewal that waits on a hung Redis for a
+        # socket timeout. It is a daemon, and gives up by itself: the exit need not wait.
+        self.stop(_STOPPED_WAIT if kind is Stopped else None)
 
     def _renew(self) -> None:
         interval = self._queue.lease_ms / 3000

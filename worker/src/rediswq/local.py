@@ -17,7 +17,7 @@ from typing import TextIO
 from rediswq.connection import connect
 from rediswq.deadletter import DeadLetters
 from rediswq.logs import message
-from rediswq.progress import counts, finished, total
+from rediswq.progress import counts, total
 from rediswq.queue import WorkQueue
 from rediswq.results import as_json, stored_results
 from rediswq.seeding import read_items, seed
@@ -119,12 +119,13 @@ def run_local(
             for n in range(1, workers + 1)
         ]
         try:
-            _follow(queue, pool, console)
+            last = _follow(queue, pool, console)
         except KeyboardInterrupt:
             _stop(pool)
             raise
         final = snapshot(queue)
-        console.line(_progress(final))
+        if _progress(final) != last:
+            console.line(_progress(final))
         # The server goes away with this command: show what it kept.
         for letter in DeadLetters(queue).listing():
             console.line(f"dead letter {letter.item!r}: {letter.error}")
@@ -149,7 +150,8 @@ def _kept(url: str, queue_name: str, pid: int, rediswq: str) -> list[str]:
     ]
 
 
-def _follow(queue: WorkQueue, pool: list[WorkerProcess], console: Console) -> None:
+def _follow(queue: WorkQueue, pool: list[WorkerProcess], console: Console) -> str:
+    """Print the progress line each time it changes until the workers exit; the last one."""
     last = ""
     while any(w.process.poll() is None for w in pool):
         line = _progress(snapshot(queue))
@@ -159,6 +161,7 @@ def _follow(queue: WorkQueue, pool: list[WorkerProcess], console: Console) -> No
         time.sleep(0.2)
     for worker in pool:
         worker.finish()
+    return last
 
 
 def _stop(pool: list[WorkerProcess]) -> None:
@@ -179,7 +182,8 @@ def _stop(pool: list[WorkerProcess]) -> None:
 
 
 def _progress(status: Status) -> str:
-    return f"progress {finished(status)}/{total(status)} done ({counts(status)})"
+    # Done as the summary counts it: a dead-lettered item is finished, but not done.
+    return f"progress {status.done}/{total(status)} done ({counts(status)})"
 
 
 def _summarize(

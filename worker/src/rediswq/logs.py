@@ -115,11 +115,12 @@ class Lines:
         level = LEVELS.get(event, INFO)
         if level < self.level:
             return
-        if self.json or "\n" in message:
+        # A newline or an escape byte is not printable: emit() prefixes every line and escapes.
+        if self.json or not message.isprintable():
             self.emit(level, event, message, fields)
             return
-        # A one-line text message, as a worker's line per item is: the short way, without
-        # emit()'s formatting; its time stamp is made once a millisecond, and a prefetching
+        # A one-line printable text message, as a worker's line per item is: the short way,
+        # without emit()'s formatting; its time stamp is made once a millisecond, and a prefetching
         # worker logs a dozen lines in one.
         millis = int(time.time() * 1000)
         cached = self._stamp_ms  # one read: the lease keeper's thread may replace it meanwhile
@@ -145,16 +146,27 @@ class Lines:
         if self.json:
             record = {"time": stamp, "level": name.lower(), "event": event, "message": message}
             text = json.dumps({**record, **self.context, **fields}, default=str)
-        elif "\n" in message:
-            # Every line of a message (a traceback) gets the prefix: a line-based collector
-            # keeps the level, and no line looks like another event.
-            text = "\n".join(f"{stamp} {name} {part}" for part in message.split("\n"))
         else:
-            text = f"{stamp} {name} {message}"
-        out = self._out or sys.stdout
+            if not message.isprintable():  # a C loop over the line; JSON escapes its own
+                message = _printable(message)
+            if "\n" in message:
+                # Every line of a message (a traceback) gets the prefix: a line-based collector
+                # keeps the level, and no line looks like another event.
+                text = "\n".join(f"{stamp} {name} {part}" for part in message.split("\n"))
+            else:
+                text = f"{stamp} {name} {message}"
+        out = self._out or sys.stdout  # looked up at each call: tests and `local` replace it
         with self._lock:
             out.write(text + "\n")
             out.flush()
+
+
+def _printable(message: str) -> str:
+    """`message` with what a terminal would act on (an escape sequence, a NUL, a carriage return
+    that hides the line's start) written as its Python escape (`\\x1b`); newlines stay, as the
+    line breaks of a traceback. Items and errors are any bytes: a log must show them, not run
+    them."""
+    return "".join(c if c.isprintable() or c == "\n" else ascii(c)[1:-1] for c in message)
 
 
 def message(line: str) -> str | None:

@@ -8,7 +8,6 @@ item unless metrics are on.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 
 import redis
@@ -151,6 +150,5 @@ def queue_exposition(queue: WorkQueue) -> str:
 
 
 def serve_queue(queue: WorkQueue, address: tuple[str, int]) -> None:
-    """`rediswq exporter`: serve the queue's gauges until stopped."""
+    """`rediswq exporter`: serve the queue's gauges, from a background thread."""
     serve(address, _queue_registry(queue))
-    threading.Event().wait()

@@ -18,6 +18,15 @@ reading the state back after an error (a second round trip the script can do in 
 A session's steps come from one thread at a time; extend may run from another (the lease keeper).
 Request ids start at the clock in microseconds, so a new WorkQueue given an old session (a
 restarted process) is not taken for a replay of its predecessor.
+
+The memory is one entry of `<queue>:replies` per session (about 100 bytes), and it is bounded: a
+worker drops its own when its session ends cleanly (drained, or stopped by a signal with Redis
+answering: `end_session`), and the seal of the next run drops the rest (workers killed or cut
+off, and the commands `failed requeue` and `failed purge`, one entry each), as `seed --reset`
+does. So the hash holds at most an entry per session of the current run, and, once its workers
+have exited, only those of killed workers: 30,000 one-item sessions leave none. A late copy of a
+request that reaches Redis after its memory went runs as a new one: at worst it leases items
+nobody works on, which come back when their lease expires.
 """
 
 from __future__ import annotations
@@ -168,6 +177,12 @@ class WorkQueue:
             self.session, self.next_request(), self.max_attempts, int(failed), *self._ids(leases)
         ]  # fmt: skip
         return [Released(int(f)) for f in self.run(self.scripts.release, args)]
+
+    def end_session(self) -> None:
+        """Drop this session's replay memory (see the module's docstring): it sends no more
+        requests. HDEL is safe to repeat."""
+        with self.translate_errors():
+            self.client.hdel(self.keys.replies, self.session)
 
     def reclaim(self, limit: int = 1000) -> int:
         """Put back every expired lease (up to `limit`); workers also do this on every step."""

@@ -15,7 +15,12 @@ from typing import Any
 
 import redis
 
+from rediswq.errors import QueueError
 from rediswq.queue import WorkQueue
+
+
+class NotKept(QueueError):
+    """Redis refused a result: it is over its maxmemory (noeviction)."""
 
 
 def encoded(value: object) -> bytes | None:
@@ -71,12 +76,24 @@ class ResultStore:
         return len(stored) - 1 > self.max_bytes
 
     def keep(self, item: bytes, stored: bytes) -> None:
-        """Store one result; HSET and EXPIRE are safe to repeat after a lost reply."""
+        """Store one result; HSET and EXPIRE are safe to repeat after a lost reply. Raises
+        NotKept if Redis is full: the caller decides what a lost result costs."""
+        pipe = self.queue.client.pipeline(transaction=True)
+        pipe.hset(self.queue.keys.results, item, stored)
+        pipe.expire(self.queue.keys.results, self.ttl_seconds)
         with self.queue.translate_errors():
-            pipe = self.queue.client.pipeline(transaction=True)
-            pipe.hset(self.queue.keys.results, item, stored)
-            pipe.expire(self.queue.keys.results, self.ttl_seconds)
-            pipe.execute()
+            try:
+                pipe.execute()
+            except redis.ResponseError as exc:
+                # Over maxmemory the HSET is refused inside the MULTI, and EXEC answers
+                # EXECABORT; both name the OOM.
+                if isinstance(exc, redis.OutOfMemoryError) or "OOM" in str(exc):
+                    raise NotKept(f"Redis is over its maxmemory ({_first(exc)})") from None
+                raise
+
+
+def _first(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0]
 
 
 def stored_results(queue: WorkQueue) -> Iterator[tuple[bytes, bytes]]:

@@ -79,11 +79,18 @@ def _sealed_run(queue: WorkQueue) -> str:
     return value.decode() if isinstance(value, bytes) else ""
 
 
-def for_run(queue: WorkQueue) -> str:
-    """ " for run R (it is sealed for run S)", to say which seal a worker waited for."""
+def sealed_run(queue: WorkQueue) -> str:
+    """The run the queue is sealed for now; "" if none."""
+    return _sealed_run(queue)
+
+
+def for_run(queue: WorkQueue, sealed: str | None = None) -> str:
+    """ " for run R (it is sealed for run S)", to say which seal a worker waited for; `sealed`
+    is the seal as already read (else read now)."""
     if not queue.run_id:
         return ""
-    sealed = _sealed_run(queue)
+    if sealed is None:
+        sealed = _sealed_run(queue)
     return f" for run {queue.run_id}" + (f" (it is sealed for run {sealed})" if sealed else "")
 
 

@@ -20,6 +20,7 @@ import hashlib
 import io
 import re
 import sys
+import time
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -35,6 +36,9 @@ _CHUNK = 1 << 16
 _GZIP = b"\x1f\x8b"
 # Seconds a connect or a read may stall; a stalled download fails the seed, and the Job retries it.
 _TIMEOUT = 60.0
+# A download must also keep a pace, at least this many bytes in every _TIMEOUT seconds: a server
+# that trickles a byte a second never stalls a read, and would hold the seed forever.
+_PACE = 1 << 10
 _DIGEST = re.compile(r"(?:sha256:)?([0-9a-fA-F]{64})")
 
 
@@ -97,14 +101,15 @@ def streamed_items(source: str, digest: str | None = None) -> Iterator[bytes]:
         raw = (
             opened
             if isinstance(opened, io.BufferedReader)
-            else io.BufferedReader(cast(io.RawIOBase, opened), _CHUNK)
+            else io.BufferedReader(_Paced(opened), _CHUNK)
         )
-        text: io.BufferedIOBase = raw
-        if raw.peek(len(_GZIP))[: len(_GZIP)] == _GZIP:
-            import gzip  # noqa: PLC0415 - see _reading
-
-            text = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
         with _reading(name, opened):
+            # The peek reads the first 64 KiB, which a download may already fail in.
+            text: io.BufferedIOBase = raw
+            if raw.peek(len(_GZIP))[: len(_GZIP)] == _GZIP:
+                import gzip  # noqa: PLC0415 - see _reading
+
+                text = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
             for item in checked_items(_lines(text, name), name):
                 if count:
                     sha256.update(b"\n")
@@ -161,6 +166,31 @@ def _opened(source: str, name: str) -> BinaryIO:
         raise kind(f"{name}: HTTP {exc.code} {exc.reason}") from None
     except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError
         raise QueueError(f"cannot fetch {name}: {getattr(exc, 'reason', exc)}") from None
+
+
+class _Paced(io.RawIOBase):
+    """A download that fails (TimeoutError) once it gets less than _PACE bytes in _TIMEOUT s."""
+
+    def __init__(self, response: BinaryIO) -> None:
+        self._response = response
+        self._since = time.monotonic()
+        self._got = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        # read1, not readinto: the response's readinto waits until the whole buffer is filled.
+        data = cast(io.BufferedIOBase, self._response).read1(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self._got += n
+        now = time.monotonic()
+        if now - self._since >= _TIMEOUT:
+            if n and self._got < _PACE:
+                raise TimeoutError(f"less than {_PACE} bytes in {_TIMEOUT:g}s")
+            self._since, self._got = now, 0
+        return n
 
 
 def _short(opened: BinaryIO) -> int:

@@ -40,11 +40,18 @@ def supervised(work: Callable[[], int]) -> int:
         return work()
     read_end, write_end = os.pipe()
     child = 0
+    reaped = False
     early: list[int] = []
 
     def forward(signum: int, frame: FrameType | None) -> None:
+        # A signal that comes after waitpid reaped the child (a storm of SIGTERMs as a pod
+        # goes) has no one to go to: the child's own exit code stands. Suppressed too for the
+        # instant between the reaping and the flag.
+        if reaped:
+            return
         if child:
-            os.kill(child, signum)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
         else:
             early.append(signum)
 
@@ -66,6 +73,7 @@ def supervised(work: Callable[[], int]) -> int:
     for signum in early:
         os.kill(child, signum)
     _, status = os.waitpid(child, 0)
+    reaped = True
     for sig, handler in previous.items():
         signal.signal(sig, handler)
     # Non-blocking: a process the handler started may hold the write end open after the child.

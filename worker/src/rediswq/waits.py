@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from rediswq.logs import Log
 from rediswq.queue import State, WorkQueue
-from rediswq.runs import for_run
+from rediswq.runs import for_run, sealed_run
 
 # How often a waiting worker says it still waits (and why): often enough for someone looking at
 # a quiet pod, rarely enough not to bury the log of a worker that waits for hours.
@@ -48,9 +48,15 @@ def say_why(waiting: Waiting, queue: WorkQueue, state: State, seal_timeout: floa
             f"Waiting for queue {name!r} to be sealed by the seed{_after(s)}; giving up after "
             f"{seal_timeout:g}s (--no-seal if it is filled by hand)"))  # fmt: skip
     elif state in (State.UNSEALED, State.OTHER_RUN):
+        # The step saw another seal, or none; this read may see the worker's own, put there
+        # since: then the next step leases, and there is no wait to tell of. Read once, so the
+        # line says the seal the decision to wait was made on.
+        sealed = sealed_run(queue)
+        if sealed == queue.run_id:
+            return
         waiting.waiting("run", lambda s: (
-            f"Waiting for queue {name!r} to be sealed{for_run(queue)}{_after(s)}; giving up "
-            f"after {seal_timeout:g}s"))  # fmt: skip
+            f"Waiting for queue {name!r} to be sealed{for_run(queue, sealed)}{_after(s)}; "
+            f"giving up after {seal_timeout:g}s"))  # fmt: skip
     elif state is State.WAIT:
         waiting.waiting("leases", lambda s: (
             f"Nothing pending in queue {name!r}{_after(s)}: waiting for items other workers hold "

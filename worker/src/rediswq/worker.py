@@ -12,7 +12,7 @@ from types import FrameType
 
 from rediswq.attempts import Attempt, Observer
 from rediswq.deadletter import DeadLetters, Settled
-from rediswq.errors import ConfigError, QueueError, signal_exit
+from rediswq.errors import ConfigError, QueueError, Stopped, signal_exit
 from rediswq.events import QueueEvents
 from rediswq.execution import Executor, Failure, InProcess, Outcome
 from rediswq.handlers import Handler
@@ -20,7 +20,7 @@ from rediswq.leases import LeaseKeeper, shown
 from rediswq.logs import Lines, Log, enabled
 from rediswq.lostqueue import SealWatch
 from rediswq.queue import Lease, State, WorkQueue
-from rediswq.results import ResultStore, encoded
+from rediswq.results import NotKept, ResultStore, encoded
 from rediswq.retry import Backoff
 from rediswq.runs import check_run_ended, for_run
 from rediswq.waits import Waiting, say_why
@@ -29,6 +29,13 @@ NO_BACKOFF = Backoff(0, 0)
 
 # How often a busy worker also reclaims expired leases; an idle one does on every poll.
 _RECLAIM_EVERY = 0.5
+
+# How long a stopped worker may take to release and hand in what it can. Past it, a timer
+# (SIGALRM) ends whatever the worker waits on: a read from a Redis that hangs (SIGSTOPped, a
+# partition with no RST) waits a socket timeout, and the outage retry up to 300 s, where the
+# kubelet gives 30 s before its SIGKILL. A healthy Redis answers these last calls in milliseconds.
+# Chosen over a stop flag checked between retries: that cannot end a read already waiting.
+_STOP_SECONDS = 3.0
 
 
 def counted(n: int, noun: str) -> str:
@@ -50,14 +57,17 @@ class Summary:
     failed_attempts: int = 0
     dead_lettered: int = 0
     lost: int = 0
+    results_not_kept: int = 0  # handled, done, but their results are not in <queue>:results
     stopped_by: int | None = None  # the signal, if one stopped the worker
 
     def line(self) -> str:
+        not_kept = self.results_not_kept
         return (
             f"Done {counted(self.done, 'item')}; "
             f"{counted(self.failed_attempts, 'failed attempt')}, "
             f"{counted(self.dead_lettered, 'item')} dead-lettered, "
             f"{counted(self.lost, 'lost lease')}"
+            + (f"; {counted(not_kept, 'result')} not kept" if not_kept else "")
         )
 
 
@@ -101,61 +111,72 @@ class Worker:
 
     def run(self) -> Summary:
         """Work until the queue is drained (or a signal stops it); log the tutorial's lines."""
-        queue = self.queue
         started = time.monotonic()
         self._greet()
+        try:
+            # The signals outermost: the renewing thread's join and the subscription's close
+            # come under the stop's deadline too.
+            with (
+                self._signals(),
+                LeaseKeeper(self.queue, self.log) as keeper,
+                QueueEvents(self.queue, self.log) as events,
+            ):
+                self._keeper = keeper
+                self._loop(keeper, events)
+                self.queue.end_session()
+        except Stopped:
+            self.log("redis-unreachable", f"Redis did not answer within {_STOP_SECONDS:g}s of "
+                     "the stop; the items this worker holds come back when their leases "
+                     "expire")  # fmt: skip
+        self._keeper = None
+        self.executor.close()
+        return self._finish(started)
+
+    def _loop(self, keeper: LeaseKeeper, events: QueueEvents) -> None:
+        queue = self.queue
         done: list[Lease] = []
         waiting_for_seal_since: float | None = None
         sealed_for_run = False  # a run's worker that saw its seal go is superseded, not early
         next_reclaim = 0.0
         watch = SealWatch(queue)
         waiting = Waiting(self.log)
-        with (
-            LeaseKeeper(queue, self.log) as keeper,
-            QueueEvents(queue, self.log) as events,
-            self._signals(),
-        ):
-            self._keeper = keeper
-            while self.summary.stopped_by is None:
-                now = time.monotonic()
-                keeper.drop(done)  # before they are handed in: a renewal would find them gone
-                step = queue.step(self.prefetch, done, reclaim=now >= next_reclaim)
-                if now >= next_reclaim:
-                    next_reclaim = now + _RECLAIM_EVERY
-                self._count_completed(done, step.completed)
-                watch.check(step)
-                done = []
-                if step.leases:
-                    waiting_for_seal_since = None
-                    sealed_for_run = True
-                    waiting.over()
-                    keeper.hold(step.leases)
-                    done = self._work(step.leases, keeper)
-                    continue
-                if step.state is State.DRAINED:
-                    break
-                if step.state is State.OTHER_RUN and sealed_for_run:
-                    check_run_ended(queue)  # raises Superseded if its items were moved aside
-                    break
-                if step.state in (State.UNSEALED, State.OTHER_RUN):
-                    waiting_for_seal_since = waiting_for_seal_since or time.monotonic()
-                    if time.monotonic() - waiting_for_seal_since > self.seal_timeout:
-                        raise QueueError(
-                            f"queue {queue.keys.name!r} was not sealed{for_run(queue)} within "
-                            f"{self.seal_timeout:g}s;"
-                            " did the seed run? (use --no-seal to fill by hand)"
-                        )
-                else:
-                    waiting_for_seal_since = None
-                    sealed_for_run = True
-                say_why(waiting, queue, step.state, self.seal_timeout)
-                next_reclaim = 0.0
-                events.wait(events.pause(self.poll_interval))
-            if done:  # finished before a signal arrived: hand them in
-                self._count_completed(done, queue.complete(*done))
-            self._keeper = None
-        self.executor.close()
-        return self._finish(started)
+        while self.summary.stopped_by is None:
+            now = time.monotonic()
+            keeper.drop(done)  # before they are handed in: a renewal would find them gone
+            step = queue.step(self.prefetch, done, reclaim=now >= next_reclaim)
+            if now >= next_reclaim:
+                next_reclaim = now + _RECLAIM_EVERY
+            self._count_completed(done, step.completed)
+            watch.check(step)
+            done = []
+            if step.leases:
+                waiting_for_seal_since = None
+                sealed_for_run = True
+                waiting.over()
+                keeper.hold(step.leases)
+                done = self._work(step.leases, keeper)
+                continue
+            if step.state is State.DRAINED:
+                break
+            if step.state is State.OTHER_RUN and sealed_for_run:
+                check_run_ended(queue)  # raises Superseded if its items were moved aside
+                break
+            if step.state in (State.UNSEALED, State.OTHER_RUN):
+                waiting_for_seal_since = waiting_for_seal_since or time.monotonic()
+                if time.monotonic() - waiting_for_seal_since > self.seal_timeout:
+                    raise QueueError(
+                        f"queue {queue.keys.name!r} was not sealed{for_run(queue)} within "
+                        f"{self.seal_timeout:g}s;"
+                        " did the seed run? (use --no-seal to fill by hand)"
+                    )
+            else:
+                waiting_for_seal_since = None
+                sealed_for_run = True
+            say_why(waiting, queue, step.state, self.seal_timeout)
+            next_reclaim = 0.0
+            events.wait(events.pause(self.poll_interval))
+        if done:  # finished before a signal arrived: hand them in
+            self._count_completed(done, queue.complete(*done))
 
     def _greet(self) -> None:
         queue = self.queue
@@ -171,6 +192,7 @@ class Worker:
         self.log(
             "summary", summary.line(), done=summary.done, failed=summary.failed_attempts,
             dead_lettered=summary.dead_lettered, lost=summary.lost,
+            results_not_kept=summary.results_not_kept,
             duration=round(time.monotonic() - started, 3),
         )  # fmt: skip
         if summary.stopped_by is None:
@@ -224,14 +246,19 @@ class Worker:
 
     def _keep(self, item: bytes, stored: bytes, results: ResultStore) -> None:
         if results.too_big(stored):
-            self.log(
-                "result-not-kept",
-                f"Result of {shown(item)} not kept: {len(stored) - 1} bytes, more than "
-                f"{results.max_bytes}",
-                item=shown(item),
-            )
+            why = f"{len(stored) - 1} bytes, more than {results.max_bytes}"
         else:
-            results.keep(item, stored)
+            try:
+                results.keep(item, stored)
+                return
+            except NotKept as exc:
+                # The item is done all the same: its lease is handed in. Ending the worker
+                # instead would let the lease expire, the item run again (and fail to keep its
+                # result again), until it is dead-lettered as expired: work redone, and the
+                # queue stuck while Redis stays full. A result is worth less than the work.
+                why = f"{exc}; the item is done all the same"
+        self.summary.results_not_kept += 1
+        self.log("result-not-kept", f"Result of {shown(item)} not kept: {why}", item=shown(item))
 
     def _fail(self, lease: Lease, failure: Failure, seconds: float) -> Settled:
         self.summary.failed_attempts += 1
@@ -251,7 +278,9 @@ class Worker:
             item=item, attempt=lease.attempt, duration=round(seconds, 6), error=failure.reason,
             settled=settled.name.lower(),
         )  # fmt: skip
-        if failure.traceback:  # once per attempt, whole: the dead letter keeps only its end
+        # Once per attempt, whole: the dead letter keeps only its end. Not for a Reject: the
+        # handler meant it, and its reason says all (the dead letter still has where it came).
+        if failure.traceback and not failure.permanent:
             self.log("traceback", failure.traceback, item=item, attempt=lease.attempt)
         if settled is Settled.DEAD_LETTERED:
             self.summary.dead_lettered += 1
@@ -289,16 +318,28 @@ class Worker:
         # No logging here: a print interrupted by a print raises a reentrancy error.
         def on_signal(signum: int, frame: FrameType | None) -> None:
             self.summary.stopped_by = signum
+            if not alarm:  # the first stop sets the deadline (_STOP_SECONDS)
+                alarm.append(signal.signal(signal.SIGALRM, too_late))
+                signal.setitimer(signal.ITIMER_REAL, _STOP_SECONDS)
             if self._in_handler:
                 raise Shutdown(signum)
+
+        def too_late(signum: int, frame: FrameType | None) -> None:
+            raise Stopped
 
         if threading.current_thread() is not threading.main_thread():
             yield
             return
+        # SIGALRM's handler before the stop took it: untouched until then (pytest-timeout, a
+        # handler's own alarm).
+        alarm: list[signal._HANDLER] = []
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             yield
         finally:
+            if alarm:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                previous[signal.SIGALRM] = alarm[0]
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 

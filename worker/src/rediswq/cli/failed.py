@@ -25,10 +25,13 @@ def add_command(commands: Commands) -> None:
     # given before it.
     parser.add_argument(
         "action", nargs="?", choices=["list", "requeue", "purge"], default="list",
-        help="list (the default); requeue: put back with fresh attempts; purge: drop them all",
+        help="list (the default); requeue ITEM... or --all: put back with fresh attempts; "
+        "purge ITEM... or --all: drop them (purge alone drops every one)",
     )  # fmt: skip
-    parser.add_argument("items", nargs="*", metavar="ITEM", help="the items to requeue")
-    parser.add_argument("--all", action="store_true", help="requeue every dead letter")
+    parser.add_argument(
+        "items", nargs="*", metavar="ITEM", help="the dead letters to requeue or purge"
+    )
+    parser.add_argument("--all", action="store_true", help="requeue or purge every dead letter")
     parser.add_argument("--json", action="store_true", help="list as JSON")
     add_settings(parser, "failed", run=lambda args: _failed(args, parser.error))
 
@@ -39,8 +42,10 @@ def _failed(args: argparse.Namespace, usage: Callable[[str], NoReturn]) -> int:
     # Usage errors (exit 2), as argparse's own: no retry or setting fixes a command line.
     if args.action == "requeue" and args.all == bool(items):
         usage("failed requeue takes either items or --all")
-    if args.action != "requeue" and (items or args.all):
-        usage(f"failed {args.action} takes no items and no --all")
+    if args.action == "purge" and args.all and items:
+        usage("failed purge takes either items or --all")
+    if args.action == "list" and (items or args.all):
+        usage("failed list takes no items and no --all")
     queue = queue_of(args)
     letters = DeadLetters(queue)
     if args.action == "requeue":
@@ -48,7 +53,7 @@ def _failed(args: argparse.Namespace, usage: Callable[[str], NoReturn]) -> int:
         print(f"Requeued {n} dead letter{'' if n == 1 else 's'} in {queue.keys.name!r}")
         return 0
     if args.action == "purge":
-        n = letters.purge()
+        n = letters.purge(items)
         print(f"Purged {n} dead letter{'' if n == 1 else 's'} from {queue.keys.name!r}")
         return 0
     listing = letters.listing()

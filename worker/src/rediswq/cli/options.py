@@ -31,6 +31,8 @@ CONNECTED = frozenset(
 WORKING = frozenset({"worker", "local"})
 # Commands a person runs and waits for: they give up on an unreachable Redis after seconds.
 INTERACTIVE = CONNECTED - {"worker", "exporter"}
+# Commands that wait for Redis at start; the exporter serves at once (see cli/exporter.py).
+WAITING = CONNECTED - {"exporter"}
 INTERACTIVE_WAIT = "5"
 WORKER = frozenset({"worker"})
 RUNS = frozenset({"worker", "seed"})  # the commands that name a run
@@ -151,7 +153,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("--redis-url", "REDIS_URL", "redis://redis:6379/0", text, CONNECTED,
        "redis:// or rediss:// URL; the password may also come from REDIS_PASSWORD"),
     Setting(None, "REDIS_PASSWORD", "", text, CONNECTED, "used when the URL has none"),
-    Setting("--redis-wait-timeout", "REDIS_WAIT_TIMEOUT", "120", non_negative, CONNECTED,
+    Setting("--redis-wait-timeout", "REDIS_WAIT_TIMEOUT", "120", non_negative, WAITING,
        "seconds to wait for Redis to answer at start",
        defaults=dict.fromkeys(INTERACTIVE, INTERACTIVE_WAIT)),
     Setting("--redis-outage-timeout", "REDIS_OUTAGE_TIMEOUT", "300", positive, CONNECTED,

@@ -35,8 +35,15 @@ def add_command(commands: Commands) -> None:
     add_settings(parser, "status", run=_status)
 
 
+def _said(event: str, message: str, /, **fields: object) -> None:
+    """What --watch says while Redis is unreachable, apart from its progress lines."""
+    print(f"rediswq: {message}", file=sys.stderr, flush=True)
+
+
 def _status(args: argparse.Namespace) -> int:
-    queue = queue_of(args)
+    # A watch outlives a Redis restart (it retries for --redis-outage-timeout), but says so
+    # at the first failed look and every 30 s, rather than stand still without a word.
+    queue = queue_of(args, log=_said if args.watch else None)
     if args.watch:
         # Imported only here: rich's import took 30-50 ms, which every worker would pay.
         from rediswq.cli.watch import watch  # noqa: PLC0415

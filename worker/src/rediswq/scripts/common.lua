@@ -224,3 +224,32 @@ local function reclaim(now, max_attempts, limit)
   return #expired
 end
 
+
+-- The named dead letters ARGV[first..] (an item named twice must be there twice): nil if all
+-- are there, else {"missing", items...} for the reply.
+local function missing_dead_letters(first)
+  local wanted, missing = {}, {'missing'}
+  for i = first, #ARGV do
+    wanted[ARGV[i]] = (wanted[ARGV[i]] or 0) + 1
+  end
+  for item, n in pairs(wanted) do
+    if #redis.call('LPOS', failed, item, 'COUNT', n) < n then
+      missing[#missing + 1] = item
+    end
+  end
+  return #missing > 1 and missing or nil
+end
+
+-- Drop one copy of each named dead letter ARGV[first..], and the record of an item with no copy
+-- left; returns how many were named.
+local function drop_dead_letters(first)
+  for i = first, #ARGV do
+    redis.call('LREM', failed, 1, ARGV[i])
+  end
+  for i = first, #ARGV do
+    if not redis.call('LPOS', failed, ARGV[i]) then
+      redis.call('HDEL', failures, ARGV[i])
+    end
+  end
+  return #ARGV - first + 1
+end

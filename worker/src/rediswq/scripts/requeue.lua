@@ -15,32 +15,17 @@ if ARGV[3] == '1' then
   items = redis.call('LRANGE', failed, 0, -1)
   redis.call('DEL', failed, failures)
 else
-  items = {unpack(ARGV, 4)}
-  local wanted, missing = {}, {'missing'}
-  for _, item in ipairs(items) do
-    wanted[item] = (wanted[item] or 0) + 1
-  end
-  for item, n in pairs(wanted) do
-    if #redis.call('LPOS', failed, item, 'COUNT', n) < n then
-      missing[#missing + 1] = item
-    end
-  end
-  if #missing > 1 then
+  local missing = missing_dead_letters(4)
+  if missing then
     return missing
   end
-  for _, item in ipairs(items) do
-    redis.call('LREM', failed, 1, item)
-  end
-  for item in pairs(wanted) do
-    if not redis.call('LPOS', failed, item) then
-      redis.call('HDEL', failures, item)
-    end
-  end
+  drop_dead_letters(4)
+  items = {unpack(ARGV, 4)}
 end
--- The status counts dead letters as finished; these are not any more. Lua writes -#items of no
--- items as "-0", which HINCRBY refuses as not an integer.
+-- The status counts dead letters as finished; these are not any more. Not with 0: Lua writes
+-- -0 as "-0", which Redis 7.0 refuses as an increment (Valkey takes it).
 if #items > 0 then
-  redis.call('HINCRBY', stats, 'failed', -#items)
+  redis.call('HINCRBY', stats, 'failed', text(-#items))
 end
 for i = #items, 1, -1 do
   put_back(items[i], 0, math.huge)

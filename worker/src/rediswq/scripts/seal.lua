@@ -101,6 +101,9 @@ elseif current then
     redis.call('EXPIRE', old, keep)
   end
   redis.call('ZADD', runs, now, current)
+  -- The replay memory of the run's sessions (queue.py): those that ended cleanly dropped their
+  -- own; what is left is of workers killed or cut off, which send no more requests for it.
+  redis.call('DEL', replies)
   note('previous', current)
   note('previous_moved', moved) -- 'moved' is set when this run ends in turn
 end
