@@ -20,6 +20,7 @@ from rediswq.cli.options import SETTINGS
 from rediswq.connection import connect
 from rediswq.queue import WorkQueue
 from rediswq.server import EmbeddedRedis
+from replication import Replicated
 
 TESTS = Path(__file__).resolve().parent
 
@@ -66,6 +67,13 @@ def durable_server(request: pytest.FixtureRequest) -> Iterator[EmbeddedRedis]:
     """Like `fresh_server`, with every write in the AOF: it may be killed and started again."""
     with EmbeddedRedis(binary=_BINARIES[request.param], appendonly=True) as embedded:
         yield embedded
+
+
+@pytest.fixture(params=sorted(_BINARIES))
+def replicated(request: pytest.FixtureRequest) -> Iterator[Replicated]:
+    """A primary, a replica and three Sentinels (replication.py), of each kind of server."""
+    with Replicated(_BINARIES[request.param]) as servers:
+        yield servers
 
 
 @pytest.fixture
