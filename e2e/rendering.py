@@ -76,6 +76,15 @@ def redis_template(objects: list[Manifest]) -> Manifest:
 
 # The overlays with the in-cluster Redis.
 IN_CLUSTER = tuple(overlay for overlay in OVERLAYS if runs_redis(overlay))
+# The overlays with the replicated Redis and its Sentinels (components/redis-ha).
+HA = tuple(
+    overlay
+    for overlay in OVERLAYS
+    if any(
+        o["kind"] == "StatefulSet" and o["metadata"]["name"] == "redis-sentinel"
+        for o in render(overlay)
+    )
+)
 # The overlays where KEDA starts the workers (components/keda) instead of the worker Job.
 SCALED = tuple(
     overlay for overlay in OVERLAYS if any(o["kind"] == "ScaledJob" for o in render(overlay))
