@@ -14,6 +14,7 @@ from typing import cast
 
 import pytest
 import redis
+from clustered import Cluster
 from faults import FaultProxy
 from itemserver import ItemServer
 from rediswq.cli.options import SETTINGS
@@ -74,6 +75,13 @@ def replicated(request: pytest.FixtureRequest) -> Iterator[Replicated]:
     """A primary, a replica and three Sentinels (replication.py), of each kind of server."""
     with Replicated(_BINARIES[request.param]) as servers:
         yield servers
+
+
+@pytest.fixture(params=sorted(_BINARIES))
+def redis_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """A Redis Cluster of three primaries (clustered.py), of each kind of server."""
+    with Cluster(_BINARIES[request.param]) as cluster:
+        yield cluster
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.retry import Retry
 
+from rediswq.clusters import slot_options
 from rediswq.errors import ConfigError, QueueError
 from rediswq.logs import Log
 from rediswq.sentinels import Sentinels, master_client, sentinels_of
@@ -141,13 +142,15 @@ def connect(
     log: Log | None = None,
     pooled: bool = False,
     sentinels: Sentinels | None = None,
+    slot: int | None = None,
 ) -> redis.Redis:
     """A client for `url` (redis:// or rediss://); `password` is used only if the URL has none.
 
     Calls that lose Redis retry for `outage` seconds, saying so through `log`. Unless `pooled`,
     it holds one connection, made at once (so Redis must answer by then). With `sentinels`, the
     server is the primary they name, asked again on every reconnection: the URL gives only the
-    credentials, database and TLS options.
+    credentials, database and TLS options. With `slot`, the server is a Redis Cluster's node that
+    holds that hash slot (clusters.py), the URL one of its nodes.
     """
     _check(url)
     clock = Outage(outage, log)
@@ -165,6 +168,8 @@ def connect(
         if sentinels is not None:
             client = master_client(sentinels, url, password, single=not pooled, **options)
         else:
+            if slot is not None:
+                options.update(slot_options(url, password, slot, timeout))
             client = redis.Redis.from_url(
                 url,
                 password=password or None,  # the URL's own password, if any, wins

@@ -91,13 +91,14 @@ class WorkQueue:
         require_seal: bool = True,
         run: str | None = None,
         handin_replicas: int = 0,
+        cluster: bool = False,
     ) -> None:
         if lease_seconds <= 0:
             raise ConfigError(f"lease seconds must be positive, got {lease_seconds}")
         if max_attempts < 1:
             raise ConfigError(f"max attempts must be at least 1, got {max_attempts}")
         self.client = client
-        self.keys = QueueKeys(name)
+        self.keys = QueueKeys(name, cluster)
         self._keys = self.keys.all()
         self.session = session or uuid.uuid4().hex
         self.lease_ms = max(1, round(lease_seconds * 1000))

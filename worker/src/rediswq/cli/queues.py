@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from rediswq.clusters import cluster_enabled
 from rediswq.connection import connect, wait_until_ready
+from rediswq.keys import QueueKeys
 from rediswq.logs import Log
 from rediswq.queue import WorkQueue
 from rediswq.replicas import wanted
@@ -29,13 +31,14 @@ def queue_of(
     wait_until_ready(args.redis_url, password, args.redis_wait_timeout, log, sentinels)
     if outage is None:
         outage = args.redis_outage_timeout
-    client = connect(
-        args.redis_url,
-        password,
-        outage=min(outage, args.redis_outage_timeout),
-        log=log,
-        sentinels=sentinels,
-    )
+    outage = min(outage, args.redis_outage_timeout)
+    client = connect(args.redis_url, password, outage=outage, log=log, sentinels=sentinels)
+    # A Redis Cluster: a client of the node that holds the queue's slot instead (clusters.py).
+    cluster = sentinels is None and cluster_enabled(client)
+    if cluster:
+        client.close()
+        slot = QueueKeys(args.queue_name, cluster=True).slot
+        client = connect(args.redis_url, password, outage=outage, log=log, slot=slot)
     # Resolved once, not per hand-in: `auto` costs an INFO round trip.
     handins = getattr(args, "replicated_handins", False)
     replicas = wanted(client, args.redis_min_replicas) if handins else 0
@@ -48,6 +51,7 @@ def queue_of(
         run=run,
         session=session,
         handin_replicas=replicas,
+        cluster=cluster,
     )
 
 
