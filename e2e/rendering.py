@@ -124,6 +124,16 @@ def wrap(directory: Path, wrapped: Path, **fields: Any) -> Path:
     return wrapped
 
 
+def with_dev_secret(overlay: str, scratch: Path) -> list[Manifest]:
+    """The objects of `overlay` with the dev overlay's throw-away Secret redis-auth beside them,
+    as a cluster where it was created would run them."""
+    (generator,) = yaml.safe_load((REPO / "overlays" / "dev" / "kustomization.yaml").read_text())[
+        "secretGenerator"
+    ]
+    wrapped = wrap(REPO / "overlays" / overlay, scratch / overlay, secretGenerator=[generator])
+    return render_dir(wrapped)
+
+
 def render_dir(directory: Path) -> list[Manifest]:
     """The objects of any kustomization directory."""
     result = subprocess.run(
