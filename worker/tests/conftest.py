@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -160,6 +161,14 @@ def rediswq(
         timeout=timeout,
         check=False,
     )
+
+
+def assert_drained_status(env: dict[str, str], done: int) -> None:
+    """`rediswq status --json` works with `env` and reads the run drained, `done` items done."""
+    status = rediswq("status", "--json", env=env)
+    assert status.returncode == 0, status.stderr
+    shown = json.loads(status.stdout)
+    assert (shown["done"], shown["pending"], shown["drained"]) == (done, 0, True), shown
 
 
 def spawn_worker(

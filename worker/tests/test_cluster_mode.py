@@ -3,7 +3,6 @@ name, and the client finds the node that holds the slot by itself (no setting sa
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections import Counter
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import redis
 from clustered import Cluster
-from conftest import cli_env, rediswq
+from conftest import assert_drained_status, cli_env, rediswq
 from recording import recorded
 from redis.crc import key_slot
 from rediswq.keys import QueueKeys
@@ -39,10 +38,7 @@ def test_a_run_on_a_three_primary_cluster_is_done_once_per_item(
     outputs = [worker.communicate(timeout=180)[0] for worker in workers]
     assert [worker.returncode for worker in workers] == [0, 0], outputs
     assert Counter(recorded(str(record))) == Counter(items)
-    status = rediswq("status", "--json", env=env)
-    assert status.returncode == 0, status.stderr
-    shown = json.loads(status.stdout)
-    assert (shown["done"], shown["pending"], shown["drained"]) == (ITEMS, 0, True), shown
+    assert_drained_status(env, ITEMS)
 
 
 def test_every_key_of_a_queue_is_in_the_slot_of_its_bare_pending_list(

@@ -7,7 +7,6 @@ the instant after is no loss; a worker's hand-in may wait the same way (REPLICAT
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import redis
-from conftest import cli_env, rediswq
+from conftest import assert_drained_status, cli_env, rediswq
 from recording import recorded
 from rediswq import WorkQueue
 from rediswq.connection import connect
@@ -87,24 +86,29 @@ def test_a_run_survives_the_primary_killed_after_the_seed_and_again_mid_run(
     repeats = sum(done.values()) - len(items)
     print(f"{repeats} repeats in {len(items)} items")  # shown with pytest -s
     assert repeats <= MAX_REPEATS, done.most_common(10)
-    status = rediswq("status", "--json", env=env)
-    assert status.returncode == 0, status.stderr
-    shown = json.loads(status.stdout)
-    assert (shown["done"], shown["pending"], shown["drained"]) == (ITEMS, 0, True), shown
+    assert_drained_status(env, ITEMS)
+
+
+def _seeded_while_the_replica_stands_still(
+    replicated: Replicated, items_file: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """`rediswq seed` of `items_file` while the replica is stopped (SIGSTOP): still connected, so
+    counted as a replica, but acknowledging nothing."""
+    _items(items_file)
+    (replica,) = replicated.servers[1:]
+    replica.pause()
+    try:
+        return rediswq("seed", str(items_file), env=env)
+    finally:
+        replica.resume()
 
 
 def test_the_seed_fails_while_no_replica_acknowledges_its_seal(
     replicated: Replicated, queue_name: str, tmp_path: Path
 ) -> None:
     items_file = tmp_path / "items.txt"
-    _items(items_file)
     env = _env(replicated, QUEUE_NAME=queue_name, REDIS_OUTAGE_TIMEOUT="2")
-    (replica,) = replicated.servers[1:]
-    replica.pause()  # connected, so counted, but acknowledging nothing
-    try:
-        seeded = rediswq("seed", str(items_file), env=env)
-    finally:
-        replica.resume()
+    seeded = _seeded_while_the_replica_stands_still(replicated, items_file, env)
     assert seeded.returncode == EXIT_FAILURE, seeded.stdout
     assert "Queued" not in seeded.stdout
     (error,) = seeded.stderr.splitlines()
@@ -118,15 +122,8 @@ def test_the_seed_fails_while_no_replica_acknowledges_its_seal(
 def test_min_replicas_zero_does_not_wait(
     replicated: Replicated, queue_name: str, tmp_path: Path
 ) -> None:
-    items_file = tmp_path / "items.txt"
-    _items(items_file)
     env = _env(replicated, QUEUE_NAME=queue_name, REDIS_MIN_REPLICAS="0")
-    (replica,) = replicated.servers[1:]
-    replica.pause()
-    try:
-        seeded = rediswq("seed", str(items_file), env=env)
-    finally:
-        replica.resume()
+    seeded = _seeded_while_the_replica_stands_still(replicated, tmp_path / "items.txt", env)
     assert seeded.returncode == 0, seeded.stderr
 
 
