@@ -84,7 +84,7 @@ def master_client(
     if settings.get("password") is None and password:
         settings["password"] = password
     timeout = options.get("socket_timeout")
-    asker = Sentinel(  # type: ignore[no-untyped-call]
+    asker = Sentinel(
         sentinels.addresses,
         # The Sentinels are asked in turn until one answers: retrying one of them would only
         # delay asking the next. The client's retry (options) covers the whole lookup.
