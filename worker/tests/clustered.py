@@ -1,16 +1,17 @@
-"""A Redis Cluster of three primaries on loopback, made by `redis-cli --cluster create` (Debian's
-redis-tools) from real server processes of one binary (redis-server or Valkey)."""
+"""A Redis Cluster of three primaries on loopback, from real server processes of one binary
+(redis-server or Valkey), joined as `redis-cli --cluster create` joins them: each node is given a
+third of the slots (CLUSTER ADDSLOTSRANGE) and meets the others (CLUSTER MEET). By hand, so that
+no redis-cli is needed: the bundled Valkey comes without one."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 from types import TracebackType
 
 import redis
 from rediswq.server import EmbeddedRedis, free_port
 
+_SLOTS = 16384
 _CLUSTER = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
 
 
@@ -20,9 +21,10 @@ class Cluster:
     def __init__(self, binary: str, primaries: int = 3) -> None:
         # The cluster bus on a free port of its own: the default, the port + 10000, may be taken,
         # or over 65535.
+        self.buses = [free_port() for _ in range(primaries)]
         self.nodes = [
-            EmbeddedRedis(binary=binary, options=(*_CLUSTER, "--cluster-port", str(free_port())))
-            for _ in range(primaries)
+            EmbeddedRedis(binary=binary, options=(*_CLUSTER, "--cluster-port", str(bus)))
+            for bus in self.buses
         ]
 
     @property
@@ -31,17 +33,26 @@ class Cluster:
         return self.nodes[0].url
 
     def __enter__(self) -> Cluster:
-        cli = shutil.which("redis-cli")
-        assert cli, "redis-cli (redis-tools) makes the cluster"
         for node in self.nodes:
             node.start()
-        subprocess.run(
-            [cli, "--cluster", "create", *(f"127.0.0.1:{node.port}" for node in self.nodes),
-             "--cluster-replicas", "0", "--cluster-yes"],
-            check=True, capture_output=True, timeout=60,
-        )  # fmt: skip
+        for n, node in enumerate(self.nodes):
+            first, last = self._slots(n)
+            with redis.Redis(port=node.port) as client:
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
+                for other, bus in zip(self.nodes, self.buses, strict=True):
+                    if other is not node:
+                        client.execute_command("CLUSTER", "MEET", "127.0.0.1", other.port, bus)
         self._wait_until_ok()
         return self
+
+    def _slots(self, n: int) -> tuple[int, int]:
+        """The first and last slot of node `n`: a third each, the rest to the last."""
+        share = _SLOTS // len(self.nodes)
+        return n * share, _SLOTS - 1 if n == len(self.nodes) - 1 else (n + 1) * share - 1
+
+    def holder(self, slot: int) -> int:
+        """The index of the node that holds `slot`."""
+        return next(n for n in range(len(self.nodes)) if self._slots(n)[1] >= slot)
 
     def __exit__(
         self,
