@@ -87,7 +87,7 @@ def _data(objects: list[Manifest], kind: str, name: str) -> dict[str, str]:
     return dict(obj.get("data", {}))
 
 
-def _env(container: Manifest, objects: list[Manifest]) -> dict[str, str]:
+def _env(container: Manifest, objects: list[Manifest], pod_name: str | None) -> dict[str, str]:
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
         prefix = source.get("prefix", "")
@@ -112,7 +112,9 @@ def _env(container: Manifest, objects: list[Manifest]) -> dict[str, str]:
                 ref["configMapKeyRef"]["key"]
             ]
         elif ref.get("fieldRef", {}).get("fieldPath") == "metadata.name":
-            # No pod, so no pod name: left unset, as the worker outside a cluster ignores it.
+            if pod_name:  # the downward API: the Pod's own name
+                env[var["name"]] = pod_name
+            # A Job's pod has no name here: left unset, as the worker outside a cluster ignores it.
             continue
         else:
             raise ValueError(f"unsupported env source {var}")
@@ -214,10 +216,11 @@ def stateful_pod_spec(
     objects: list[Manifest],
     scratch: Path,
     volumes: Mapping[str, str] | None = None,
+    ordinal: int = 0,
 ) -> Spec:
-    """The first Pod of `statefulset` as a docker run: each of its volume claims the Docker volume
-    `volumes` names for it (kept across containers, as a claim is across Pods), else an anonymous
-    one. A claim's size and access modes are not carried over."""
+    """Pod number `ordinal` of `statefulset` as a docker run: each of its volume claims the Docker
+    volume `volumes` names for it (kept across containers, as a claim is across Pods), else an
+    anonymous one. A claim's size and access modes are not carried over."""
     names = volumes or {}
     templates = statefulset["spec"].get("volumeClaimTemplates", [])
     claims = {
@@ -226,18 +229,24 @@ def stateful_pod_spec(
     unknown = set(names) - set(claims)
     if unknown:
         raise ValueError(f"no volume claim template named {sorted(unknown)}")
-    return pod_spec(statefulset["spec"]["template"]["spec"], objects, scratch, claims)
+    name = f"{statefulset['metadata']['name']}-{ordinal}"
+    return pod_spec(statefulset["spec"]["template"]["spec"], objects, scratch, claims, name)
 
 
 def pod_spec(
-    pod: Manifest, objects: list[Manifest], scratch: Path, claims: Mapping[str, str] | None = None
+    pod: Manifest,
+    objects: list[Manifest],
+    scratch: Path,
+    claims: Mapping[str, str] | None = None,
+    name: str | None = None,
 ) -> Spec:
     """The container of `pod` (a PodSpec) as a docker run; config files go under `scratch`;
-    `claims` maps a mount's name to the Docker volume that stands for its claim ("" anonymous)."""
+    `claims` maps a mount's name to the Docker volume that stands for its claim ("" anonymous);
+    `name` is the Pod's, for the downward API."""
     [container] = pod["containers"]  # one container per pod here; more would need a pod
     if pod.get("initContainers") or pod.get("hostNetwork") or pod.get("hostPID"):
         raise ValueError("init containers and host namespaces are not carried over")
-    env = _env(container, objects)
+    env = _env(container, objects, name)
     user, non_root, security = _security(pod, container)
     command = [expand(arg, env) for arg in container.get("command", [])]
     args = [expand(arg, env) for arg in container.get("args", [])]

@@ -76,6 +76,15 @@ def redis_template(objects: list[Manifest]) -> Manifest:
 
 # The overlays with the in-cluster Redis.
 IN_CLUSTER = tuple(overlay for overlay in OVERLAYS if runs_redis(overlay))
+# The overlays with the replicated Redis and its Sentinels (components/redis-ha).
+HA = tuple(
+    overlay
+    for overlay in OVERLAYS
+    if any(
+        o["kind"] == "StatefulSet" and o["metadata"]["name"] == "redis-sentinel"
+        for o in render(overlay)
+    )
+)
 # The overlays where KEDA starts the workers (components/keda) instead of the worker Job.
 SCALED = tuple(
     overlay for overlay in OVERLAYS if any(o["kind"] == "ScaledJob" for o in render(overlay))
@@ -113,6 +122,16 @@ def wrap(directory: Path, wrapped: Path, **fields: Any) -> Path:
     text = yaml.safe_dump(kustomization, sort_keys=False)
     (wrapped / "kustomization.yaml").write_text(text, encoding="utf-8")
     return wrapped
+
+
+def with_dev_secret(overlay: str, scratch: Path) -> list[Manifest]:
+    """The objects of `overlay` with the dev overlay's throw-away Secret redis-auth beside them,
+    as a cluster where it was created would run them."""
+    (generator,) = yaml.safe_load((REPO / "overlays" / "dev" / "kustomization.yaml").read_text())[
+        "secretGenerator"
+    ]
+    wrapped = wrap(REPO / "overlays" / overlay, scratch / overlay, secretGenerator=[generator])
+    return render_dir(wrapped)
 
 
 def render_dir(directory: Path) -> list[Manifest]:

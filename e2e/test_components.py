@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from objects import APP, COMPONENT, SECRET, of_kind, pod, pod_specs, selects
 from rendering import (
+    HA,
     IN_CLUSTER,
     OVERLAYS,
     SCALED,
@@ -22,7 +23,7 @@ from rendering import (
     render_dir,
 )
 
-MANAGED = tuple(overlay for overlay in OVERLAYS if overlay not in IN_CLUSTER)
+MANAGED = tuple(overlay for overlay in OVERLAYS if overlay not in IN_CLUSTER + HA)
 REDIS_KINDS = {"StatefulSet", "Service", "PodDisruptionBudget", "Pod", "PersistentVolumeClaim"}
 # The labels of the bare Redis Pod of trees before the StatefulSet, which may still be running.
 BARE_POD = {APP: "job-wq-2", COMPONENT: "redis"}
@@ -30,6 +31,7 @@ CA_DIRECTORY = "/etc/redis-ca"
 
 in_cluster = pytest.mark.parametrize("overlay", IN_CLUSTER)
 managed = pytest.mark.parametrize("overlay", MANAGED)
+replicated = pytest.mark.parametrize("overlay", HA)
 
 
 def redis_args(objects: list[Manifest]) -> dict[str, str]:
@@ -40,7 +42,7 @@ def redis_args(objects: list[Manifest]) -> dict[str, str]:
 
 
 def test_some_overlay_uses_each_kind_of_redis() -> None:
-    assert IN_CLUSTER and MANAGED, (IN_CLUSTER, MANAGED)
+    assert IN_CLUSTER and MANAGED and HA, (IN_CLUSTER, MANAGED, HA)
 
 
 @in_cluster
@@ -238,3 +240,57 @@ def test_keda_never_starts_more_workers_than_items_or_the_cap(overlay: str) -> N
     assert spec["jobTargetRef"]["parallelism"] == 1
     # A template change must not kill the running workers of a run.
     assert spec["rollout"]["strategy"] == "gradual"
+
+
+def redis_conf(objects: list[Manifest]) -> dict[str, str]:
+    """The replicated servers' redis.conf, as `directive value` pairs."""
+    text = find(objects, "ConfigMap", _generated(objects, "redis-ha"))["data"]["redis.conf"]
+    lines = [line.split(None, 1) for line in text.splitlines() if line and line[0] != "#"]
+    return {line[0]: line[1] if len(line) > 1 else "" for line in lines}
+
+
+def _generated(objects: list[Manifest], name: str) -> str:
+    """The hash-suffixed name kustomize gave the ConfigMap generated as `name`."""
+    (found,) = [
+        obj["metadata"]["name"]
+        for obj in of_kind(objects, "ConfigMap")
+        if obj["metadata"]["name"].rsplit("-", 1)[0] == name
+    ]
+    return str(found)
+
+
+@replicated
+def test_a_primary_two_replicas_and_three_sentinels_each_spread_across_nodes(overlay: str) -> None:
+    objects = render(overlay)
+    for name, component in (("redis-ha", "redis"), ("redis-sentinel", "redis-sentinel")):
+        spec = find(objects, "StatefulSet", name)["spec"]
+        assert spec["replicas"] == 3, name
+        (term,) = spec["template"]["spec"]["affinity"]["podAntiAffinity"][
+            "preferredDuringSchedulingIgnoredDuringExecution"
+        ]
+        assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname", name
+        assert selects(
+            term["podAffinityTerm"]["labelSelector"], {APP: "job-wq-2", COMPONENT: component}
+        )
+        (budget,) = [
+            b for b in of_kind(objects, "PodDisruptionBudget")
+            if selects(b["spec"]["selector"], spec["template"]["metadata"]["labels"])
+        ]  # fmt: skip
+        assert budget["spec"]["maxUnavailable"] == 1, name
+
+
+@replicated
+def test_every_server_keeps_its_aof_on_a_claim_and_a_cut_off_primary_refuses_writes(
+    overlay: str,
+) -> None:
+    objects = render(overlay)
+    spec = find(objects, "StatefulSet", "redis-ha")["spec"]
+    [claim] = spec["volumeClaimTemplates"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert spec["persistentVolumeClaimRetentionPolicy"] == {
+        "whenDeleted": "Retain", "whenScaled": "Retain"
+    }  # fmt: skip
+    conf = redis_conf(objects)
+    assert (conf["appendonly"], conf["appendfsync"], conf["dir"]) == ("yes", "always", "/data")
+    assert conf["maxmemory-policy"] == "noeviction"
+    assert int(conf["min-replicas-to-write"]) >= 1

@@ -19,6 +19,7 @@ import pytest
 from crdschemas import crd_problem, is_custom
 from objects import APP, COMPONENT, SECRET, PodSpec, of_kind, pod, pod_specs, selects
 from rendering import (
+    HA,
     IN_CLUSTER,
     OVERLAYS,
     REPO,
@@ -38,10 +39,12 @@ NAMESPACE = "job-wq-2"
 # (runAsUser, runAsGroup) and the one writable directory of each component's pods: an emptyDir,
 # or for Redis its PersistentVolumeClaim.
 IDS = {
-    "redis": (999, 1000), "worker": (10001, 10001), "seed": (10001, 10001),
+    "redis": (999, 1000), "redis-sentinel": (999, 1000),
+    "worker": (10001, 10001), "seed": (10001, 10001),
     "exporter": (10001, 10001),  # components/metrics
 }  # fmt: skip
-WRITABLE = {"redis": "/data", "worker": "/tmp", "seed": "/tmp"}  # noqa: S108 (an emptyDir)
+TMP = "/tmp"  # noqa: S108 (an emptyDir)
+WRITABLE = {"redis": "/data", "redis-sentinel": "/data", "worker": TMP, "seed": TMP}
 
 # Where each overlay's worker image comes from.
 REGISTRY = {
@@ -51,6 +54,7 @@ REGISTRY = {
     "gcr": r"[a-z0-9-]+-docker\.pkg\.dev/[a-z0-9-]+/[a-z0-9-]+/job-wq-2[:@]",
     "managed": r"ghcr\.io/[a-z0-9-]+/job-wq-2[:@]",
     "keda": r"ghcr\.io/[a-z0-9-]+/job-wq-2[:@]",
+    "ha": r"ghcr\.io/[a-z0-9-]+/job-wq-2[:@]",
 }
 # KEDA's operator, as its Helm chart and release manifests label it, in the namespace keda.
 KEDA_OPERATOR = {
@@ -69,6 +73,15 @@ IMAGE = re.compile(
 overlays = pytest.mark.parametrize("overlay", OVERLAYS)
 # Those that run Redis in the cluster (components/redis); the others use a managed one.
 in_cluster = pytest.mark.parametrize("overlay", IN_CLUSTER)
+# Those that run the replicated Redis with Sentinels (components/redis-ha).
+replicated = pytest.mark.parametrize("overlay", HA)
+
+
+def redis_components(overlay: str) -> list[str]:
+    """The components of the Redis pods an overlay runs in the cluster."""
+    if overlay in HA:
+        return ["redis", "redis-sentinel"]
+    return ["redis"] if overlay in IN_CLUSTER else []
 
 
 def environment(objects: list[Manifest], container: Manifest) -> dict[str, str]:
@@ -125,8 +138,7 @@ def test_objects_are_valid_for_the_pinned_kubernetes(overlay: str, tmp_path: Pat
 @overlays
 def test_renders_redis_worker_and_seed(overlay: str) -> None:
     components = sorted(p.component for p in pod_specs(render(overlay)))
-    redis = ["redis"] if overlay in IN_CLUSTER else []
-    assert components == [*redis, "seed", "worker"]
+    assert components == [*redis_components(overlay), "seed", "worker"]
 
 
 @overlays
@@ -194,7 +206,7 @@ def test_images_are_tagged_or_pinned_never_latest(overlay: str) -> None:
             assert parsed, f"{overlay}: {image!r} is not a valid image reference"
             assert parsed["tag"] or parsed["digest"], f"{overlay}: {image} is untagged"
             assert parsed["tag"] != "latest", f"{overlay}: {image}"
-            if pod_spec.component == "redis":
+            if pod_spec.component.startswith("redis"):
                 assert parsed["tag"] and parsed["digest"], f"{overlay}: pin {image} by tag+digest"
 
 
@@ -257,7 +269,7 @@ def test_seed_and_workers_share_the_queue_settings(overlay: str) -> None:
 @overlays
 def test_every_redis_client_gets_the_password_from_the_secret(overlay: str) -> None:
     objects = render(overlay)
-    for component in ("redis", "worker", "seed") if overlay in IN_CLUSTER else ("worker", "seed"):
+    for component in (*redis_components(overlay), "worker", "seed"):
         for container in pod(objects, component).containers:
             refs = {
                 var["name"]: var["valueFrom"]["secretKeyRef"]
@@ -380,6 +392,49 @@ def test_only_workers_and_seed_may_reach_redis(overlay: str) -> None:
                 admitted |= {p.component for p in pods if selects(peer["podSelector"], p.labels)}
                 assert not [s for s in strangers if selects(peer["podSelector"], s)], peer
     assert admitted == {"worker", "seed"}
+
+
+@replicated
+def test_redis_sentinels_name_each_sentinel_pod(overlay: str) -> None:
+    objects = render(overlay)
+    sentinels = find(objects, "StatefulSet", "redis-sentinel")
+    service = find(objects, "Service", sentinels["spec"]["serviceName"])
+    assert service["spec"].get("clusterIP") == "None", "pod DNS names need a headless Service"
+    (port,) = service["spec"]["ports"]
+    expected = [
+        f"{sentinels['metadata']['name']}-{n}.{service['metadata']['name']}:{port['port']}"
+        for n in range(sentinels["spec"]["replicas"])
+    ]
+    for component in ("worker", "seed"):
+        (container,) = pod(objects, component).containers
+        assert environment(objects, container)["REDIS_SENTINELS"].split(",") == expected
+
+
+@replicated
+def test_only_clients_servers_and_sentinels_reach_the_servers_and_sentinels(overlay: str) -> None:
+    objects = render(overlay)
+    pods = pod_specs(objects)
+    strangers = [{COMPONENT: "worker"}, {APP: "job-wq-2", COMPONENT: "other"}]
+    for target, port in (("redis", 6379), ("redis-sentinel", 26379)):
+        labels = pod(objects, target).labels
+        policies = [
+            n
+            for n in of_kind(objects, "NetworkPolicy")
+            if selects(n["spec"]["podSelector"], labels)
+        ]
+        assert policies, f"no NetworkPolicy selects {target}"
+        admitted = set()
+        for policy in policies:
+            for rule in policy["spec"]["ingress"]:
+                ports = {(p.get("protocol", "TCP"), p.get("port")) for p in rule["ports"]}
+                assert ports == {("TCP", port)}, f"{target}: rule opens {ports}"
+                for peer in rule["from"]:
+                    assert set(peer) == {"podSelector"}, peer
+                    admitted |= {
+                        p.component for p in pods if selects(peer["podSelector"], p.labels)
+                    }
+                    assert not [s for s in strangers if selects(peer["podSelector"], s)], peer
+        assert admitted == {"worker", "seed", "redis", "redis-sentinel"}, target
 
 
 @overlays

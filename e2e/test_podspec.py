@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from podspec import expand, pod_spec, quantity, stateful_pod_spec
-from rendering import Manifest, find, render
+from rendering import Manifest, find, render, with_dev_secret
 
 SETTINGS = {"kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {"HOST": "redis"}}
 SECRET = {
@@ -219,3 +219,11 @@ def test_a_volume_for_a_claim_the_statefulset_lacks_is_refused(tmp_path: Path) -
     objects = render("dev")
     with pytest.raises(ValueError, match="no volume claim template named"):
         stateful_pod_spec(find(objects, "StatefulSet", "redis"), objects, tmp_path, {"dat": "v"})
+
+
+def test_each_pod_of_a_statefulset_knows_its_own_name(tmp_path: Path) -> None:
+    objects = with_dev_secret("ha", tmp_path)
+    statefulset = find(objects, "StatefulSet", "redis-sentinel")
+    for ordinal in (0, 2):
+        spec = stateful_pod_spec(statefulset, objects, tmp_path, ordinal=ordinal)
+        assert spec.env["POD_NAME"] == f"redis-sentinel-{ordinal}"

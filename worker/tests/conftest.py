@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,12 +15,14 @@ from typing import cast
 
 import pytest
 import redis
+from clustered import Cluster
 from faults import FaultProxy
 from itemserver import ItemServer
 from rediswq.cli.options import SETTINGS
 from rediswq.connection import connect
 from rediswq.queue import WorkQueue
 from rediswq.server import EmbeddedRedis
+from replication import Replicated
 
 TESTS = Path(__file__).resolve().parent
 
@@ -66,6 +69,20 @@ def durable_server(request: pytest.FixtureRequest) -> Iterator[EmbeddedRedis]:
     """Like `fresh_server`, with every write in the AOF: it may be killed and started again."""
     with EmbeddedRedis(binary=_BINARIES[request.param], appendonly=True) as embedded:
         yield embedded
+
+
+@pytest.fixture(params=sorted(_BINARIES))
+def replicated(request: pytest.FixtureRequest) -> Iterator[Replicated]:
+    """A primary, a replica and three Sentinels (replication.py), of each kind of server."""
+    with Replicated(_BINARIES[request.param]) as servers:
+        yield servers
+
+
+@pytest.fixture(params=sorted(_BINARIES))
+def redis_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """A Redis Cluster of three primaries (clustered.py), of each kind of server."""
+    with Cluster(_BINARIES[request.param]) as cluster:
+        yield cluster
 
 
 @pytest.fixture
@@ -144,6 +161,14 @@ def rediswq(
         timeout=timeout,
         check=False,
     )
+
+
+def assert_drained_status(env: dict[str, str], done: int) -> None:
+    """`rediswq status --json` works with `env` and reads the run drained, `done` items done."""
+    status = rediswq("status", "--json", env=env)
+    assert status.returncode == 0, status.stderr
+    shown = json.loads(status.stdout)
+    assert (shown["done"], shown["pending"], shown["drained"]) == (done, 0, True), shown
 
 
 def spawn_worker(

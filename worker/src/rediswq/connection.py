@@ -15,8 +15,10 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.retry import Retry
 
+from rediswq.clusters import slot_options
 from rediswq.errors import ConfigError, QueueError
 from rediswq.logs import Log
+from rediswq.sentinels import Sentinels, master_client, sentinels_of
 from rediswq.waits import REPORT_EVERY, Waiting
 
 T = TypeVar("T")
@@ -139,28 +141,41 @@ def connect(
     outage: float = 300.0,
     log: Log | None = None,
     pooled: bool = False,
+    sentinels: Sentinels | None = None,
+    slot: int | None = None,
 ) -> redis.Redis:
     """A client for `url` (redis:// or rediss://); `password` is used only if the URL has none.
 
     Calls that lose Redis retry for `outage` seconds, saying so through `log`. Unless `pooled`,
-    it holds one connection, made at once (so Redis must answer by then).
+    it holds one connection, made at once (so Redis must answer by then). With `sentinels`, the
+    server is the primary they name, asked again on every reconnection: the URL gives only the
+    credentials, database and TLS options. With `slot`, the server is a Redis Cluster's node that
+    holds that hash slot (clusters.py), the URL one of its nodes.
     """
     _check(url)
     clock = Outage(outage, log)
     try:
-        client = redis.Redis.from_url(
-            url,
-            password=password or None,  # the URL's own password, if any, wins
+        options: dict[str, Any] = dict(
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             health_check_interval=30,
-            # One connection, no pool: a worker talks to Redis from one thread at a time (the
-            # lease keeper waits on the client's lock), and the pool's checkout and return
-            # measured 10-15 us of CPU per command here, a third of redis-py's whole share.
-            single_connection_client=not pooled,
             retry=OutageRetry(clock) if outage > 0 else Retry(NoBackoff(), 0),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         )
+        # One connection, no pool: a worker talks to Redis from one thread at a time (the
+        # lease keeper waits on the client's lock), and the pool's checkout and return
+        # measured 10-15 us of CPU per command here, a third of redis-py's whole share.
+        if sentinels is not None:
+            client = master_client(sentinels, url, password, single=not pooled, **options)
+        else:
+            if slot is not None:
+                options.update(slot_options(url, password, slot, timeout))
+            client = redis.Redis.from_url(
+                url,
+                password=password or None,  # the URL's own password, if any, wins
+                single_connection_client=not pooled,
+                **options,
+            )
     except ValueError as exc:
         raise _malformed(url, str(exc)) from None
     clock.where = where(client)
@@ -210,7 +225,11 @@ def redacted(url: str) -> str:
 
 
 def wait_until_ready(
-    url: str, password: str | None, timeout: float, log: Log | None = None
+    url: str,
+    password: str | None,
+    timeout: float,
+    log: Log | None = None,
+    sentinels: Sentinels | None = None,
 ) -> None:
     """Wait up to `timeout` seconds for Redis to answer: pods start before the Redis pod and
     its DNS name are ready. With `log`, say so while waiting (at once, then every 30 s).
@@ -218,7 +237,14 @@ def wait_until_ready(
     redis-py retries a number of times, not for a time; an operator sets a time, so this loop
     is ours, on a probe client that does not retry by itself.
     """
-    probe = connect(url, password, timeout=min(10.0, max(1.0, timeout)), outage=0, pooled=True)
+    probe = connect(
+        url,
+        password,
+        timeout=min(10.0, max(1.0, timeout)),
+        outage=0,
+        pooled=True,
+        sentinels=sentinels,
+    )
     deadline = time.monotonic() + timeout
     delay = 0.05
     waiting = Waiting(log) if log is not None else None
@@ -258,6 +284,8 @@ def _waiting_for(at: str, error: Exception, timeout: float) -> Callable[[float],
 
 
 def where(client: redis.Redis) -> str:
+    if (through := sentinels_of(client)) is not None:
+        return through
     kwargs = client.connection_pool.connection_kwargs
     if "path" in kwargs:
         return str(kwargs["path"])

@@ -1,8 +1,16 @@
-"""The Redis keys of one queue. The pending list is the bare queue name, as in the tutorial."""
+"""The Redis keys of one queue. The pending list is the bare queue name, as in the tutorial.
+
+On a Redis Cluster every key of a queue must be in one hash slot: its scripts touch them all in
+one call. There the other keys start with the name as a hash tag, `{job2}:leases`: Redis hashes
+only what is inside the braces, `job2`, which is also all it hashes of the bare `job2`, so the
+pending list keeps its name. On one server the keys keep the names they always had.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from redis.crc import key_slot
 
 from rediswq.errors import ConfigError
 
@@ -28,6 +36,8 @@ _LAYOUT = (
 @dataclass(frozen=True)
 class QueueKeys:
     name: str
+    cluster: bool = False  # the keys of a queue on a Redis Cluster: one hash slot
+    prefix: str = field(init=False)  # what every key but the pending list starts with
     pending: str = field(init=False)
     leases: str = field(init=False)
     deadlines: str = field(init=False)
@@ -45,21 +55,36 @@ class QueueKeys:
     def __post_init__(self) -> None:
         if not self.name.strip():
             raise ConfigError("queue name is empty; set --queue or QUEUE_NAME")
+        prefix = self.name
+        if self.cluster and not _tagged(self.name):
+            prefix = f"{{{self.name}}}"
+        object.__setattr__(self, "prefix", prefix)
         for attribute, suffix, _ in _LAYOUT:
-            object.__setattr__(self, attribute, self.name + suffix)
+            object.__setattr__(self, attribute, self.name if not suffix else prefix + suffix)
+        if self.cluster and key_slot(self.pending.encode()) != key_slot(self.leases.encode()):
+            # A name with braces that are not a tag of their own ("a}b"): `{a}b}` hashes `a`.
+            raise ConfigError(
+                f"queue name {self.name!r} cannot keep its keys in one hash slot of a Redis "
+                "Cluster; use a name without braces, or with a {tag} of its own"
+            )
+
+    @property
+    def slot(self) -> int:
+        """The hash slot of every key of the queue, on a Redis Cluster."""
+        return int(key_slot(self.pending.encode()))
 
     def staging(self, token: str) -> str:
-        return f"{self.name}:staging:{token}"
+        return f"{self.prefix}:staging:{token}"
 
     def run(self, run: str, part: str = "") -> str:
         """The record of run `run` (see runs.py), or its `part`: ":stats", ":failed", ":pending"
         (what it left undone), ":retries" (their attempt counts)."""
-        return f"{self.name}:run:{run}{part}"
+        return f"{self.prefix}:run:{run}{part}"
 
     @property
     def ended_runs(self) -> str:
         """Sorted set of the runs that ended, scored by when (ms)."""
-        return f"{self.name}:runs"
+        return f"{self.prefix}:runs"
 
     def all(self) -> list[str]:
         """Every key, in the order the Lua scripts expect them."""
@@ -68,6 +93,17 @@ class QueueKeys:
     def expected_types(self) -> dict[str, str]:
         """Redis type of each key that exists; 'none' is fine for all of them."""
         return {getattr(self, attribute): kind for attribute, _, kind in _LAYOUT}
+
+
+def _tagged(name: str) -> bool:
+    """Whether Redis Cluster hashes only part of `name`: its first `{` is followed, later, by a
+    `}` with something between them (the rule of the Cluster specification)."""
+    start = name.find("{")
+    return start >= 0 and name.find("}", start + 1) > start + 1
+
+
+# How the scripts find the prefix: the leases key without its suffix.
+_PREFIX = "local prefix = string.sub(leases, 1, -{})\n".format(len(":leases") + 1)
 
 
 def _lua_kinds() -> str:
@@ -80,13 +116,19 @@ def lua_binding() -> str:
     `kind_of`, where a script adds the types of keys of its own (see scripts.py). A function,
     not a table, for the layout: a table of it would be built on every call (~0.5 us a step)."""
     names = ", ".join(attribute for attribute, _, _ in _LAYOUT)
-    return f"local {names} = unpack(KEYS, 1, {len(_LAYOUT)})\n{_lua_kinds()}local kind_of = {{}}\n"
+    return (
+        f"local {names} = unpack(KEYS, 1, {len(_LAYOUT)})\n{_PREFIX}{_lua_kinds()}"
+        "local kind_of = {}\n"
+    )
 
 
 def lua_library_binding() -> tuple[str, str]:
     """The same names for the function library (see scripts.py): the lines that declare them
     once, when the library loads, and the lines each function runs first to bind them."""
     names = ", ".join(attribute for attribute, _, _ in _LAYOUT)
-    declare = f"local {names}, KEYS, ARGV, kind_of\n{_lua_kinds()}"
-    bind = f"{names} = unpack(keys, 1, {len(_LAYOUT)})\nKEYS, ARGV, kind_of = keys, args, {{}}\n"
+    declare = f"local {names}, prefix, KEYS, ARGV, kind_of\n{_lua_kinds()}"
+    bind = (
+        f"{names} = unpack(keys, 1, {len(_LAYOUT)})\n{_PREFIX[len('local ') :]}"
+        "KEYS, ARGV, kind_of = keys, args, {}\n"
+    )
     return declare, bind

@@ -45,6 +45,7 @@ from redis.commands.core import Script
 
 from rediswq.errors import ConfigError, QueueError
 from rediswq.keys import QueueKeys
+from rediswq.replicas import acknowledged
 from rediswq.scripts import Scripts, call
 
 
@@ -98,13 +99,15 @@ class WorkQueue:
         max_attempts: int = 5,
         require_seal: bool = True,
         run: str | None = None,
+        handin_replicas: int = 0,
+        cluster: bool = False,
     ) -> None:
         if lease_seconds <= 0:
             raise ConfigError(f"lease seconds must be positive, got {lease_seconds}")
         if max_attempts < 1:
             raise ConfigError(f"max attempts must be at least 1, got {max_attempts}")
         self.client = client
-        self.keys = QueueKeys(name)
+        self.keys = QueueKeys(name, cluster)
         self._keys = self.keys.all()
         self.session = session or uuid.uuid4().hex
         self.lease_ms = max(1, round(lease_seconds * 1000))
@@ -114,6 +117,9 @@ class WorkQueue:
         self.run_id = run
         self._seal_arg: str | int = f"={run}" if run else int(require_seal)
         self.scripts = Scripts.register(client)
+        # Replicas a hand-in waits for (REPLICATED_HANDINS), up to a second: fewer completions
+        # lost to a failover, so fewer repeats; a replica that lags only slows the worker.
+        self.handin_replicas = handin_replicas
         # Request ids (see the module's docstring) grow across restarts too: a process that
         # reuses a session starts above the ids its predecessor left in Redis.
         self._requests = itertools.count(time.time_ns() // 1000)
@@ -143,6 +149,8 @@ class WorkQueue:
         ]
         args += [lease.id for lease in done]
         reply = self.run(self.scripts.lease, args)
+        if done and self.handin_replicas:
+            acknowledged(self.client, self.handin_replicas)
         first = 1 + len(done)
         leases = [
             Lease(int(reply[i]), reply[i + 2], int(reply[i + 1]))
@@ -160,7 +168,10 @@ class WorkQueue:
     def complete(self, *leases: Lease) -> list[bool]:
         """True for each lease this session still held; False if it expired and was re-leased."""
         args = [self.session, self.next_request(), *self._ids(leases)]
-        return [bool(f) for f in self.run(self.scripts.complete, args)]
+        completed = [bool(f) for f in self.run(self.scripts.complete, args)]
+        if self.handin_replicas:
+            acknowledged(self.client, self.handin_replicas)
+        return completed
 
     def extend(self, *leases: Lease) -> list[bool]:
         """Renew the leases' deadlines; False for each lease this session no longer holds."""

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -52,9 +53,15 @@ class EmbeddedRedis:
     """A throw-away server on 127.0.0.1. `restart()` keeps its port and data directory."""
 
     def __init__(
-        self, *, appendonly: bool = False, password: str | None = None, binary: str | None = None
+        self,
+        *,
+        appendonly: bool = False,
+        password: str | None = None,
+        binary: str | None = None,
+        options: Sequence[str] = (),
     ) -> None:
         self.binary = binary or find_binary()
+        self.options = tuple(options)  # more of the server's flags (--replicaof HOST PORT)
         self.appendonly = appendonly
         self.password = password
         self.port = free_port()
@@ -80,6 +87,7 @@ class EmbeddedRedis:
         ]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.options
         # A session of its own: Ctrl-C in the terminal of `rediswq local` must not stop the
         # server before the workers have put their items back; its owner stops it. None of our
         # pipes either: a server left running (`detach`) would hold them open, and a reader

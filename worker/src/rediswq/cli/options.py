@@ -17,7 +17,9 @@ from typing import Any, TypeAlias
 
 from rediswq.errors import ConfigError
 from rediswq.logs import FORMATS, level_named
+from rediswq.replicas import replica_count
 from rediswq.retry import Backoff
+from rediswq.sentinels import DEFAULT_MASTER, addresses
 from rediswq.sources import sha256_digest
 
 Parse = Callable[[str], Any]
@@ -37,6 +39,7 @@ INTERACTIVE_WAIT = "5"
 WORKER = frozenset({"worker"})
 RUNS = frozenset({"worker", "seed"})  # the commands that name a run
 SERVING = frozenset({"worker", "exporter"})  # the commands that may serve metrics
+DURABLE = frozenset({"worker", "seed", "runs"})  # the commands that may wait for replicas
 
 
 def _number(kind: Callable[[str], float], *, minimum: float, strict: bool) -> Parse:
@@ -158,6 +161,16 @@ SETTINGS: tuple[Setting, ...] = (
        defaults=dict.fromkeys(INTERACTIVE, INTERACTIVE_WAIT)),
     Setting("--redis-outage-timeout", "REDIS_OUTAGE_TIMEOUT", "300", positive, CONNECTED,
        "seconds to keep retrying once Redis is lost mid-run"),
+    Setting("--redis-sentinels", "REDIS_SENTINELS", "", addresses, CONNECTED,
+       "HOST:PORT,... of Redis Sentinels: they name the primary, followed through a failover; "
+       "REDIS_URL then gives only the credentials, database and TLS"),
+    Setting("--redis-sentinel-master", "REDIS_SENTINEL_MASTER", DEFAULT_MASTER, text, CONNECTED,
+       "the name the Sentinels know the primary by"),
+    Setting(None, "REDIS_SENTINEL_PASSWORD", "", text, CONNECTED,
+       "the Sentinels' own password (their requirepass), if they have one"),
+    Setting("--redis-min-replicas", "REDIS_MIN_REPLICAS", "auto", replica_count, DURABLE,
+       "replicas that must hold a seal, a supersede or a restore before the command returns "
+       "(WAIT); auto: 1 if the primary has a replica, else 0"),
     Setting("--queue", "QUEUE_NAME", "job2", text, CONNECTED | {"local"}, "the queue's name"),
     Setting("--lease-seconds", "LEASE_SECONDS", "60", positive, WORKER,
        "how long a lease lasts unless renewed"),
@@ -183,6 +196,9 @@ SETTINGS: tuple[Setting, ...] = (
        "larger results are not kept (and are logged)"),
     Setting("--results-ttl", "RESULTS_TTL", "604800", at_least_one, WORKING,
        "seconds the results are kept after the last one"),
+    Setting("--replicated-handins", "REPLICATED_HANDINS", "false", boolean, WORKER,
+       "a worker's hand-in also waits for REDIS_MIN_REPLICAS replicas: fewer repeats after a "
+       "failover, one more wait per step", switch="true"),
     Setting("--seal-timeout", "SEAL_TIMEOUT", "600", non_negative, WORKER,
        "seconds to wait for the seed to seal the queue"),
     Setting("--no-seal", "REQUIRE_SEAL", "true", boolean, WORKER,

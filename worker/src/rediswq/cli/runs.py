@@ -6,6 +6,7 @@ import argparse
 
 from rediswq.cli.options import Commands, add_settings
 from rediswq.cli.queues import queue_of
+from rediswq.replicas import replicated
 from rediswq.runs import restore
 
 
@@ -25,6 +26,8 @@ def add_command(commands: Commands) -> None:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    count = restore(queue_of(args), args.run_id)
+    queue = queue_of(args)
+    count = restore(queue, args.run_id)
+    replicated(queue.client, args.redis_min_replicas, args.redis_outage_timeout)
     print(f"Restored {count} items of run {args.run_id} into {args.queue_name!r}")
     return 0

@@ -9,6 +9,7 @@ from typing import NoReturn
 
 from rediswq.cli.options import Commands, add_settings
 from rediswq.cli.queues import queue_of
+from rediswq.replicas import replicated
 from rediswq.seeding import planned, seed
 
 
@@ -42,6 +43,9 @@ def _seed(args: argparse.Namespace, usage: Callable[[str], NoReturn]) -> int:
     queue = queue_of(args)
     queue.check_types()
     result = seed(queue, items, reset=args.reset, run=run)
+    # Also when the queue was already sealed: this seed may be the retry of one whose seal a
+    # replica never acknowledged, and exiting 0 ends the seed Job.
+    replicated(queue.client, args.redis_min_replicas, args.redis_outage_timeout)
     for line in result.report(args.queue_name):
         print(line)
     return 0

@@ -3,7 +3,7 @@
 -- copy with its attempt count. ARGV: run id, token (one per `runs restore` call), keep_seconds.
 -- Returns {"restored", n} (also to a replay of the same call), {"already", n} or {"none", 0}.
 local run, token, keep = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local info = pending .. ':run:' .. run
+local info = prefix .. ':run:' .. run
 local aside, aside_retries = info .. ':pending', info .. ':retries'
 if redis.call('HGET', info, 'restore_token') == token then
   return {'restored', tonumber(redis.call('HGET', info, 'restored'))}

@@ -11,9 +11,9 @@
 local staging = KEYS[#KEYS]
 local reset, run, token = ARGV[1] == '1', ARGV[2], ARGV[3]
 local expected, keep = tonumber(ARGV[4]), tonumber(ARGV[5])
-local runs = pending .. ':runs'
+local runs = prefix .. ':runs'
 local function record_of(id)
-  return pending .. ':run:' .. id
+  return prefix .. ':run:' .. id
 end
 
 check(sealed)
