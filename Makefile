@@ -92,7 +92,10 @@ bench: $(RUNTIME_STAMP) ## Cost per item against the tutorial and a reference lo
 lock: $(DEV_STAMP) ## Re-resolve every lock, with hashes: the venv's, the image's, the example's
 	scripts/lock.sh
 
-oldest newest: $(DEV_STAMP) ## The worker's tests (and, newest, mypy) on the oldest / newest versions its ranges allow
+oldest: $(DEV_STAMP) ## The worker's tests on the oldest versions its dependency ranges allow
+	scripts/drift.sh $@ $(PYTEST_ARGS)
+
+newest: $(DEV_STAMP) ## mypy and the worker's tests on the newest versions its ranges allow
 	scripts/drift.sh $@ $(PYTEST_ARGS)
 
 alert-rules: $(DEV_STAMP) ## Write components/metrics/prometheusrule.yaml from alerts.rules.yaml
