@@ -81,12 +81,14 @@ def test_prefetch_leases_several_items_per_round_trip(make_queue: QueueFactory) 
 def started_on_an_unsealed_queue(
     queue: WorkQueue, poll_interval: float
 ) -> tuple[threading.Thread, list[bytes]]:
-    """A worker thread, half a second into waiting for the seed; and what it works on."""
+    """A worker thread that has found the queue unsealed and said it waits for the seed; and
+    what it works on."""
     seen: list[bytes] = []
-    worker = Worker(queue, seen.append, log=Log(), poll_interval=poll_interval)
+    log = Log()
+    worker = Worker(queue, seen.append, log=log, poll_interval=poll_interval)
     thread = threading.Thread(target=worker.run)
     thread.start()
-    time.sleep(0.5)
+    log.wait_for("waiting", reason="seal")
     return thread, seen
 
 
@@ -120,14 +122,15 @@ def test_the_end_is_noticed_quickly(make_queue: QueueFactory) -> None:
     seed(holder, [b"last"])
     (lease,) = holder.lease()
     finished = threading.Event()
+    log = Log()
 
     def work() -> None:
-        Worker(waiter, lambda item: None, log=Log(), poll_interval=30).run()
+        Worker(waiter, lambda item: None, log=log, poll_interval=30).run()
         finished.set()
 
     thread = threading.Thread(target=work)
     thread.start()
-    time.sleep(0.3)
+    log.wait_for("waiting", reason="leases")
     assert not finished.is_set()
     holder.complete(lease)
     completed_at = time.monotonic()
