@@ -18,6 +18,7 @@ from faults import FaultProxy
 from itemserver import ItemServer
 from rediswq.cli.options import SETTINGS
 from rediswq.connection import connect
+from rediswq.logs import message
 from rediswq.queue import WorkQueue
 from rediswq.server import EmbeddedRedis
 
@@ -158,6 +159,19 @@ def spawn_worker(
         text=True,
         env=env or cli_env(),
     )  # fmt: skip
+
+
+def said_until(worker: subprocess.Popen[str], wanted: str) -> list[str]:
+    """What `worker` (from spawn_worker) printed, each line's message (else the line), up to the
+    first message that starts with `wanted`: the sign that it got that far. Fails if it exits
+    first; read the rest with .communicate()."""
+    assert worker.stdout is not None
+    said: list[str] = []
+    for line in worker.stdout:
+        said.append(message(line.rstrip("\n")) or line.rstrip("\n"))
+        if said[-1].startswith(wanted):
+            return said
+    raise AssertionError(f"exit {worker.wait()} before saying {wanted!r}: {said}")
 
 
 def loop_pid(command: subprocess.Popen[str], timeout: float = 30) -> int:
