@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from collected import Log
-from conftest import QueueFactory, cli_env, spawn_worker
+from conftest import QueueFactory, cli_env, said_until, spawn_worker
 from recording import recorded
 from rediswq import WorkQueue, seed
 from rediswq.errors import QueueError
-from rediswq.logs import message, messages
+from rediswq.logs import messages
 from rediswq.server import EmbeddedRedis
 from rediswq.worker import Worker, exit_code
 
@@ -148,15 +148,10 @@ def test_sigterm_releases_the_item_at_once_and_exits_non_zero(
     worker = spawn_worker(
         server.url, queue.keys.name, "--handler", "recording:record_slowly", env=env
     )
-    assert worker.stdout is not None
-    lines = []
-    for line in worker.stdout:
-        lines.append(line.rstrip())
-        if (message(line) or "").startswith("Working on"):
-            break
+    said = said_until(worker, "Working on")
     worker.send_signal(signal.SIGTERM)
     out, _ = worker.communicate(timeout=10)
-    lines = messages("\n".join([*lines, *out.splitlines()]))
+    lines = [*said, *messages(out)]
     assert worker.returncode == 128 + signal.SIGTERM
     assert "Working on first" in lines
     assert lines[-1] == "Stopped by SIGTERM, exiting"
