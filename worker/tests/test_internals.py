@@ -17,8 +17,10 @@ from typing import Any, TypeVar
 import pytest
 import redis
 from conftest import QueueFactory
+from redis.retry import Retry
 from rediswq import scripts, seed
-from rediswq.connection import connect
+from rediswq.connection import OutageRetry, connect, unsupported_retry
+from rediswq.errors import QueueError
 from rediswq.server import EmbeddedRedis
 
 T = TypeVar("T")
@@ -156,3 +158,41 @@ def test_without_an_internal_steps_take_the_public_path_and_say_so_once(
     (said,) = caplog.messages
     assert said.startswith(f"redis-py {redis.__version__} lacks ")
     assert said.endswith(".renamed_in_v99: queue steps take its public path, slower")
+
+
+def test_outage_retry_takes_every_argument_redis_pys_retry_is_called_with(
+    client: redis.Redis,
+) -> None:
+    unsupported_retry.cache_clear()
+    assert unsupported_retry() is None
+    retry = client.connection.retry  # type: ignore[union-attr]
+    assert isinstance(retry, OutageRetry)
+    # redis-py gave the connection a copy, with the errors connect() asked it to retry on.
+    assert {redis.ConnectionError, redis.TimeoutError} <= set(retry._supported_errors)
+
+
+def test_a_redis_py_whose_retry_changed_is_refused_in_one_line(
+    server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def changed(
+        self: Retry,
+        do: Callable[[], T],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+        *,
+        budget: float | None = None,
+    ) -> T:
+        raise AssertionError("never called")
+
+    monkeypatch.setattr(Retry, "call_with_retry", changed)
+    unsupported_retry.cache_clear()
+    try:
+        with pytest.raises(QueueError) as refused:
+            connect(server.url)
+    finally:
+        unsupported_retry.cache_clear()
+    assert str(refused.value) == (
+        f"redis-py {redis.__version__} is not supported: its Retry.call_with_retry takes budget "
+        "(the retry of --redis-outage-timeout builds on it)"
+    )
