@@ -14,8 +14,8 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from types import TracebackType
-from typing import Any, TypeVar
+from types import SimpleNamespace, TracebackType
+from typing import Any, TypeVar, cast
 
 import pytest
 import redis
@@ -161,6 +161,21 @@ def test_without_an_internal_steps_take_the_public_path_and_say_so_once(
     (said,) = caplog.messages
     assert said.startswith(f"redis-py {redis.__version__} lacks ")
     assert said.endswith(".renamed_in_v99: queue steps take its public path, slower")
+
+
+def test_a_client_whose_connection_is_renamed_takes_the_public_path_and_says_so_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Told apart from a pooled client (whose `connection` is None), which is not a problem."""
+    monkeypatch.setattr(scripts, "_DIRECT", {})
+    renamed = cast(redis.Redis, SimpleNamespace(single_connection_lock=threading.RLock()))
+    with caplog.at_level(logging.WARNING, logger="rediswq.scripts"):
+        assert scripts.direct(renamed) is None
+        assert scripts.direct(renamed) is None
+    assert caplog.messages == [
+        f"redis-py {redis.__version__} lacks Redis.connection: queue steps take its public path, "
+        "slower"
+    ]
 
 
 def test_outage_retry_takes_every_argument_redis_pys_retry_is_called_with(

@@ -226,8 +226,8 @@ def direct(client: redis.Redis) -> AbstractConnection | None:
     or for a redis-py without what the direct path uses (said once; redis-py's public path then
     gives the same replies, ~25 us a step slower)."""
     connection: AbstractConnection | None = getattr(client, "connection", None)
-    if connection is None:
-        return None
+    if connection is None and hasattr(client, "connection"):
+        return None  # a pooled client
     kind = (type(client), type(connection))
     usable = _DIRECT.get(kind)
     if usable is None:
