@@ -68,8 +68,10 @@ lint: $(DEV_STAMP) ## ruff, mypy --strict, actionlint, shellcheck, shfmt, yamlli
 	$(BIN)/shfmt -i 2 -d $$(git ls-files '*.sh')
 	$(BIN)/yamllint --strict .
 
+# In parallel, a process per core (pytest-xdist): each process starts its own servers, and each
+# test uses its own queue. PYTEST_ARGS="-n 0" runs them one by one.
 unit: $(DEV_STAMP) ## Worker tests against real Redis servers
-	$(BIN)/pytest worker/tests $(PYTEST_ARGS)
+	$(BIN)/pytest -n auto worker/tests $(PYTEST_ARGS)
 
 manifests: $(DEV_STAMP) ## Render every overlay, validate the schemas, check the objects; e2e's unit tests
 	$(BIN)/pytest -m "not kind and not docker and not flux" e2e $(PYTEST_ARGS)

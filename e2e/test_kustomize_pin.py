@@ -6,10 +6,12 @@ through KUSTOMIZE_MIRROR and run a copy of the script in a temporary tree, whose
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import tarfile
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,8 @@ from rendering import REPO, kubectl
 
 SCRIPT = REPO / "scripts" / "kustomize.sh"
 PLATFORMS = ("linux-amd64", "linux-arm64", "darwin-amd64", "darwin-arm64")
+# Where kustomize publishes its archives and their checksums.txt (the script's default mirror).
+RELEASES = "https://github.com/kubernetes-sigs/kustomize/releases/download"
 
 
 def pinned_version() -> str:
@@ -110,18 +114,38 @@ def mirror_with(tmp_path: Path, platform: str, body: str) -> Path:
     return mirror
 
 
-def test_every_platform_has_a_published_sha256() -> None:
-    for platform in PLATFORMS:
-        result = subprocess.run(
-            [SCRIPT, "checksum", platform], capture_output=True, text=True, check=False
-        )
-        assert result.returncode == 0, result.stderr
-        assert re.fullmatch(r"[0-9a-f]{64}\n", result.stdout), (platform, result.stdout)
-    sums = [
-        subprocess.run([SCRIPT, "checksum", p], capture_output=True, text=True, check=False).stdout
-        for p in PLATFORMS
-    ]
+def pinned_sha256(platform: str) -> str:
+    result = subprocess.run(
+        [SCRIPT, "checksum", platform], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_every_platform_has_a_sha256_of_its_own() -> None:
+    sums = [pinned_sha256(platform) for platform in PLATFORMS]
+    for platform, printed in zip(PLATFORMS, sums, strict=True):
+        assert re.fullmatch(r"[0-9a-f]{64}\n", printed), (platform, printed)
     assert len(set(sums)) == len(PLATFORMS), "two platforms share one checksum"
+
+
+def test_every_platforms_sha256_is_the_one_the_release_publishes() -> None:
+    # The script's own mirror, if one is set: its archives must match these checksums too.
+    mirror = os.environ.get("KUSTOMIZE_MIRROR", f"{RELEASES}/kustomize%2F{pinned_version()}")
+    url = f"{mirror}/checksums.txt"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - https or a mirror
+            published = response.read().decode()
+    except OSError as exc:  # URLError, a timeout: no route to GitHub from here
+        if os.environ.get("GITHUB_ACTIONS") == "true":  # where GitHub is always reachable
+            raise
+        pytest.skip(f"GitHub is not reachable from here ({exc}); checked on GitHub Actions: {url}")
+    # One "<sha256>  <archive name>" line per release asset.
+    sums = {name: digest for digest, name in map(str.split, filter(None, published.splitlines()))}
+    for platform in PLATFORMS:
+        archive = f"kustomize_{pinned_version()}_{platform.replace('-', '_')}.tar.gz"
+        assert archive in sums, f"the release publishes no {archive}"
+        assert pinned_sha256(platform) == f"{sums[archive]}\n", platform
 
 
 def test_a_platform_without_a_release_archive_is_an_error() -> None:
@@ -141,9 +165,7 @@ def test_an_archive_with_the_wrong_sha256_is_refused_and_not_kept(
     platform = this_platform()
     mirror = mirror_with(tmp_path, platform, "echo tampered")
     result = run(tree, "bin", path=system_path, KUSTOMIZE_MIRROR=f"file://{mirror}")
-    want = subprocess.run(
-        [SCRIPT, "checksum", platform], capture_output=True, text=True, check=False
-    ).stdout.strip()
+    want = pinned_sha256(platform).strip()
     assert result.returncode == 1
     assert f"expected {want}; not using it" in result.stderr
     assert result.stdout == ""

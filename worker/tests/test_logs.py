@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from collected import Log
-from conftest import QueueFactory, cli_env, rediswq, spawn_worker
+from conftest import QueueFactory, cli_env, rediswq, said_until, spawn_worker
 from recording import recorded
 from rediswq import WorkQueue, seed
 from rediswq.connection import connect, wait_until_ready
@@ -258,13 +258,7 @@ def test_two_workers_of_one_pod_hold_their_leases_apart(
         HOSTNAME="job-wq-2-x7k2p", WORK_SECONDS="0.002",
     )  # fmt: skip
     workers = [spawn_worker(server.url, queue_name, "--prefetch", "3", env=env) for _ in range(2)]
-    said: list[list[str]] = [[], []]
-    for worker, lines in zip(workers, said, strict=True):  # both wait for the seal: they overlap
-        assert worker.stdout is not None
-        for line in worker.stdout:
-            lines.append(message(line.rstrip("\n")) or line)
-            if lines[-1].startswith("Waiting for queue"):
-                break
+    said = [said_until(worker, "Waiting for queue") for worker in workers]  # they overlap
     seed(queue, [item.encode() for item in items])
     outputs = ["\n".join(lines) + worker.communicate(timeout=120)[0]
                for worker, lines in zip(workers, said, strict=True)]  # fmt: skip

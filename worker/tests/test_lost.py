@@ -10,12 +10,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import cli_env, loop_pid, spawn_worker
+from conftest import cli_env, loop_pid, said_until, spawn_worker
 from recording import recorded
 from rediswq import WorkQueue, seed
 from rediswq.connection import connect
 from rediswq.errors import EXIT_FAILURE
-from rediswq.logs import message
 from rediswq.server import EmbeddedRedis
 
 # Long enough that a worker waiting for a seal could not end the test on its own.
@@ -72,8 +71,8 @@ def test_a_waiting_worker_that_saw_the_seal_says_redis_lost_the_queue(
         fresh_server.url, queue_name, "--handler", "recording:record", *SEAL_TIMEOUT,
         env=cli_env(RECORD_FILE=str(record)),
     )  # fmt: skip
-    _wait_for(lambda: recorded(str(record)) == ["mine"], worker)
-    time.sleep(0.5)  # it waits for the other lease now
+    said_until(worker, "Nothing pending in queue")  # it waits for the other lease now
+    assert recorded(str(record)) == ["mine"]
     assert "nothing is pending or leased" in _restarted_empty(fresh_server, worker, queue_name)
 
 
@@ -87,10 +86,7 @@ def test_a_lost_lease_is_logged_once(
         fresh_server.url, queue_name, "--handler", "recording:record_slowly",
         "--lease-seconds", "0.6", env=env,
     )  # fmt: skip
-    assert worker.stdout is not None
-    for line in worker.stdout:
-        if (message(line) or "").startswith("Working on slow"):
-            break
+    said_until(worker, "Working on slow")
     stalled = loop_pid(worker)
     os.kill(stalled, signal.SIGSTOP)  # a pause longer than the lease, as a long GC or a stall
     try:

@@ -11,14 +11,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import cli_env, rediswq, spawn_worker
+from conftest import cli_env, rediswq, said_until, spawn_worker
 from fullredis import filled
 from prometheus_client.parser import text_string_to_metric_families
 from rediswq import WorkQueue, seed
 from rediswq.cli.options import listen_address
 from rediswq.connection import connect
 from rediswq.errors import EXIT_CONFIG
-from rediswq.logs import message, messages
+from rediswq.logs import messages
 from rediswq.server import EmbeddedRedis
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -58,12 +58,7 @@ def test_a_workers_metrics_match_what_it_did_in_a_real_run(
         server.url, queue_name, "--handler", "recording:gated", "--max-attempts", "1",
         "--metrics-port", f"127.0.0.1:{port}", env=env,
     )  # fmt: skip
-    assert worker.stdout is not None
-    said = []
-    for line in worker.stdout:  # until the worker holds "last", which waits for the gate
-        said.append(message(line.rstrip("\n")))
-        if said[-1] == "Working on last":
-            break
+    said = said_until(worker, "Working on last")  # which waits for the gate
     assert f"Serving metrics on 127.0.0.1:{port}/metrics" in said
     during = scraped(port)
     q = {"queue": queue_name}

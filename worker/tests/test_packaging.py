@@ -7,10 +7,13 @@ the one running the tests (a .pth line), so only the package itself is installed
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import tomllib
 import venv
 from pathlib import Path
@@ -19,6 +22,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 VERSION = tomllib.loads((REPO / "worker" / "pyproject.toml").read_text())["project"]["version"]
+# The builds write into the source tree (worker/build), where two at once collide ("File exists:
+# build/bdist..."): under `pytest -n` the processes take turns through this lock.
+_TREE = hashlib.sha1(str(REPO).encode(), usedforsecurity=False).hexdigest()[:12]
+BUILD_LOCK = Path(tempfile.gettempdir(), f"rediswq-build-{_TREE}.lock")
 
 
 def _fresh(where: Path) -> Path:
@@ -34,11 +41,13 @@ def _fresh(where: Path) -> Path:
 
 
 def _install(python: Path, target: str) -> None:
-    installed = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
-         "--no-index", "--no-deps", "--no-build-isolation", target],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+    with BUILD_LOCK.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        installed = subprocess.run(
+            [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
+             "--no-index", "--no-deps", "--no-build-isolation", target],
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
     assert installed.returncode == 0, installed.stdout + installed.stderr
 
 

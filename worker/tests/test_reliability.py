@@ -11,11 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import cli_env, rediswq, spawn_worker, stats_of
+from conftest import cli_env, rediswq, said_until, spawn_worker, stats_of
 from recording import recorded
 from rediswq import WorkQueue, seed
 from rediswq.connection import connect
-from rediswq.logs import message, messages
+from rediswq.logs import messages
 from rediswq.server import EmbeddedRedis
 
 
@@ -64,11 +64,7 @@ def test_a_killed_workers_item_is_reclaimed_and_done_by_another(
     env = cli_env(RECORD_FILE=str(record), SLOW_SECONDS="0.5")
     args = ("--handler", "recording:record_slowly", "--lease-seconds", "1.5")
     victim = spawn_worker(server.url, queue_name, *args, env=env)
-    assert victim.stdout is not None
-    for line in victim.stdout:
-        if (said := message(line.rstrip("\n")) or "").startswith("Working on"):
-            held = said.removeprefix("Working on ").strip()
-            break
+    held = said_until(victim, "Working on ")[-1].removeprefix("Working on ").strip()
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     survivors = [spawn_worker(server.url, queue_name, *args, env=env) for _ in range(2)]
@@ -113,7 +109,7 @@ def test_workers_started_before_the_seed_never_exit_early(
         spawn_worker(server.url, queue_name, "--handler", "recording:record", env=env)
         for _ in range(2)
     ]
-    time.sleep(1.5)
+    said = [said_until(worker, "Waiting for queue") for worker in workers]
     assert [w.poll() for w in workers] == [None, None]
     seeded = rediswq(
         "seed", "--redis-url", server.url, "--queue", queue_name, stdin=b"late\nlater\n"
@@ -122,7 +118,7 @@ def test_workers_started_before_the_seed_never_exit_early(
     outputs = finish(workers)
     assert [w.returncode for w in workers] == [0, 0], outputs
     assert sorted(recorded(str(record))) == ["late", "later"]
-    assert all("Initial queue state: empty=True" in out for out in outputs)
+    assert all("Initial queue state: empty=True" in lines for lines in said)
 
 
 def test_the_worker_process_exits_zero_after_dead_lettering(

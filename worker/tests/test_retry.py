@@ -84,9 +84,10 @@ def test_a_worker_waits_for_a_delayed_retry_instead_of_exiting(make_queue: Queue
     (lease,) = failing.lease()
     DeadLetters(failing).settle(lease, Failure("OSError", "down", ""), delay=1.5)
     worked: list[bytes] = []
-    thread = threading.Thread(target=Worker(waiting, worked.append, log=Log()).run)
+    log = Log()
+    thread = threading.Thread(target=Worker(waiting, worked.append, log=log).run)
     thread.start()
-    time.sleep(0.7)
+    log.wait_for("waiting", reason="leases")  # it found nothing to lease, and stays
     assert thread.is_alive() and worked == []
     thread.join(timeout=10)
     assert worked == [b"x"]

@@ -24,6 +24,7 @@ from conftest import (
     loop_pid,
     pending_of,
     rediswq,
+    said_until,
     spawn_worker,
     stats_of,
 )
@@ -140,7 +141,8 @@ def test_workers_of_a_new_run_wait_for_its_seed_despite_the_old_seal(
     ran(deploy.worker(old))
     new = deploy.items("b", ["cherry", "date"])
     early = [deploy.worker(new), deploy.worker(new)]
-    time.sleep(2)  # long enough to have seen the drained old run, many polls over
+    for worker in early:  # each saw the old run's seal and drained queue, and stays
+        said_until(worker, "Waiting for queue")
     assert all(worker.poll() is None for worker in early), "a new run's worker ended early"
     assert deploy.seed(new).returncode == 0
     for worker in early:
@@ -259,7 +261,7 @@ def test_a_worker_whose_run_ended_drained_before_the_next_seed_exits_0(
     assert deploy.seed(old).returncode == 0
     (held,) = WorkQueue(client, deploy.queue).lease()  # another worker's lease: this one waits
     waiting = deploy.worker(old)
-    time.sleep(3)  # started, and waiting on the lease
+    said_until(waiting, "Nothing pending in queue")  # waiting on the lease
     stalled = loop_pid(waiting)
     os.kill(stalled, signal.SIGSTOP)  # so its next look comes after both steps below
     try:

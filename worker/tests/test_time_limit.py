@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import QueueFactory, cli_env, rediswq, spawn_worker
+from conftest import QueueFactory, cli_env, rediswq, said_until, spawn_worker
 from recording import recorded
 from rediswq import seed
 from rediswq.deadletter import DeadLetters
 from rediswq.execution import Outcome, TimeLimited
 from rediswq.handlers import HandlerSpec
-from rediswq.logs import message
 from rediswq.server import EmbeddedRedis
 
 
@@ -75,11 +76,7 @@ def test_sigterm_during_a_limited_item_puts_it_back_uncharged(
         server.url, queue.keys.name, "--handler", "recording:block_in_c", "--item-timeout", "60",
         env=env,
     )  # fmt: skip
-    assert worker.stdout is not None
-    for line in worker.stdout:
-        if (message(line) or "").startswith("Working on"):
-            break
-    time.sleep(0.3)
+    _blocked_in_handler(worker)
     worker.send_signal(signal.SIGTERM)
     out, _ = worker.communicate(timeout=15)
     assert worker.returncode == 128 + signal.SIGTERM, out
@@ -107,6 +104,21 @@ def _handler_processes(pid: int) -> list[int]:
     return found
 
 
+def _blocked_in_handler(worker: subprocess.Popen[str], timeout: float = 30) -> int:
+    """The process that runs `worker`'s handler, once recording:block_in_c runs in it: that
+    handler's hanging thread has started. ("Working on" comes before the process is started.)"""
+    said_until(worker, "Working on")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for child in _handler_processes(worker.pid):
+            with contextlib.suppress(FileNotFoundError):  # it may have just ended
+                if len(list(Path(f"/proc/{child}/task").iterdir())) > 1:
+                    return child
+        assert worker.poll() is None, worker.communicate()
+        time.sleep(0.05)
+    raise AssertionError(f"no handler blocked within {timeout:g}s")
+
+
 def test_the_handlers_process_dies_with_a_killed_worker(
     server: EmbeddedRedis, make_queue: QueueFactory, tmp_path: Path
 ) -> None:
@@ -116,15 +128,7 @@ def test_the_handlers_process_dies_with_a_killed_worker(
         server.url, queue.keys.name, "--handler", "recording:block_in_c", "--item-timeout", "60",
         env=cli_env(RECORD_FILE=str(tmp_path / "done")),
     )  # fmt: skip
-    assert worker.stdout is not None
-    for line in worker.stdout:
-        if (message(line) or "").startswith("Working on"):
-            break
-    deadline = time.monotonic() + 30
-    while not (children := _handler_processes(worker.pid)) and time.monotonic() < deadline:
-        time.sleep(0.05)  # "Working on" comes before the handler's process is started
-    [child] = children
-    time.sleep(0.5)  # into the handler
+    child = _blocked_in_handler(worker)
     worker.kill()
     worker.communicate(timeout=10)
     deadline = time.monotonic() + 10

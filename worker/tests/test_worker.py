@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from collected import Log
-from conftest import QueueFactory, cli_env, spawn_worker
+from conftest import QueueFactory, cli_env, said_until, spawn_worker
 from recording import recorded
 from rediswq import WorkQueue, seed
 from rediswq.errors import QueueError
-from rediswq.logs import message, messages
+from rediswq.logs import messages
 from rediswq.server import EmbeddedRedis
 from rediswq.worker import Worker, exit_code
 
@@ -81,12 +81,14 @@ def test_prefetch_leases_several_items_per_round_trip(make_queue: QueueFactory) 
 def started_on_an_unsealed_queue(
     queue: WorkQueue, poll_interval: float
 ) -> tuple[threading.Thread, list[bytes]]:
-    """A worker thread, half a second into waiting for the seed; and what it works on."""
+    """A worker thread that has found the queue unsealed and said it waits for the seed; and
+    what it works on."""
     seen: list[bytes] = []
-    worker = Worker(queue, seen.append, log=Log(), poll_interval=poll_interval)
+    log = Log()
+    worker = Worker(queue, seen.append, log=log, poll_interval=poll_interval)
     thread = threading.Thread(target=worker.run)
     thread.start()
-    time.sleep(0.5)
+    log.wait_for("waiting", reason="seal")
     return thread, seen
 
 
@@ -120,14 +122,15 @@ def test_the_end_is_noticed_quickly(make_queue: QueueFactory) -> None:
     seed(holder, [b"last"])
     (lease,) = holder.lease()
     finished = threading.Event()
+    log = Log()
 
     def work() -> None:
-        Worker(waiter, lambda item: None, log=Log(), poll_interval=30).run()
+        Worker(waiter, lambda item: None, log=log, poll_interval=30).run()
         finished.set()
 
     thread = threading.Thread(target=work)
     thread.start()
-    time.sleep(0.3)
+    log.wait_for("waiting", reason="leases")
     assert not finished.is_set()
     holder.complete(lease)
     completed_at = time.monotonic()
@@ -145,15 +148,10 @@ def test_sigterm_releases_the_item_at_once_and_exits_non_zero(
     worker = spawn_worker(
         server.url, queue.keys.name, "--handler", "recording:record_slowly", env=env
     )
-    assert worker.stdout is not None
-    lines = []
-    for line in worker.stdout:
-        lines.append(line.rstrip())
-        if (message(line) or "").startswith("Working on"):
-            break
+    said = said_until(worker, "Working on")
     worker.send_signal(signal.SIGTERM)
     out, _ = worker.communicate(timeout=10)
-    lines = messages("\n".join([*lines, *out.splitlines()]))
+    lines = [*said, *messages(out)]
     assert worker.returncode == 128 + signal.SIGTERM
     assert "Working on first" in lines
     assert lines[-1] == "Stopped by SIGTERM, exiting"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -88,9 +90,18 @@ class OutageRetry(Retry):
 
     Also never retries an AuthenticationError: it subclasses ConnectionError, and a wrong
     password never heals.
+
+    It overrides `call_with_retry` and reads `_supported_errors`, which redis-py does not
+    document: a redis-py that changed either is refused when the client is made, in one line
+    (`unsupported_retry`), rather than misbehaving in the middle of an outage.
     """
 
     def __init__(self, outage: Outage) -> None:
+        if (why := unsupported_retry()) is not None:
+            raise QueueError(
+                f"redis-py {redis.__version__} is not supported: {why} "
+                "(the retry of --redis-outage-timeout builds on it)"
+            )
         super().__init__(_BACKOFF, -1)
         self.outage = outage
         self._depth = 0  # a command's retry wraps the reconnect's: only the outer call ends it
@@ -124,13 +135,28 @@ class OutageRetry(Retry):
                         fail(error, failures)
                     else:
                         fail(error)
-                    time.sleep(self.outage.failed(error, self._backoff.compute(failures)))
+                    time.sleep(self.outage.failed(error, _BACKOFF.compute(failures)))
                 else:
                     if self._depth == 1 and self.outage.since is not None:
                         self.outage.ended()
                     return result
         finally:
             self._depth -= 1
+
+
+@cache
+def unsupported_retry() -> str | None:
+    """Why OutageRetry can not stand in for this redis-py's Retry; None if it can."""
+    ours = inspect.signature(OutageRetry.call_with_retry).parameters
+    theirs = inspect.signature(Retry.call_with_retry).parameters
+    if unknown := [name for name in theirs if name not in ours]:
+        return f"its Retry.call_with_retry takes {', '.join(unknown)}"
+    probe = Retry(NoBackoff(), 0)
+    probe.update_supported_errors([Unreachable])
+    errors = getattr(probe, "_supported_errors", None)
+    if not isinstance(errors, tuple) or Unreachable not in errors:
+        return "its Retry keeps the errors it retries on elsewhere than in _supported_errors"
+    return None
 
 
 def connect(

