@@ -30,6 +30,10 @@ FLEET_POLLS = 20.0
 # workers that start together soon see each other; once they are many, rarely.
 _RECOUNT_FEW = 1.0
 _RECOUNT_MANY = 30.0
+# The longest a waiting worker goes without asking, whatever PUBSUB NUMSUB answers: the count is
+# the server's, and one seen far off the mark (hundreds of millions, with 16 subscribers) must not
+# put a worker to sleep for days, nor past what the socket's poll() accepts.
+_LONGEST_PAUSE = 30.0
 
 
 class QueueEvents:
@@ -91,7 +95,7 @@ class QueueEvents:
         shared = self._subscribers / FLEET_POLLS
         if shared <= interval:
             return interval
-        return shared * random.uniform(0.5, 1.5)  # spreads the polls; no secret
+        return min(shared * random.uniform(0.5, 1.5), _LONGEST_PAUSE)  # spreads them; no secret
 
     def wait(self, timeout: float) -> None:
         """Return on the next event (or one that came while the worker was busy), or after
