@@ -39,5 +39,5 @@ if [[ $1 == newest ]]; then
   "$venv/bin/mypy" worker/src worker/tests
 fi
 # The venv holds other versions than the lock on purpose: the lock's own check does not apply.
-"$venv/bin/pytest" worker/tests -p no:cacheprovider \
+"$venv/bin/pytest" -n auto worker/tests -p no:cacheprovider \
   --deselect worker/tests/test_lock.py::test_the_venv_holds_exactly_the_locked_versions "${@:2}"
