@@ -3,6 +3,7 @@ name, and the client finds the node that holds the slot by itself (no setting sa
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -76,3 +77,29 @@ def test_a_queue_name_whose_braces_split_its_keys_is_refused_on_a_cluster(
     assert shown.stderr.startswith("rediswq: error: queue name 'a}b' cannot keep its keys"), (
         shown.stderr
     )
+
+
+def test_a_new_run_supersedes_the_last_on_a_cluster_and_keeps_its_remainder(
+    redis_cluster: Cluster, queue_name: str, tmp_path: Path
+) -> None:
+    """Ending a run renames its counters and lists to the run's record: keys of the same slot."""
+    first, second = tmp_path / "first.txt", tmp_path / "second.txt"
+    first.write_text("a\nb\n")
+    second.write_text("c\n")
+    env = cli_env(REDIS_URL=redis_cluster.url, QUEUE_NAME=queue_name)
+    assert rediswq("seed", str(first), env=env).returncode == 0
+    superseded = rediswq("seed", str(second), env=env)
+    assert superseded.returncode == 0, superseded.stderr
+    assert "moved its 2 unfinished items" in superseded.stdout + superseded.stderr
+    client = redis.RedisCluster.from_url(redis_cluster.url)
+    assert client.lrange(queue_name, 0, -1) == [b"c"]
+    restored = rediswq("runs", "restore", superseded_run(superseded.stdout + superseded.stderr),
+                       env=env)  # fmt: skip
+    assert restored.returncode == 0, restored.stderr
+    assert sorted(client.lrange(queue_name, 0, -1)) == [b"a", b"b", b"c"]
+
+
+def superseded_run(said: str) -> str:
+    found = re.search(r"Superseded run (\S+):", said)
+    assert found, said
+    return found.group(1)

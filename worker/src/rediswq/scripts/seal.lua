@@ -87,7 +87,7 @@ elseif current then
     end
   end
   for _, suffix in ipairs({':stats', ':failed', ':failed:info', ':results'}) do
-    local key = pending .. suffix
+    local key = prefix .. suffix
     if redis.call('EXISTS', key) == 1 then
       redis.call('RENAME', key, old .. suffix)
       redis.call('EXPIRE', old .. suffix, keep)
