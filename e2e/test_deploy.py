@@ -49,6 +49,11 @@ TEMPLATE_IMMUTABLE = (
 )
 # Several causes: the header, then one "* " line each (kubectl's MultilineError). An immutable
 # field beside a plain invalid value: replacing the Job would only fail at its creation.
+# An Indexed Job's completions changed without parallelism following (a new slot budget).
+COMPLETIONS = (
+    'The Job "job-wq-2" is invalid: spec.completions: Invalid value: 200: can only be modified '
+    "in tandem with spec.parallelism"
+)
 MIXED = (
     'The Job "job-wq-2" is invalid: \n'
     "* spec.parallelism: Invalid value: -1: must be greater than or equal to 0\n"
@@ -238,6 +243,16 @@ def test_an_immutable_field_change_replaces_exactly_those_jobs(
     # Deleted (and waited for) before the apply that creates them afresh.
     [apply] = result.verbs("apply")
     assert result.calls.index(apply) > max(result.calls.index(c) for c in deletes)
+
+
+def test_a_new_slot_budget_replaces_the_worker_job(tmp_path: Path) -> None:
+    result = deploy(tmp_path, existing=EVERYTHING, rejections={"Job/job-wq-2": COMPLETIONS})
+    assert result.code == 0, result.stderr
+    assert (
+        "deploy.sh: replacing job.batch/job-wq-2: its new spec changes immutable fields "
+        "(spec.completions)" in result.stdout
+    )
+    assert len(result.verbs("delete")) == 1
 
 
 def assert_stopped_unchanged(result: Deployed, refusal: str, deleted: str) -> None:

@@ -66,11 +66,16 @@ causes() {
   fi
 }
 
-# True when the API server rejected the object only because immutable fields would change.
+# True when the API server rejected the object only because immutable fields would change. An
+# Indexed Job's completions may change only together with parallelism, and only to its value
+# (Kubernetes' validateCompletions): any other new slot budget (docs/disruptions.md) is a
+# replacement too.
 immutable_only() {
   local found
   found=$(causes "$1")
-  [[ -n $found ]] && ! grep -qv ': field is immutable$' <<<"$found"
+  [[ -n $found ]] &&
+    ! grep -qvE ': (field is immutable|can only be modified in tandem with spec\.parallelism)$' \
+      <<<"$found"
 }
 
 work=$(mktemp -d)
