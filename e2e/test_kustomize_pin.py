@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import tarfile
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -136,6 +137,8 @@ def test_every_platforms_sha256_is_the_one_the_release_publishes() -> None:
     try:
         with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - https or a mirror
             published = response.read().decode()
+    except urllib.error.HTTPError:  # GitHub answered: a wrong version or URL, not "unreachable"
+        raise
     except OSError as exc:  # URLError, a timeout: no route to GitHub from here
         if os.environ.get("GITHUB_ACTIONS") == "true":  # where GitHub is always reachable
             raise
