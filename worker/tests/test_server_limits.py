@@ -199,12 +199,14 @@ def test_the_documented_acl_user_waits_as_one_of_a_fleet(fresh_server: EmbeddedR
     admin = connect(fresh_server.url)
     admin.execute_command("ACL", "SETUSER", *rules)  # type: ignore[no-untyped-call]
     queue = WorkQueue(connect(fresh_server.url.replace("redis://", "redis://job2:secret@")), "job2")
-    others = [admin.pubsub() for _ in range(59)]
+    # 50 of them: Valkey 9.1.2 miscounts 57 to 64 (test_events.py), which this test once took
+    # for many.
+    others = [admin.pubsub() for _ in range(49)]
     for pubsub in others:
         pubsub.subscribe("job2:events")
     try:
         with QueueEvents(queue, Log()) as events:
-            assert events.pause(0.25) >= 0.5 * 60 / FLEET_POLLS
+            assert events.pause(0.25) >= 0.5 * 50 / FLEET_POLLS
     finally:
         for pubsub in others:
             pubsub.close()

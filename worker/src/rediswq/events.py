@@ -30,10 +30,14 @@ FLEET_POLLS = 20.0
 # workers that start together soon see each other; once they are many, rarely.
 _RECOUNT_FEW = 1.0
 _RECOUNT_MANY = 30.0
-# The longest a waiting worker goes without asking, whatever PUBSUB NUMSUB answers: the count is
-# the server's, and one seen far off the mark (hundreds of millions, with 16 subscribers) must not
-# put a worker to sleep for days, nor past what the socket's poll() accepts.
+# The longest a waiting worker goes without asking, whatever PUBSUB NUMSUB answers: a count off
+# the mark must not put a worker to sleep for days, nor past what the socket's poll() accepts.
 _LONGEST_PAUSE = 30.0
+# More subscribers than a server holds connections (maxclients is 10,000 unless raised): a count
+# above it is not believed. Valkey 9.1.2 answers hundreds of millions while the table of a
+# channel's subscribers is being resized (with 8 of them, or 15), until a client joins or leaves;
+# taken as said, it kept every waiting worker at the longest pause.
+_MOST_SUBSCRIBERS = 100_000
 
 
 class QueueEvents:
@@ -89,9 +93,12 @@ class QueueEvents:
             except redis.RedisError:
                 return interval
             else:
-                self._subscribers = max(1, int(count))
-                many = self._subscribers / FLEET_POLLS > interval
-                self._recount = now + (_RECOUNT_MANY if many else _RECOUNT_FEW)
+                if int(count) > _MOST_SUBSCRIBERS:  # the last count stands; soon asked again
+                    self._recount = now + _RECOUNT_FEW
+                else:
+                    self._subscribers = max(1, int(count))
+                    many = self._subscribers / FLEET_POLLS > interval
+                    self._recount = now + (_RECOUNT_MANY if many else _RECOUNT_FEW)
         shared = self._subscribers / FLEET_POLLS
         if shared <= interval:
             return interval
