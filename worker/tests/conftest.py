@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import shutil
@@ -180,6 +181,15 @@ def spawn_worker(
         text=True,
         env=env or cli_env(),
     )  # fmt: skip
+
+
+def outputs_of(workers: list[subprocess.Popen[str]], timeout: float) -> list[str]:
+    """What each of `workers` printed, once all have exited. Their pipes are read at once, each on
+    a thread of its own: read one after another, a worker that prints more than a pipe holds
+    (64 KiB, some 1,300 "Working on" lines) blocks on its next line, holding its item, while the
+    test waits for another that waits for that item."""
+    with concurrent.futures.ThreadPoolExecutor(len(workers)) as pool:
+        return list(pool.map(lambda worker: worker.communicate(timeout=timeout)[0], workers))
 
 
 def said_until(worker: subprocess.Popen[str], wanted: str) -> list[str]:

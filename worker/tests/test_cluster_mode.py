@@ -11,7 +11,7 @@ from pathlib import Path
 
 import redis
 from clustered import Cluster
-from conftest import assert_drained_status, cli_env, rediswq
+from conftest import assert_drained_status, cli_env, outputs_of, rediswq
 from recording import recorded
 from redis.crc import key_slot
 from rediswq.keys import QueueKeys
@@ -47,7 +47,7 @@ def test_a_run_on_a_three_primary_cluster_is_done_once_per_item(
         subprocess.Popen(command, text=True, env=worker_env, stdout=pipe, stderr=joined)
         for _ in range(2)
     ]
-    outputs = [worker.communicate(timeout=180)[0] for worker in workers]
+    outputs = outputs_of(workers, timeout=180)
     assert [worker.returncode for worker in workers] == [0, 0], outputs
     assert Counter(recorded(str(record))) == Counter(items)
     assert_drained_status(env, ITEMS)

@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import redis
-from conftest import assert_drained_status, cli_env, rediswq
+from conftest import assert_drained_status, cli_env, outputs_of, rediswq
 from recording import recorded
 from rediswq import WorkQueue
 from rediswq.connection import connect
@@ -75,7 +75,7 @@ def test_a_run_survives_the_primary_killed_after_the_seed_and_again_mid_run(
         assert time.monotonic() < deadline, "the workers did not reach the kill point"
         time.sleep(0.02)
     second.kill()
-    outputs = [w.communicate(timeout=180)[0] for w in workers]
+    outputs = outputs_of(workers, timeout=180)
     if any(w.returncode for w in workers):
         print(outputs[0][-3000:], replicated.diagnosed(), sep="\n")
     assert [w.returncode for w in workers] == [0] * 4, (outputs, replicated.diagnosed())

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 from collected import Log
-from conftest import QueueFactory, cli_env, rediswq, spawn_worker
+from conftest import QueueFactory, cli_env, outputs_of, rediswq, spawn_worker
 from fullredis import filled
 from recording import recorded
 from rediswq import WorkQueue, seed
@@ -127,7 +127,7 @@ def test_the_documented_acl_user_seeds_drains_and_dead_letters(
 
     seeded = rediswq("seed", str(tmp_path / "items.txt"), *where)
     assert seeded.returncode == 0, seeded.stderr
-    outputs = [worker.communicate(timeout=120)[0] for worker in workers]
+    outputs = outputs_of(workers, timeout=120)
     assert [worker.returncode for worker in workers] == [0, 0], outputs
     assert sorted(recorded(str(record))) == sorted(items[:-1])
     assert admin.lrange("job2:failed", 0, -1) == [b"poison-1"]
