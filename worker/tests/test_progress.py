@@ -79,6 +79,33 @@ def test_into_a_pipe_it_prints_a_plain_line_per_change(
     assert progress[-1].startswith(f"{queue_name}: 30/30 done (in flight 0, pending 0")
 
 
+@pytest.mark.parametrize("terminal", [False, True], ids=["pipe", "terminal"])
+def test_a_watch_counts_dead_lettered_items_as_failed_not_done(
+    terminal: bool, fresh_server: EmbeddedRedis, queue_name: str
+) -> None:
+    seeded = rediswq("seed", "--redis-url", fresh_server.url, "--queue", queue_name,
+                     stdin=b"a\nbad-1\nb\n")  # fmt: skip
+    assert seeded.returncode == 0, seeded.stderr
+    worker = rediswq("worker", "--redis-url", fresh_server.url, "--queue", queue_name,
+                     "--work-seconds", "0", "--handler", "recording:reject_bad")  # fmt: skip
+    assert "Done 2 items; 1 failed attempt, 1 item dead-lettered" in worker.stdout, worker
+    if terminal:
+        watching = Terminal(*_watch(fresh_server.url, queue_name), env=cli_env(), columns=120)
+        code, output = watching.finish(timeout=30)
+        lines = ESCAPE.sub("", output.decode()).replace("\r", "\n").strip().splitlines()
+        assert code == 0, lines
+        assert any(" 2/3 " in line and "1 failed" in line for line in lines), lines
+        assert not any("3/3" in line for line in lines), lines
+    else:
+        watched = rediswq(*_watch(fresh_server.url, queue_name), timeout=30)
+        assert watched.returncode == 0, watched.stderr
+        lines = watched.stdout.splitlines()
+        assert lines[0].startswith(
+            f"{queue_name}: 2/3 done (in flight 0, pending 0, delayed 0, failed 1); "
+        ), lines
+    assert lines[-1] == f"{queue_name}: sealed and drained: 2 done, 1 failed", lines
+
+
 def test_a_drained_queue_that_was_never_sealed_ends_the_watch(
     server: EmbeddedRedis, client: redis.Redis, queue_name: str
 ) -> None:

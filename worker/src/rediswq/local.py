@@ -17,7 +17,7 @@ from typing import TextIO
 from rediswq.connection import connect
 from rediswq.deadletter import DeadLetters
 from rediswq.logs import message
-from rediswq.progress import counts, total
+from rediswq.progress import done_of
 from rediswq.queue import WorkQueue
 from rediswq.results import as_json, stored_results
 from rediswq.seeding import read_items, seed
@@ -182,8 +182,7 @@ def _stop(pool: list[WorkerProcess]) -> None:
 
 
 def _progress(status: Status) -> str:
-    # Done as the summary counts it: a dead-lettered item is finished, but not done.
-    return f"progress {status.done}/{total(status)} done ({counts(status)})"
+    return f"progress {done_of(status)}"
 
 
 def _summarize(

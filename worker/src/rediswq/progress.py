@@ -7,6 +7,7 @@ from rediswq.status import Status
 
 
 def finished(status: Status) -> int:
+    """Items that are over: done, or failed (dead-lettered); what a bar fills with."""
     return status.done + status.failed
 
 
@@ -40,6 +41,12 @@ def counts(status: Status) -> str:
         f"in flight {len(status.in_flight)}, pending {status.pending}, "
         f"delayed {status.delayed}, failed {status.failed}"
     )
+
+
+def done_of(status: Status) -> str:
+    """Done as `status` and the worker's summary count it: a dead-lettered item is finished, but
+    not done; it is counted as failed."""
+    return f"{status.done}/{total(status)} done ({counts(status)})"
 
 
 def brief(status: Status) -> str:

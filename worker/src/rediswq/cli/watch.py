@@ -12,7 +12,6 @@ from typing import TextIO
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     ProgressColumn,
     Task,
@@ -22,7 +21,7 @@ from rich.progress import (
 from rich.table import Column
 from rich.text import Text
 
-from rediswq.progress import brief, counts, ended, finished, missing, total
+from rediswq.progress import brief, done_of, ended, finished, missing, total
 from rediswq.queue import WorkQueue
 from rediswq.status import Status, snapshot
 
@@ -77,10 +76,12 @@ def watch(
     console = _Console(file=out, force_terminal=terminal, highlight=False)
     live = console.is_terminal
     # On a narrow terminal the counts give way (cut short) before the rate and the time left.
+    # The bar, the rate and the time left go by the items finished, failed ones too (they are
+    # over); the number beside the bar is of those done, as `rediswq status` counts them.
     progress = Progress(
         TextColumn("{task.description}", table_column=Column(no_wrap=True)),
         BarColumn(bar_width=20),
-        MofNCompleteColumn(),
+        TextColumn("{task.fields[done]}", table_column=Column(no_wrap=True)),
         TextColumn("{task.fields[counts]}", table_column=Column(no_wrap=True, ratio=1)),
         _RateColumn(table_column=Column(no_wrap=True)),
         TimeElapsedColumn(),
@@ -92,7 +93,7 @@ def watch(
     name = queue.keys.name
     status = snapshot(queue)
     task = progress.add_task(
-        name, total=total(status) or None, completed=finished(status), counts=""
+        name, total=total(status) or None, completed=finished(status), counts="", done=""
     )
     last_seen = ""
     told_missing = False
@@ -101,8 +102,9 @@ def watch(
     with progress if live else contextlib.nullcontext():
         while True:
             progress.update(
-                task, total=total(status) or None, completed=finished(status), counts=brief(status)
-            )
+                task, total=total(status) or None, completed=finished(status),
+                done=f"{status.done}/{total(status)}", counts=brief(status),
+            )  # fmt: skip
             if missing(status) and not told_missing:
                 told_missing = True
                 console.print(
@@ -111,7 +113,7 @@ def watch(
                     soft_wrap=True,
                 )
             reason = ended(status)
-            seen = f"{finished(status)}/{total(status)} done ({counts(status)})"
+            seen = done_of(status)
             if not live and seen != last_seen:  # a line per change: a log, not a redraw
                 console.print(f"{name}: {seen}; {rate(progress.tasks[0])}", soft_wrap=True)
                 last_seen = seen
