@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import signal
 import sys
 import threading
 import time
+from types import FrameType
 from typing import TextIO
 
 from rediswq import Reject
@@ -32,6 +34,26 @@ def record(item: str) -> None:
 def record_slowly(item: str) -> None:
     """Record after SLOW_SECONDS, so a test can kill or stop the worker mid-item."""
     time.sleep(float(os.environ.get("SLOW_SECONDS", "1")))
+    _record(item)
+
+
+def record_under_alarm(item: str) -> None:
+    """Sleep SLOW_SECONDS under the handler's own alarm of ALARM_SECONDS (a TimeoutError),
+    cancelled in a finally, as a handler that bounds its own time does; record "<item> armed"
+    once it is set, and the item at the end."""
+
+    def too_slow(signum: int, frame: FrameType | None) -> None:
+        raise TimeoutError(f"{item} took over {seconds}s")
+
+    seconds = int(os.environ.get("ALARM_SECONDS", "60"))
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(seconds)
+    try:
+        _record(f"{item} armed")
+        time.sleep(float(os.environ.get("SLOW_SECONDS", "1")))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
     _record(item)
 
 

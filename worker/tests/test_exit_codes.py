@@ -181,20 +181,27 @@ def test_a_process_the_handler_forks_never_returns_into_the_worker(
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
-@pytest.mark.parametrize("state", ["waiting", "working", "outage"])
+@pytest.mark.parametrize("state", ["waiting", "working", "alarmed", "outage"])
 def test_a_signal_stops_a_worker_within_10_s_while_redis_hangs_or_is_gone(
     state: str, signum: int, fresh_server: EmbeddedRedis, queue_name: str, tmp_path: Path
 ) -> None:
     queue = WorkQueue(connect(fresh_server.url), queue_name)
-    env = cli_env(RECORD_FILE=str(tmp_path / "done"), SLOW_SECONDS="60")
-    if state == "working":  # else never sealed: the worker waits for the seed
+    record = tmp_path / "done"
+    env = cli_env(RECORD_FILE=str(record), SLOW_SECONDS="60", ALARM_SECONDS="50")
+    working = state in ("working", "alarmed")
+    if working:  # else never sealed: the worker waits for the seed
         seed(queue, [b"slow"])
+    # alarmed: the handler arms its own alarm and cancels it in a finally, which the stop's
+    # Shutdown runs; that once cancelled the stop's deadline too.
+    handler = "recording:record_under_alarm" if state == "alarmed" else "recording:record_slowly"
     worker = spawn_worker(
-        fresh_server.url, queue_name, "--handler", "recording:record_slowly", "--seal-timeout",
-        "600", env=env,
-    )  # fmt: skip
+        fresh_server.url, queue_name, "--handler", handler, "--seal-timeout", "600", env=env
+    )
     try:
-        said_until(worker, "Working on" if state == "working" else "Waiting for queue")
+        said_until(worker, "Working on" if working else "Waiting for queue")
+        while state == "alarmed" and recorded(str(record)) != ["slow armed"]:
+            assert worker.poll() is None, worker.communicate()
+            time.sleep(0.02)
         if state == "outage":  # gone: each try is refused at once, and retried for 300 s
             fresh_server.kill()
         else:  # hangs: SIGSTOPped, it takes connections and never answers
@@ -210,3 +217,19 @@ def test_a_signal_stops_a_worker_within_10_s_while_redis_hangs_or_is_gone(
     assert worker.returncode == 128 + signum, output
     assert took < 10, (took, output)
     assert f"Stopped by {signal.Signals(signum).name}, exiting" in messages(output), output
+
+
+def test_a_handlers_own_alarm_still_ends_its_attempt(
+    fresh_server: EmbeddedRedis, queue_name: str, tmp_path: Path
+) -> None:
+    queue = WorkQueue(connect(fresh_server.url), queue_name)
+    seed(queue, [b"slow"])
+    result = rediswq(
+        "worker", "--redis-url", fresh_server.url, "--queue", queue_name, "--work-seconds", "0",
+        "--handler", "recording:record_under_alarm", "--max-attempts", "1",
+        env=cli_env(RECORD_FILE=str(tmp_path / "done"), SLOW_SECONDS="60", ALARM_SECONDS="1"),
+    )  # fmt: skip
+    assert result.returncode == 0, result
+    assert "TimeoutError: slow took over 1s" in result.stdout, result.stdout
+    assert queue.client.llen(queue.keys.failed) == 1
+    assert recorded(str(tmp_path / "done")) == ["slow armed"]
