@@ -1,7 +1,8 @@
 """The alert rules (components/metrics/alerts.rules.yaml) under `promtool check rules` and
 `promtool test rules`: the series of a healthy run, a stalled one, a poison item, an outage, a
-slow run, expiring leases and a failed pod, each checked at chosen times for every alert, so
-that each alert fires in its own case and in no other. The PrometheusRule is the same rules.
+slow run, expiring leases, evicted pods and a failed Job, each checked at chosen times for every
+alert, so that each alert fires in its own case and in no other. The PrometheusRule is the same
+rules.
 
 The series are written here as Prometheus' exporter and kube-state-metrics name them; which
 series really exist is proved against a real Prometheus by worker/tests/test_prometheus.py.
@@ -39,7 +40,6 @@ HEALTHY_JOB = {
     "kube_job_status_start_time": "0x60",
     "kube_job_status_active": "1x50 0x10",
     "kube_job_status_failed": "0x60",
-    'kube_job_failed{condition="true"}': "0x60",
 }
 
 
@@ -122,9 +122,9 @@ LATE = _annotated(
     "At the current rate the items left in queue job2 need 2h 52m 0s, longer than the worker Job "
     "has left before its activeDeadlineSeconds.",
 )  # fmt: skip
-FAILED_POD = _annotated(
-    "RediswqJobFailed", {**JOB, "severity": "warning"}, "Job job-wq-2 has failed pods",
-    "1 pods of Job job-wq-2/job-wq-2 failed.",
+FAILED_JOB = _annotated(
+    "RediswqJobFailed", {**JOB, "severity": "warning"}, "Job job-wq-2 failed",
+    "Job job-wq-2/job-wq-2 failed: it starts no pod until it is replaced.",
 )  # fmt: skip
 
 CASES = (
@@ -166,20 +166,29 @@ CASES = (
         {"15m": {}, "25m": {"RediswqItemsReclaimed": RECLAIMED}, "40m": {}},
         queue={"reclaimed": "0x20 1x40"},
     ),
-    # A pod failed at minute 11 (before it leased anything): an alert while the Job runs; none
-    # once the Job completed anyway, though kube_job_status_failed stays 1.
+    # A drain evicts a worker at minute 11 and two at minute 16 (each fails its pod and gives up
+    # its slot): kube_job_status_failed counts them while the Job runs on and completes. Not an
+    # alert; neither is a crashed worker's pod, which kube-state-metrics counts the same way.
     Case(
-        "a failed worker pod",
-        {"10m": {}, "15m": {"RediswqJobFailed": FAILED_POD}, "60m": {}},
-        job={"kube_job_status_failed": "0x10 1x50"},
+        "evicted worker pods",
+        {"15m": {}, "30m": {}, "60m": {}},
+        job={"kube_job_status_failed": "0x10 1x5 3x45"},
     ),
-    # The Job failed (backoffLimit, deadline): an alert for as long as the failed Job is there.
+    # The Job failed at minute 40 (maxFailedIndexes, the deadline): kube-state-metrics gives its
+    # Failed condition from then on, and the alert stays for as long as the failed Job is there.
     Case(
         "a failed job",
-        {"60m": {"RediswqJobFailed": FAILED_POD}},
+        {
+            "35m": {},
+            "45m": {"RediswqJobFailed": FAILED_JOB},
+            "60m": {"RediswqJobFailed": FAILED_JOB},
+        },
         job={
-            "kube_job_status_failed": "0x10 1x50",
-            'kube_job_failed{condition="true"}': "0x50 1x10",
+            "kube_job_status_active": "1x40 0x20",
+            "kube_job_status_failed": "0x10 1x5 3x45",
+            'kube_job_failed{condition="true"}': "_x40 1x20",
+            'kube_job_failed{condition="false"}': "_x40 0x20",
+            'kube_job_failed{condition="unknown"}': "_x40 0x20",
         },
     ),
 )

@@ -6,8 +6,8 @@ and so does every alert's expression, each in the situation it is about, but one
 That one is a run stuck for 15 minutes, which cannot happen in seconds: its expression is
 evaluated and every metric it reads exists, and the rules' unit tests (e2e/test_alerts.py) show
 when it fires. kube-state-metrics is stood in for by its series of the one worker Job, served from
-the test (its failed pods are the workers the test killed), so that the two alerts that join them
-to the queue's gauges are evaluated on real joins.
+the test (its failed pods are the workers the test killed; the Job fails after the first), so
+that the two alerts that join them to the queue's gauges are evaluated on real joins.
 """
 
 from __future__ import annotations
@@ -124,17 +124,23 @@ def served(text: Callable[[], str]) -> Iterator[int]:
         server.server_close()
 
 
-def kube_state_metrics(started: float, failed: int) -> str:
-    """kube-state-metrics' series of the active worker Job, which lost `failed` pods and whose
-    activeDeadlineSeconds (10 s) leaves no time for the run."""
+def kube_state_metrics(started: float, failed: int, job_failed: bool) -> str:
+    """kube-state-metrics' series of the worker Job, which lost `failed` pods and whose
+    activeDeadlineSeconds (10 s) leaves no time for the run; once `job_failed`, its Failed
+    condition (kube_job_failed, a series only from then on) and no pod active."""
     job = f'namespace="{NAMESPACE}",job_name="job-wq-2"'
-    return (
+    series = (
         f"kube_job_spec_active_deadline_seconds{{{job}}} 10\n"
         f"kube_job_status_start_time{{{job}}} {started:.0f}\n"
-        f"kube_job_status_active{{{job}}} 1\n"
+        f"kube_job_status_active{{{job}}} {0 if job_failed else 1}\n"
         f"kube_job_status_failed{{{job}}} {failed}\n"
-        f'kube_job_failed{{{job},condition="true"}} 0\n'
     )
+    if job_failed:
+        series += "".join(
+            f'kube_job_failed{{{job},condition="{condition}"}} {int(condition == "true")}\n'
+            for condition in ("true", "false", "unknown")
+        )
+    return series
 
 
 def prometheus_config(workers: list[int], exporter: int, ksm: int) -> dict[str, Any]:
@@ -199,12 +205,13 @@ def test_every_dashboard_query_and_alert_returns_data_from_a_real_run(
     env = cli_env(RECORD_FILE=str(tmp_path / "done"), GATE_FILE=str(gate))
     started = time.time()
     killed: list[int] = []  # the worker pods that failed, as kube-state-metrics would count them
+    job_failed: list[bool] = []  # the Job failed: its Failed condition, as kube-state-metrics says
     worker_ports, exporter_port = [free_port(), free_port()], free_port()
     expressions = alert_expressions()
 
     with (
         EmbeddedRedis() as redis_server,
-        served(lambda: kube_state_metrics(started, failed=len(killed))) as ksm_port,
+        served(lambda: kube_state_metrics(started, len(killed), bool(job_failed))) as ksm_port,
         running(
             [sys.executable, "-m", "rediswq", "exporter", "--redis-url", redis_server.url,
              "--queue", queue_name, "--metrics-port", f"127.0.0.1:{exporter_port}"],
@@ -235,8 +242,8 @@ def test_every_dashboard_query_and_alert_returns_data_from_a_real_run(
             killed.append(port)
             # Its lease runs out (2 s), and the other worker takes the item over.
             until(lambda: bool(api.query(expressions["RediswqItemsReclaimed"])), "the reclaim")
-            until(lambda: bool(api.query(expressions["RediswqJobFailed"])), "the failed pod")
             late = api.query(expressions["RediswqRunMissesDeadline"])
+            fail_the_job(api, expressions["RediswqJobFailed"], job_failed)
             gate.touch()
             (survivor,) = workers.values()
             out, _ = survivor.communicate(timeout=60)
@@ -267,6 +274,15 @@ def test_every_dashboard_query_and_alert_returns_data_from_a_real_run(
         until(lambda: bool(api.query(expressions["RediswqQueueDown"])), "the outage")
         # The rules are evaluated a second after the scrape that saw it.
         until(lambda: api.alerts().get("RediswqQueueDown") == "pending", "the outage alert")
+
+
+def fail_the_job(api: Prometheus, alert: str, job_failed: list[bool]) -> None:
+    """No alert for the killed worker's failed pod; then the Job fails, as one with no failed
+    slot to spare (maxFailedIndexes 0) would, and the alert's expression returns it."""
+    until(lambda: bool(api.query("kube_job_status_failed == 1")), "the failed pod")
+    assert not api.query(alert), "a failed pod, not a failed Job"
+    job_failed.append(True)
+    until(lambda: bool(api.query(alert)), "the failed Job")
 
 
 def scraping(api: Prometheus, job: str) -> bool:
