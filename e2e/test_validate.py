@@ -4,12 +4,13 @@ against the pinned Kubernetes schemas, custom resources (KEDA's) against their C
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from crdschemas import SCHEMAS, schema_root
+from crdschemas import CATALOG, SCHEMAS, schema_root
 from rendering import OVERLAYS, REPO, manifests_copy
 
 
@@ -96,3 +97,14 @@ def test_in_ci_a_custom_resource_without_a_schema_fails_and_is_not_called_invali
     assert done.returncode == 1, done.stdout
     assert "FAIL keda: scaledjob.keda.sh has no CRD schema to check it against: " in done.stderr
     assert "not valid" not in done.stderr
+
+
+def test_the_crd_catalog_is_read_at_one_pinned_commit() -> None:
+    # At `main`, a change upstream (a schema renamed, a field tightened) would turn a fresh clone
+    # red without a commit here; docs/testing.md says how to bump the pin.
+    assert re.fullmatch(
+        r"https://raw\.githubusercontent\.com/datreeio/CRDs-catalog/[0-9a-f]{40}", CATALOG
+    )
+    for reader in ("scripts/validate.sh", "e2e/crdschemas.py"):
+        source = (REPO / reader).read_text(encoding="utf-8")
+        assert "crds-catalog" in source and "CRDs-catalog/" not in source, reader

@@ -4,9 +4,10 @@
 # oldest minor the manifests promise to run on. kubernetes-validate only warns about a kind it has no
 # schema for; that counts as a failure here. Custom resources (KEDA's ScaledJob, ...) are validated
 # against their CRD's JSON schema instead, from $CRD_SCHEMAS_DIR (files <group>/<kind>_<version>.json),
-# else ../shared/schemas/crds beside the repository, else the public CRDs catalog. Where none has a
-# resource's schema (offline), that check is skipped with one line saying so, and the run passes;
-# with CI=true it fails instead: CI must check every resource.
+# else ../shared/schemas/crds beside the repository, else the public CRDs catalog at the commit in
+# scripts/crds-catalog. Where none has a resource's schema (offline), that check is skipped with
+# one line saying so, and the run passes; with CI=true it fails instead: CI must check every
+# resource.
 # Usage: scripts/validate.sh [OVERLAY...]
 #   OVERLAY   a name under overlays/; none: every overlay, and each component that no overlay uses,
 #             rendered on the in-cluster Redis as an overlay would include it
@@ -21,7 +22,8 @@ die() {
   exit 1
 }
 
-catalog=https://raw.githubusercontent.com/datreeio/CRDs-catalog/main
+# The public catalog at one commit: at main, an upstream change could turn a fresh clone red.
+catalog=$(<"$here/crds-catalog")
 schemas=${CRD_SCHEMAS_DIR:-}
 if [[ -n $schemas && ! -d $schemas ]]; then
   die "CRD_SCHEMAS_DIR=$schemas is not a directory"
