@@ -135,6 +135,24 @@ def test_requeue_all_then_purge(server: EmbeddedRedis, make_queue: QueueFactory)
     )
 
 
+def test_requeue_and_purge_leave_no_replay_memory_once_they_returned(
+    fresh_server: EmbeddedRedis, queue_name: str
+) -> None:
+    queue = WorkQueue(connect(fresh_server.url), queue_name, max_attempts=1)
+    seed(queue, [b"a", b"b", b"c", b"d"])
+    _fail_all(queue)
+    replies = queue.keys.replies
+    assert queue.client.hlen(replies) == 0  # the worker's went as it ended
+    url = ("--redis-url", fresh_server.url, "--queue", queue_name)
+    for command in (["requeue", "a"], ["purge", "b"], ["requeue", "--all"], ["purge", "zzz"]):
+        done = rediswq("failed", *url, *command)
+        assert done.returncode == (1 if "zzz" in command else 0), done.stderr
+        # One-shot sessions: the next seal would drop them, but a queue may never be sealed
+        # again, and a cron job requeueing each hour would grow the hash by one a time.
+        assert queue.client.hgetall(replies) == {}, command
+    assert sorted(pending_of(queue)) == [b"a", b"c", b"d"]
+
+
 def test_requeue_all_without_dead_letters_requeues_nothing(
     server: EmbeddedRedis, make_queue: QueueFactory
 ) -> None:

@@ -21,12 +21,15 @@ restarted process) is not taken for a replay of its predecessor.
 
 The memory is one entry of `<queue>:replies` per session (about 100 bytes), and it is bounded: a
 worker drops its own when its session ends cleanly (drained, or stopped by a signal with Redis
-answering: `end_session`), and the seal of the next run drops the rest (workers killed or cut
-off, and the commands `failed requeue` and `failed purge`, one entry each), as `seed --reset`
-does. So the hash holds at most an entry per session of the current run, and, once its workers
-have exited, only those of killed workers: 30,000 one-item sessions leave none. A late copy of a
-request that reaches Redis after its memory went runs as a new one: at worst it leases items
-nobody works on, which come back when their lease expires.
+answering: `end_session`), as the commands `failed requeue` and `failed purge` do once answered;
+the seal of the next run drops the rest (workers killed or cut off, a command that lost Redis
+after its script ran), as `seed --reset` does. So the hash holds at most an entry per session of
+the current run, and, once its workers have exited, only those of killed workers: 30,000
+one-item sessions leave none. A late copy of a request that reaches Redis after its memory went
+runs as a new one: at worst it leases items nobody works on, which come back when their lease
+expires; a late `failed` command finds its named items gone and changes nothing, or, with
+`--all`, acts on the dead letters of the moment. Such a copy must have been held up in the
+network past its retry's reply and the HDEL that followed it.
 """
 
 from __future__ import annotations

@@ -48,13 +48,17 @@ def _failed(args: argparse.Namespace, usage: Callable[[str], NoReturn]) -> int:
         usage("failed list takes no items and no --all")
     queue = queue_of(args)
     letters = DeadLetters(queue)
-    if args.action == "requeue":
-        n = letters.requeue(items, every=args.all)
-        print(f"Requeued {n} dead letter{'' if n == 1 else 's'} in {queue.keys.name!r}")
-        return 0
-    if args.action == "purge":
-        n = letters.purge(items)
-        print(f"Purged {n} dead letter{'' if n == 1 else 's'} from {queue.keys.name!r}")
+    if args.action in ("requeue", "purge"):
+        if args.action == "requeue":
+            n = letters.requeue(items, every=args.all)
+            said = f"Requeued {n} dead letter{'' if n == 1 else 's'} in {queue.keys.name!r}"
+        else:
+            n = letters.purge(items)
+            said = f"Purged {n} dead letter{'' if n == 1 else 's'} from {queue.keys.name!r}"
+        # Its one request is answered: the session's replay memory goes now, not at the next
+        # seal, which a queue requeued from by hand or by a cron job may never see (queue.py).
+        queue.end_session()
+        print(said)
         return 0
     listing = letters.listing()
     if args.json:
