@@ -151,6 +151,11 @@ def test_requeue_and_purge_leave_no_replay_memory_once_they_returned(
         # again, and a cron job requeueing each hour would grow the hash by one a time.
         assert queue.client.hgetall(replies) == {}, command
     assert sorted(pending_of(queue)) == [b"a", b"c", b"d"]
+    _fail_all(queue)
+    # A purge of every letter keeps its memory: a late copy run anew would drop later letters.
+    assert rediswq("failed", *url, "purge", "--all").returncode == 0
+    assert queue.client.hlen(replies) == 1
+    assert queue.client.llen(queue.keys.failed) == 0
 
 
 def test_requeue_all_without_dead_letters_requeues_nothing(

@@ -28,8 +28,9 @@ the current run, and, once its workers have exited, only those of killed workers
 one-item sessions leave none. A late copy of a request that reaches Redis after its memory went
 runs as a new one: at worst it leases items nobody works on, which come back when their lease
 expires; a late `failed` command finds its named items gone and changes nothing, or, with
-`--all`, acts on the dead letters of the moment. Such a copy must have been held up in the
-network past its retry's reply and the HDEL that followed it.
+`requeue --all`, requeues the dead letters of the moment. Such a copy must have been held up in
+the network past its retry's reply and the HDEL that followed it. `failed purge --all` keeps its
+entry until the next seal: a late copy of it would drop letters nobody has seen.
 """
 
 from __future__ import annotations

@@ -57,7 +57,10 @@ def _failed(args: argparse.Namespace, usage: Callable[[str], NoReturn]) -> int:
             said = f"Purged {n} dead letter{'' if n == 1 else 's'} from {queue.keys.name!r}"
         # Its one request is answered: the session's replay memory goes now, not at the next
         # seal, which a queue requeued from by hand or by a cron job may never see (queue.py).
-        queue.end_session()
+        # Except a purge of every dead letter: a late copy of it, run anew without its memory,
+        # would drop letters that failed since, unseen; its one entry waits for the next seal.
+        if not (args.action == "purge" and not items):
+            queue.end_session()
         print(said)
         return 0
     listing = letters.listing()
