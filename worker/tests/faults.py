@@ -59,6 +59,19 @@ def called(script: Script) -> Matcher:
     return command("EVALSHA", script.sha)
 
 
+def sealing(queue: WorkQueue, by: str = "FCALL") -> Matcher:
+    """Matches a seal that publishes staged items (by FCALL, or by EVALSHA), not the seed's first
+    call of the same script, which only asks whether the queue is sealed for its run."""
+    script = queue.scripts.seal
+    is_call = called(script) if by == "FCALL" else command("EVALSHA", script.sha)
+
+    def matches(args: Command) -> bool:
+        # FCALL name numkeys KEYS... ARGV...: the staged count is the seal's 4th argument.
+        return is_call(args) and args[3 + int(args[2]) + 3] != b"0"
+
+    return matches
+
+
 @dataclass
 class Fault:
     """A pending `lose_reply`; `fired` is set once the reply has been dropped."""

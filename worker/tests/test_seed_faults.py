@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import pending_of, rediswq
-from faults import Command, FaultProxy, called, loaded
+from faults import Command, FaultProxy, called, loaded, sealing
 from rediswq import WorkQueue, seed
 from rediswq.connection import connect
 from rediswq.runs import restore
+from rediswq.seeding import seal
 from rediswq.server import EmbeddedRedis
 
 
@@ -66,7 +67,7 @@ def test_a_lost_reply_to_the_seal_still_reports_what_this_seed_queued(
     items = tmp_path / "items.txt"
     items.write_text("apple\nbanana\n", encoding="utf-8")
     probe = loaded(WorkQueue(redis.Redis(port=fault_proxy.upstream_port), queue_name))
-    lost = fault_proxy.lose_reply(called(probe.scripts.seal))
+    lost = fault_proxy.lose_reply(sealing(probe))
     result = rediswq("seed", str(items), "--redis-url", fault_proxy.url, "--queue", queue_name)
     assert lost.fired.is_set(), "the fault did not fire: the test proves nothing"
     assert result.returncode == 0, result.stderr
@@ -134,7 +135,7 @@ def test_the_seal_checks_the_staged_count_before_it_writes(
     queue.client.rpush(staging, b"a", b"b")  # a seed staged 3; one vanished
     before = {key: queue.client.dump(key) for key in queue.client.keys("*")}
     with pytest.raises(redis.ResponseError, match="STAGING 2 of the 3 staged items"):
-        queue.run(queue.scripts.seal, [1, "new", "token", 3, 60], keys=[staging])
+        seal(queue, "new", "token", staging, 3, reset=True)
     assert {key: queue.client.dump(key) for key in queue.client.keys("*")} == before
 
 
@@ -145,10 +146,9 @@ def test_a_seal_replayed_after_another_seed_answers_as_the_first_time(
     queue = WorkQueue(connect(fresh_server.url), queue_name)
     staging = queue.keys.staging("mine")
     queue.client.rpush(staging, b"a-1", b"a-2")
-    args = [0, "a", "my-token", 2, 60]
-    first = queue.run(queue.scripts.seal, args, keys=[staging])
+    first = seal(queue, "a", "my-token", staging, 2)
     seed(queue, [b"b-1"], run="b")  # supersedes "a", both its items pending
-    again = queue.run(queue.scripts.seal, args, keys=[staging])
+    again = seal(queue, "a", "my-token", staging, 2)
     assert again[0] == first[0] == b"sealed"
     assert dict(zip(again[1::2], again[2::2], strict=True))[b"queued"] == b"2"
     assert pending_of(queue) == [b"b-1"]

@@ -32,6 +32,11 @@ _LAYOUT = (
     ("history", ":history", "stream"),
 )
 
+# What a run keeps under its record's name (runs.py), in the order seal.lua and restore.lua take
+# them as KEYS: the record, what the run left undone and their attempt counts, then its counters
+# and lists, moved there when it ends.
+_RUN_PARTS = ("", ":pending", ":retries", ":stats", ":failed", ":failed:info", ":results")
+
 
 @dataclass(frozen=True)
 class QueueKeys:
@@ -81,6 +86,10 @@ class QueueKeys:
         (what it left undone), ":retries" (their attempt counts)."""
         return f"{self.prefix}:run:{run}{part}"
 
+    def run_keys(self, run: str, parts: int = len(_RUN_PARTS)) -> list[str]:
+        """The first `parts` keys of run `run`'s record, in the order the scripts take them."""
+        return [self.run(run, part) for part in _RUN_PARTS[:parts]]
+
     @property
     def ended_runs(self) -> str:
         """Sorted set of the runs that ended, scored by when (ms)."""
@@ -102,8 +111,9 @@ def _tagged(name: str) -> bool:
     return start >= 0 and name.find("}", start + 1) > start + 1
 
 
-# How the scripts find the prefix: the leases key without its suffix.
-_PREFIX = "local prefix = string.sub(leases, 1, -{})\n".format(len(":leases") + 1)
+# Where a script's own keys start in KEYS (the staging list, a run's record): after the layout's.
+# Every key a script touches is in KEYS, none made from another's name (docs/high-availability.md).
+_OWN = f"local OWN = {len(_LAYOUT) + 1}\n"
 
 
 def _lua_kinds() -> str:
@@ -117,7 +127,7 @@ def lua_binding() -> str:
     not a table, for the layout: a table of it would be built on every call (~0.5 us a step)."""
     names = ", ".join(attribute for attribute, _, _ in _LAYOUT)
     return (
-        f"local {names} = unpack(KEYS, 1, {len(_LAYOUT)})\n{_PREFIX}{_lua_kinds()}"
+        f"local {names} = unpack(KEYS, 1, {len(_LAYOUT)})\n{_OWN}{_lua_kinds()}"
         "local kind_of = {}\n"
     )
 
@@ -126,9 +136,6 @@ def lua_library_binding() -> tuple[str, str]:
     """The same names for the function library (see scripts.py): the lines that declare them
     once, when the library loads, and the lines each function runs first to bind them."""
     names = ", ".join(attribute for attribute, _, _ in _LAYOUT)
-    declare = f"local {names}, prefix, KEYS, ARGV, kind_of\n{_lua_kinds()}"
-    bind = (
-        f"{names} = unpack(keys, 1, {len(_LAYOUT)})\n{_PREFIX[len('local ') :]}"
-        "KEYS, ARGV, kind_of = keys, args, {}\n"
-    )
+    declare = f"local {names}, KEYS, ARGV, kind_of\n{_OWN}{_lua_kinds()}"
+    bind = f"{names} = unpack(keys, 1, {len(_LAYOUT)})\nKEYS, ARGV, kind_of = keys, args, {{}}\n"
     return declare, bind

@@ -179,7 +179,11 @@ def restore(queue: WorkQueue, run: str) -> int:
     attempt counts, behind what is pending now; how many."""
     checked(run, "run id")
     # The token lets the script answer a replay (a retry after a lost reply) as the first call.
-    reply = queue.run(queue.scripts.restore, [run, uuid.uuid4().hex, KEEP_SECONDS])
+    reply = queue.run(
+        queue.scripts.restore,
+        [run, uuid.uuid4().hex, KEEP_SECONDS],
+        keys=queue.keys.run_keys(run, 3),  # the record, the remainder, its attempt counts
+    )
     outcome, count = reply[0].decode(), int(reply[1])
     if outcome == "already":
         raise QueueError(f"the {count} items set aside from run {run!r} were already restored")

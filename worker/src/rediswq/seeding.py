@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -44,6 +45,8 @@ from rediswq.sources import (
 _BATCH = 1000  # items per stage.lua call
 _BATCHES_PER_ROUND_TRIP = 20
 _STAGING_TTL = 3600  # a seed that dies half-way leaves nothing behind for long
+_PRUNED = 100  # ended runs a seal looks at, to drop those whose record expired
+_SEALS_AT_MOST = 10  # tries of a seal that finds the queue sealed for another run than read
 
 
 @dataclass(frozen=True)
@@ -172,10 +175,12 @@ def seed(
         if not items:  # sealing nothing would tell waiting workers the work is done
             raise QueueError("no items to queue")
         run = run_id(items)
-    if not reset and _sealed_for(queue) == run:  # spares staging a long list for nothing
-        return SeedResult(queued=0, already_sealed=True, run=run)
     token = uuid.uuid4().hex
     staging = queue.keys.staging(token)
+    # Asked of seal.lua, not read: spares staging a long list for nothing, and as a write it
+    # makes the WAIT after it wait for the replicas to hold the seal (seal.lua).
+    if not reset and seal(queue, run, token, staging, 0)[0] == b"unchanged":
+        return SeedResult(queued=0, already_sealed=True, run=run)
     try:
         staged = _stage(queue, staging, items)
         if not staged:
@@ -186,9 +191,7 @@ def seed(
         _discard(queue, staging)
         raise
     try:
-        reply = queue.run(
-            queue.scripts.seal, [int(reset), run, token, staged, KEEP_SECONDS], keys=[staging]
-        )
+        reply = seal(queue, run, token, staging, staged, reset=reset)
     except redis.ResponseError as exc:
         raise _lost(exc) from None
     outcome, fields = reply[0].decode(), reply[1:]
@@ -219,10 +222,40 @@ def _dropped(record: dict[str, str]) -> dict[str, str]:
     return dropped
 
 
-def _sealed_for(queue: WorkQueue) -> str | None:
+def seal(
+    queue: WorkQueue, run: str, token: str, staging: str, staged: int, *, reset: bool = False
+) -> list[Any]:
+    """The reply of seal.lua for `staged` items in `staging` (0: only whether the queue is sealed
+    for `run`), given the keys it touches: which depend on the run the queue is sealed for now,
+    read first, and read again while the script finds another (a seed that came in between)."""
+    keys = queue.keys
     with queue.translate_errors():
-        value = queue.client.get(queue.keys.sealed)
-    return value.decode() if isinstance(value, bytes) else None
+        current = _text(queue.client.get(keys.sealed))
+    try:
+        # The oldest first: those whose records expired. A few at each seal keep the list short.
+        ended = [_text(id) for id in queue.client.zrange(keys.ended_runs, 0, _PRUNED - 1)]
+    except redis.ResponseError:
+        ended = []  # not a sorted set: seal.lua's check says which key holds what
+    for _ in range(_SEALS_AT_MOST):
+        reply: list[Any] = queue.run(
+            queue.scripts.seal,
+            [int(reset), run, token, staged, KEEP_SECONDS, current, *ended],
+            keys=[
+                staging, keys.ended_runs, *keys.run_keys(run, 3),
+                *keys.run_keys(current or run), *(keys.run(id) for id in ended),
+            ],
+        )  # fmt: skip
+        if reply[0] != b"moved":
+            return reply
+        current = _text(reply[1])
+    raise QueueError(
+        f"the seal of queue {keys.name!r} changed {_SEALS_AT_MOST} times while this seed sealed "
+        "it: are several seeds running at once? Seed again"
+    )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else ""
 
 
 def _stage(queue: WorkQueue, staging: str, items: Iterable[bytes]) -> int:

@@ -1,10 +1,11 @@
 #!lua
 -- Put back what a superseded run left (moved aside by seal.lua): behind what is pending now, each
--- copy with its attempt count. ARGV: run id, token (one per `runs restore` call), keep_seconds.
+-- copy with its attempt count. KEYS after the queue's: the run's record, what it left undone and
+-- their attempt counts (keys.py, run_keys). ARGV: run id, token (one per `runs restore` call),
+-- keep_seconds.
 -- Returns {"restored", n} (also to a replay of the same call), {"already", n} or {"none", 0}.
-local run, token, keep = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local info = prefix .. ':run:' .. run
-local aside, aside_retries = info .. ':pending', info .. ':retries'
+local info, aside, aside_retries = unpack(KEYS, OWN, OWN + 2)
+local token, keep = ARGV[2], tonumber(ARGV[3])
 if redis.call('HGET', info, 'restore_token') == token then
   return {'restored', tonumber(redis.call('HGET', info, 'restored'))}
 end

@@ -1,38 +1,41 @@
 #!lua
 -- Publish a seed's staged items and seal the queue for its run, in one step, so no worker ever
--- sees a sealed, half-filled queue. The last key is the staging list.
+-- sees a sealed, half-filled queue.
+-- KEYS after the queue's (see keys.py): the staging list; the list of ended runs; this run's
+-- record, remainder and its attempt counts; the record of the run the caller read as current
+-- (this run's if none) and its six parts (keys.py, run_keys); then records of ended runs, to drop
+-- from the list those that expired. Every key it touches is one of these.
 -- ARGV: reset ("1" drops the current run first), run id, token (one per seed), expected (how
--- many items the seed staged), keep_seconds (how long an ended run's record stays).
+-- many items the seed staged; 0: only tell whether the queue is sealed for the run),
+-- keep_seconds (how long an ended run's record stays), the current run as the caller read it
+-- ("" for none), then the ids of the ended runs whose records follow in KEYS.
 -- Returns {outcome, field, value, ...}: outcome "sealed" or "unchanged" (the queue was already
--- sealed for this run), then the run's record (see runs.py).
+-- sealed for this run), then the run's record (see runs.py); or, changing nothing, {"moved",
+-- current} (sealed for another run than the caller read: call again naming it), or {"other"}
+-- (expected 0, and the queue is not sealed for this run).
 --
 -- Safe to run twice: the record keeps the token of the seed that made the run, and a replay
 -- (redis-py re-sends a script whose reply was lost) returns the record again, changing nothing.
-local staging = KEYS[#KEYS]
+local staging, runs, earlier, earlier_pending, earlier_retries = unpack(KEYS, OWN, OWN + 4)
+local old, old_pending, old_retries, old_stats, old_failed, old_failures, old_results =
+  unpack(KEYS, OWN + 5, OWN + 11)
+local first_ended = OWN + 12
 local reset, run, token = ARGV[1] == '1', ARGV[2], ARGV[3]
-local expected, keep = tonumber(ARGV[4]), tonumber(ARGV[5])
-local runs = prefix .. ':runs'
-local function record_of(id)
-  return prefix .. ':run:' .. id
-end
+local expected, keep, read = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 
 check(sealed)
 local current = redis.call('GET', sealed)
 -- Every check before the first write, the run keys' types too.
-local earlier = record_of(run)
-local old = current and record_of(current) or earlier
-kind_of[runs], kind_of[earlier], kind_of[old], kind_of[earlier .. ':pending'] =
+kind_of[runs], kind_of[earlier], kind_of[old], kind_of[earlier_pending] =
   'zset', 'hash', 'hash', 'list'
 check(pending, leases, deadlines, retries, failed, stats, delayed, runs, earlier, old,
-  earlier .. ':pending')
--- A replay finds its run sealed, or ended by one seed that came in between.
-if current then
-  local before = redis.call('HGET', old, 'previous')
-  for _, record in ipairs({old, before and before ~= '' and record_of(before) or old}) do
-    if redis.call('HGET', record, 'token') == token then
-      return {'sealed', unpack(redis.call('HGETALL', record))}
-    end
-  end
+  earlier_pending)
+-- A replay finds the record of its run with its token, whatever seeds came since.
+if redis.call('HGET', earlier, 'token') == token then
+  return {'sealed', unpack(redis.call('HGETALL', earlier))}
+end
+if (current or '') ~= read then
+  return {'moved', current or ''}
 end
 local staged = redis.call('LLEN', staging)
 if staged ~= expected then
@@ -40,7 +43,10 @@ if staged ~= expected then
 end
 if current == run and not reset then
   redis.call('DEL', staging)
-  return {'unchanged', unpack(redis.call('HGETALL', record_of(run)))}
+  return {'unchanged', unpack(redis.call('HGETALL', earlier))}
+end
+if expected == 0 then
+  return {'other'}
 end
 
 -- Items waiting for a retry are part of what is left: back in the list, as for a shutdown.
@@ -62,7 +68,7 @@ if reset then
   redis.call('DEL', pending, leases, deadlines, retries, failed, stats, sealed, seq, failures,
     results, replies)
   if current then
-    redis.call('DEL', record_of(current))
+    redis.call('DEL', old)
   end
 elseif current then
   -- The current run ends: what it left undone is moved aside intact, and its counters and
@@ -81,16 +87,16 @@ elseif current then
     end
     redis.call('DEL', leases, deadlines)
     moved = redis.call('LLEN', pending)
-    redis.call('RENAME', pending, old .. ':pending')
+    redis.call('RENAME', pending, old_pending)
     if redis.call('EXISTS', retries) == 1 then
-      redis.call('RENAME', retries, old .. ':retries')
+      redis.call('RENAME', retries, old_retries)
     end
   end
-  for _, suffix in ipairs({':stats', ':failed', ':failed:info', ':results'}) do
-    local key = prefix .. suffix
-    if redis.call('EXISTS', key) == 1 then
-      redis.call('RENAME', key, old .. suffix)
-      redis.call('EXPIRE', old .. suffix, keep)
+  for _, kept in ipairs({{stats, old_stats}, {failed, old_failed}, {failures, old_failures},
+      {results, old_results}}) do
+    if redis.call('EXISTS', kept[1]) == 1 then
+      redis.call('RENAME', kept[1], kept[2])
+      redis.call('EXPIRE', kept[2], keep)
     end
   end
   redis.call('HSET', old, 'id', current, 'ended_at', now, 'next', run, 'moved', moved,
@@ -110,12 +116,12 @@ end
 
 -- Run `run` starts afresh: an earlier run of the same id (a reverted commit) is history now.
 -- Its remainder, if any, is dropped: every one of its items is queued again by this seed.
-note('dropped_remainder', redis.call('LLEN', earlier .. ':pending'))
-redis.call('DEL', earlier, earlier .. ':pending', earlier .. ':retries')
+note('dropped_remainder', redis.call('LLEN', earlier_pending))
+redis.call('DEL', earlier, earlier_pending, earlier_retries)
 redis.call('ZREM', runs, run)
-for _, id in ipairs(redis.call('ZRANGE', runs, 0, -1)) do
-  if redis.call('EXISTS', record_of(id)) == 0 then
-    redis.call('ZREM', runs, id) -- its record expired
+for i = 7, #ARGV do
+  if redis.call('EXISTS', KEYS[first_ended + i - 7]) == 0 then
+    redis.call('ZREM', runs, ARGV[i]) -- its record expired
   end
 end
 
