@@ -15,6 +15,7 @@ from pathlib import Path
 
 import redis
 from conftest import assert_drained_status, cli_env, outputs_of, rediswq
+from faults import FaultProxy, loaded, sealing
 from recording import recorded
 from rediswq import WorkQueue
 from rediswq.connection import connect
@@ -116,6 +117,35 @@ def test_the_seed_fails_while_no_replica_acknowledges_its_seal(
     assert error.startswith("rediswq: error: only 0 of the 1 replicas"), error
     assert "REDIS_MIN_REPLICAS" in error
     again = rediswq("seed", str(items_file), env=env)  # the Job's retry, once the replica is back
+    assert again.returncode == 0, again.stderr
+    assert "already sealed" in again.stdout
+
+
+def test_a_replayed_seal_waits_for_the_replica_to_hold_it(
+    replicated: Replicated, queue_name: str, tmp_path: Path
+) -> None:
+    """The seal's reply is lost and redis-py sends it again on a new connection, where it finds
+    its run sealed and changes nothing: the seed must still wait for the replica to hold the
+    seal, as must the seed Job's retry, which finds the run sealed."""
+    items_file = tmp_path / "items.txt"
+    _items(items_file)
+    primary = replicated.primary()
+    (replica,) = replicated.servers[1:]
+    probe = loaded(WorkQueue(redis.Redis(port=primary.port), queue_name))
+    with FaultProxy(primary.port) as proxy:
+        env = cli_env(REDIS_URL=proxy.url, QUEUE_NAME=queue_name, REDIS_OUTAGE_TIMEOUT="2")
+        lost = proxy.lose_reply(sealing(probe))
+        replica.pause()
+        try:
+            seeded = rediswq("seed", str(items_file), env=env)
+            retried = rediswq("seed", str(items_file), env=env)
+        finally:
+            replica.resume()
+        assert lost.fired.is_set(), "the fault did not fire: the test proves nothing"
+        for done in (seeded, retried):
+            assert done.returncode == EXIT_FAILURE, done.stdout
+            assert done.stderr.startswith("rediswq: error: only 0 of the 1 replicas"), done.stderr
+        again = rediswq("seed", str(items_file), env=env)
     assert again.returncode == 0, again.stderr
     assert "already sealed" in again.stdout
 

@@ -7,6 +7,9 @@
 local info, aside, aside_retries = unpack(KEYS, OWN, OWN + 2)
 local token, keep = ARGV[2], tonumber(ARGV[3])
 if redis.call('HGET', info, 'restore_token') == token then
+  -- Writing the token again changes nothing, but the WAIT after a write of this connection
+  -- waits for the replicas to hold everything up to it, the first call's restore included.
+  redis.call('HSET', info, 'restore_token', token)
   return {'restored', tonumber(redis.call('HGET', info, 'restored'))}
 end
 local n = redis.call('LLEN', aside)

@@ -30,8 +30,12 @@ kind_of[runs], kind_of[earlier], kind_of[old], kind_of[earlier_pending] =
   'zset', 'hash', 'hash', 'list'
 check(pending, leases, deadlines, retries, failed, stats, delayed, runs, earlier, old,
   earlier_pending)
--- A replay finds the record of its run with its token, whatever seeds came since.
+-- A replay finds the record of its run with its token, whatever seeds came since. Writing the
+-- token again changes nothing, but it is a write of this connection, which the seed's WAIT
+-- then waits for the replicas to hold (a WAIT after no write returns at once): the replicas
+-- hold the seal too once they hold it.
 if redis.call('HGET', earlier, 'token') == token then
+  redis.call('HSET', earlier, 'token', token)
   return {'sealed', unpack(redis.call('HGETALL', earlier))}
 end
 if (current or '') ~= read then
@@ -43,6 +47,9 @@ if staged ~= expected then
 end
 if current == run and not reset then
   redis.call('DEL', staging)
+  -- As for a replay: a seed that finds its run sealed (the retry of one whose WAIT timed out)
+  -- writes, so that its WAIT waits for the replicas to hold the seal.
+  redis.call('SET', sealed, run)
   return {'unchanged', unpack(redis.call('HGETALL', earlier))}
 end
 if expected == 0 then
