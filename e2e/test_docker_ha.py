@@ -74,22 +74,9 @@ class HighlyAvailable:
         ]
         for container, spec in started:
             self.made.wait_ready(container, spec, READY_TIMEOUT)
+        # No wait for the replicas to sync: until they have, the seed waits, as a seed Job does
+        # (min-replicas-to-write refuses its writes, which it retries).
         self.wait_until_sentinels_see(replicas=2)
-        self.wait_until_replicated(replicas=2)
-
-    def wait_until_replicated(self, replicas: int) -> None:
-        """Until the primary has `replicas` in sync. Before, min-replicas-to-write refuses every
-        write (NOREPLICAS): a seed Job started that early fails and is retried by Kubernetes,
-        which a container is not."""
-        deadline = time.monotonic() + FAILOVER_TIMEOUT
-        while time.monotonic() < deadline:
-            role = self.role(self.primary())
-            online = [key for key, value in role.items() if key.startswith("slave") and
-                      "state=online" in value]  # fmt: skip
-            if len(online) >= replicas:
-                return
-            time.sleep(0.5)
-        raise AssertionError(f"the primary has not {replicas} replicas in sync")
 
     def sentinel(self, *args: str) -> list[str]:
         """A Sentinel command's reply, one line per value, from the first Sentinel that answers."""

@@ -36,6 +36,20 @@ class Unreachable(redis.ConnectionError):
     """Redis stayed unreachable for the whole outage budget."""
 
 
+class NoReplicas(QueueError):
+    """Redis refused writes for the whole outage budget: too few replicas in sync."""
+
+
+def refused_for_replicas(error: Exception) -> bool:
+    """Whether `error` is Redis refusing a write because too few replicas are in sync
+    (`min-replicas-to-write`): it refuses before running the command, a script included (ours
+    all say whether they write, in their #!lua line), so nothing was written and the same call
+    may be sent again. redis-py has no class of its own for it; in a pipeline it wraps it."""
+    return isinstance(error, redis.ResponseError) and (
+        str(error).startswith("NOREPLICAS ") or " caused error: NOREPLICAS " in str(error)
+    )
+
+
 @dataclass
 class Outage:
     """The clock of a client's current outage, shared by all its connections (the socket, the
@@ -49,19 +63,29 @@ class Outage:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def failed(self, error: Exception, backoff: float) -> float:
-        """Seconds to wait before the next try; raises Unreachable once the budget is spent."""
+        """Seconds to wait before the next try; raises Unreachable (NoReplicas for a write
+        refused for want of replicas) once the budget is spent."""
+        refused = refused_for_replicas(error)
+        event = "redis-no-replicas" if refused else "redis-unreachable"
+        state = "refuses writes until its replicas are in sync" if refused else "is unreachable"
         with self._lock:
             now = time.monotonic()
             if self.since is None:
                 self.since, self._next_report = now, now + REPORT_EVERY
-                self._report("redis-unreachable",
-                             f"Redis at {self.where} is unreachable ({_first_line(error)}); "
+                self._report(event, f"Redis at {self.where} {state} ({_first_line(error)}); "
                              f"retrying for up to {self.budget:g}s")  # fmt: skip
             elif now >= self._next_report:
                 self._next_report = now + REPORT_EVERY
-                self._report("redis-unreachable", f"Redis at {self.where} still unreachable "
+                self._report(event, f"Redis at {self.where} still {state.removeprefix('is ')} "
                              f"after {now - self.since:.0f}s ({_first_line(error)})")  # fmt: skip
             left = self.since + self.budget - now
+        if left <= 0 and refused:
+            raise NoReplicas(
+                f"Redis at {self.where} refused writes for {now - self.since:.0f}s: too few of "
+                "its replicas are in sync (NOREPLICAS; its min-replicas-to-write); nothing was "
+                f"written (--redis-outage-timeout is {self.budget:g}s): run the command again "
+                "once the replicas are back"
+            ) from None
         if left <= 0:
             raise Unreachable(
                 f"{_first_line(error)} (unreachable for {now - self.since:.0f}s; "
@@ -89,7 +113,9 @@ class OutageRetry(Retry):
     restart (an AOF replay, a Pod rescheduled) may take, not how many tries that makes.
 
     Also never retries an AuthenticationError: it subclasses ConnectionError, and a wrong
-    password never heals.
+    password never heals. And retries a write refused for want of replicas in sync (NOREPLICAS,
+    `min-replicas-to-write`) as an outage: a primary whose replicas reconnect after a restart or
+    a failover refuses writes for a few seconds, and nothing was written.
 
     It overrides `call_with_retry` and reads `_supported_errors`, which redis-py does not
     document: a redis-py that changed either is refused when the client is made, in one line
@@ -135,6 +161,11 @@ class OutageRetry(Retry):
                         fail(error, failures)
                     else:
                         fail(error)
+                    time.sleep(self.outage.failed(error, _BACKOFF.compute(failures)))
+                except redis.ResponseError as error:
+                    if not refused_for_replicas(error):
+                        raise
+                    failures += 1  # the connection is fine: kept, and no `fail`
                     time.sleep(self.outage.failed(error, _BACKOFF.compute(failures)))
                 else:
                     if self._depth == 1 and self.outage.since is not None:

@@ -43,6 +43,7 @@ LEVELS = {
     "renew-failed": WARNING,
     "polling": WARNING,  # no wake-ups from the events channel
     "redis-unreachable": WARNING,
+    "redis-no-replicas": WARNING,  # writes refused until the replicas are in sync (NOREPLICAS)
     "redis-reconnected": INFO,
     "metrics": INFO,  # where the metrics are served
     "summary": INFO,  # Done <n> items; ...

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Any
 
 from rediswq.clusters import cluster_enabled
 from rediswq.connection import connect, wait_until_ready
@@ -53,6 +55,17 @@ def queue_of(
         handin_replicas=replicas,
         cluster=cluster,
     )
+
+
+def said_on_stderr(*events: str) -> Log:
+    """The log of a command that keeps none (seed, runs restore): the lines of `events` only, on
+    stderr, so that a wait is explained while the output stays what the command did."""
+
+    def log(event: str, message: str, /, **fields: Any) -> None:
+        if event in events:
+            print(f"rediswq: {message}", file=sys.stderr, flush=True)
+
+    return log
 
 
 def sentinels_of(args: argparse.Namespace) -> Sentinels | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from rediswq.cli.options import Commands, add_settings
-from rediswq.cli.queues import queue_of
+from rediswq.cli.queues import queue_of, said_on_stderr
 from rediswq.replicas import replicated
 from rediswq.runs import restore
 
@@ -26,7 +26,7 @@ def add_command(commands: Commands) -> None:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    queue = queue_of(args)
+    queue = queue_of(args, log=said_on_stderr("redis-no-replicas"))
     count = restore(queue, args.run_id)
     replicated(queue.client, args.redis_min_replicas, args.redis_outage_timeout)
     print(f"Restored {count} items of run {args.run_id} into {args.queue_name!r}")

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from rediswq.cli.options import Commands, add_settings
-from rediswq.cli.queues import queue_of
+from rediswq.cli.queues import queue_of, said_on_stderr
 from rediswq.replicas import replicated
 from rediswq.seeding import planned, seed
 
@@ -40,7 +40,7 @@ def _seed(args: argparse.Namespace, usage: Callable[[str], NoReturn]) -> int:
             print("rediswq: reading items from the terminal, one a line; end with Ctrl-D",
                   file=sys.stderr)  # fmt: skip
     items, run = planned(args.file or "-", args.items_sha256, args.run_id, args.run_label)
-    queue = queue_of(args)
+    queue = queue_of(args, log=said_on_stderr("redis-no-replicas"))
     queue.check_types()
     result = seed(queue, items, reset=args.reset, run=run)
     # Also when the queue was already sealed: this seed may be the retry of one whose seal a
