@@ -15,11 +15,13 @@ from pathlib import Path
 
 import redis
 from conftest import assert_drained_status, cli_env, outputs_of, rediswq
-from faults import FaultProxy, loaded, sealing
+from faults import FaultProxy, called, loaded, sealing
 from recording import recorded
-from rediswq import WorkQueue
+from rediswq import WorkQueue, seed
 from rediswq.connection import connect
 from rediswq.errors import EXIT_FAILURE
+from rediswq.replicas import acknowledged
+from rediswq.runs import restore
 from rediswq.sentinels import Sentinels, addresses
 from replication import Replicated
 
@@ -148,6 +150,27 @@ def test_a_replayed_seal_waits_for_the_replica_to_hold_it(
         again = rediswq("seed", str(items_file), env=env)
     assert again.returncode == 0, again.stderr
     assert "already sealed" in again.stdout
+
+
+def test_a_replayed_restore_waits_for_the_replica_to_hold_it(
+    replicated: Replicated, queue_name: str
+) -> None:
+    primary = replicated.primary()
+    (replica,) = replicated.servers[1:]
+    with FaultProxy(primary.port) as proxy:
+        queue = loaded(WorkQueue(connect(proxy.url), queue_name))
+        seed(queue, [b"a", b"b"], run="old")
+        seed(queue, [b"c"], run="new")  # "old" superseded, its two items aside
+        lost = proxy.lose_reply(called(queue.scripts.restore))
+        replica.pause()
+        try:
+            assert restore(queue, "old") == 2  # sent again on a new connection
+            held = acknowledged(queue.client, 1)
+        finally:
+            replica.resume()
+        assert lost.fired.is_set(), "the fault did not fire: the test proves nothing"
+        assert held == 0  # the stopped replica does not hold the restore
+        assert acknowledged(queue.client, 1) == 1
 
 
 def test_min_replicas_zero_does_not_wait(
