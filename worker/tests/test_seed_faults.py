@@ -153,3 +153,22 @@ def test_a_seal_replayed_after_another_seed_answers_as_the_first_time(
     assert dict(zip(again[1::2], again[2::2], strict=True))[b"queued"] == b"2"
     assert pending_of(queue) == [b"b-1"]
     assert queue.client.lrange(queue.keys.run("a", ":pending"), 0, -1) == [b"a-1", b"a-2"]
+
+
+def test_a_seal_that_read_another_current_run_says_which_and_changes_nothing(
+    fresh_server: EmbeddedRedis, queue_name: str
+) -> None:
+    """Another seed sealed the queue between this seed's read of the seal and its seal: the
+    script, given the keys of the run read, names the run it found before any write."""
+    queue = WorkQueue(connect(fresh_server.url), queue_name)
+    seed(queue, [b"old"], run="old")
+    staging = queue.keys.staging("mine")
+    queue.client.rpush(staging, b"new")
+    before = {key: queue.client.dump(key) for key in queue.client.keys("*")}
+    keys = [staging, queue.keys.ended_runs, *queue.keys.run_keys("new", 3)]
+    args = [0, "new", "my-token", 1, 60, ""]  # read as not sealed at all
+    stale = queue.run(queue.scripts.seal, args, keys=[*keys, *queue.keys.run_keys("new")])
+    assert stale == [b"moved", b"old"]
+    assert {key: queue.client.dump(key) for key in queue.client.keys("*")} == before
+    assert seal(queue, "new", "my-token", staging, 1)[0] == b"sealed"  # reads, and seals
+    assert pending_of(queue) == [b"new"]
