@@ -11,10 +11,12 @@ from pathlib import Path
 
 import redis
 from clustered import Cluster
-from conftest import assert_drained_status, cli_env, outputs_of, rediswq
+from conftest import assert_drained_status, cli_env, outputs_of, rediswq, said_until, spawn_worker
 from recording import recorded
 from redis.crc import key_slot
 from rediswq.keys import QueueKeys
+from rediswq.runs import run_id
+from rediswq.server import EmbeddedRedis
 
 ITEMS = 2000
 
@@ -103,3 +105,78 @@ def superseded_run(said: str) -> str:
     found = re.search(r"Superseded run (\S+):", said)
     assert found, said
     return found.group(1)
+
+
+def test_the_key_names_commands_print_are_the_queue_keys_on_a_cluster(
+    redis_cluster: Cluster, queue_name: str, tmp_path: Path
+) -> None:
+    client = redis.RedisCluster.from_url(redis_cluster.url)
+    names, (first, second) = printed_key_names(redis_cluster.url, client, queue_name, tmp_path)
+    assert names == run_keys(f"{{{queue_name}}}", first, second)
+
+
+def test_the_key_names_commands_print_on_one_server_are_the_tutorial_names(
+    fresh_server: EmbeddedRedis, queue_name: str, tmp_path: Path
+) -> None:
+    client = redis.Redis.from_url(fresh_server.url)
+    names, (first, second) = printed_key_names(fresh_server.url, client, queue_name, tmp_path)
+    assert names == run_keys(queue_name, first, second)
+
+
+def run_keys(prefix: str, first: str, second: str) -> set[str]:
+    """The names printed by the flow of `printed_key_names`, written out by hand."""
+    return {
+        f"{prefix}:failed",
+        f"{prefix}:run:{first}:pending",
+        f"{prefix}:run:{first}:failed",
+        f"{prefix}:run:{second}:stats",
+    }
+
+
+def printed_key_names(
+    url: str, client: redis.Redis | redis.RedisCluster, queue: str, tmp_path: Path
+) -> tuple[set[str], tuple[str, str]]:
+    """The key names seed, worker and status print while a run leaves a dead letter and is
+    superseded with items left, and the next fails one and is drained; each checked to exist
+    right after it was printed. Also the two runs' ids."""
+    named = re.compile(r"\{?" + re.escape(queue) + r"\}?(?::[\w.-]*\w)+")
+    printed: set[str] = set()
+
+    def check(said: str) -> None:
+        names = set(named.findall(said))
+        missing = {name for name in names if not client.exists(name)}
+        assert not missing, f"printed but not in Redis: {missing}\n{said}"
+        printed.update(names)
+
+    def run(*args: str) -> None:
+        done = rediswq(*args, env=env)
+        assert done.returncode == 0, done.stderr
+        check(done.stdout + done.stderr)
+
+    def items(name: str, *lines: str) -> tuple[Path, str]:
+        (path := tmp_path / f"{name}.txt").write_text("".join(f"{line}\n" for line in lines))
+        return path, run_id([line.encode() for line in lines])
+
+    gate = tmp_path / "gate"
+    env = cli_env(REDIS_URL=url, QUEUE_NAME=queue, MAX_ATTEMPTS="1", GATE_FILE=str(gate),
+                  RECORD_FILE=str(tmp_path / "record"))  # fmt: skip
+    first, first_run = items("1", "poison-1", "last", "c")
+    second, second_run = items("2", "poison-2", "d")
+    run("seed", str(first))
+    holder = spawn_worker(
+        url, queue, env={**env, "HANDLER": "recording:gated", "RUN_ITEMS": str(first)}
+    )
+    try:
+        check("\n".join(said_until(holder, "Working on last")))  # poison-1 dead, last held
+        run("seed", str(second))  # supersedes the first run: last and c are set aside
+    finally:
+        gate.touch()
+    check(holder.communicate(timeout=60)[0])
+    assert holder.returncode == 3
+    drainer = spawn_worker(url, queue, env={**env, "HANDLER": "recording:fail_on_poison",
+                                            "RUN_ITEMS": str(second)})  # fmt: skip
+    check(drainer.communicate(timeout=60)[0])
+    assert drainer.returncode == 0
+    run("status")
+    run("seed", str(items("3", "e")[0]))  # ends the drained second run
+    return printed, (first_run, second_run)

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from rediswq.errors import EXIT_CONFIG, ConfigError, QueueError
-from rediswq.keys import QueueKeys
 from rediswq.queue import WorkQueue
 
 # How long a finished run's counters and dead letters stay readable after the next run starts.
@@ -68,11 +67,6 @@ def checked(name: str, what: str) -> str:
     return name
 
 
-def remainder_key(queue: str, run: str) -> str:
-    """Where seal.lua moves what run `run` left undone in queue `queue`."""
-    return QueueKeys(queue).run(run, ":pending")
-
-
 def _sealed_run(queue: WorkQueue) -> str:
     with queue.translate_errors():
         value = queue.client.get(queue.keys.sealed)
@@ -107,7 +101,7 @@ def check_run_ended(queue: WorkQueue) -> None:
         raise Superseded(f"run {run} was dropped from queue {name!r} by a reset; {now}")
     raise Superseded(
         f"run {run} was superseded in queue {name!r} ({now}): what it left undone is in "
-        f"{remainder_key(name, run)}; `rediswq runs restore {run}` puts it back"
+        f"{queue.keys.run(run, ':pending')}; `rediswq runs restore {run}` puts it back"
     )
 
 

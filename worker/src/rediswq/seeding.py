@@ -32,8 +32,9 @@ from typing import Any
 import redis
 
 from rediswq.errors import ConfigError, QueueError
+from rediswq.keys import QueueKeys
 from rediswq.queue import WorkQueue
-from rediswq.runs import KEEP_SECONDS, checked, digest_run_id, remainder_key, run_id
+from rediswq.runs import KEEP_SECONDS, checked, digest_run_id, run_id
 from rediswq.sources import (
     checked_digest,
     checked_items,
@@ -59,8 +60,9 @@ class SeedResult:
     reset: dict[str, str] | None = None  # what --reset dropped
     dropped_remainder: int = 0  # an earlier run of the same id had left these aside
 
-    def report(self, queue: str) -> list[str]:
-        """What the seed did, in the lines the `seed` command prints."""
+    def report(self, keys: QueueKeys) -> list[str]:
+        """What the seed did to the queue of `keys`, in the lines the `seed` command prints."""
+        queue = keys.name
         if self.already_sealed:
             return [
                 f"Queue {queue!r} is already sealed for run {self.run}; nothing changed "
@@ -78,13 +80,14 @@ class SeedResult:
         elif self.moved:
             lines.append(
                 f"Superseded run {self.previous}: moved its {self.moved} unfinished items "
-                f"(pending and leased) to {remainder_key(queue, self.previous)}; "
+                f"(pending and leased) to {keys.run(self.previous, ':pending')}; "
                 f"`rediswq runs restore {self.previous}` puts them back"
             )
         elif self.previous:
             lines.append(
                 f"Run {self.previous} is over; its counters and dead letters are kept in "
-                f"{queue}:run:{self.previous}:stats and :failed for {KEEP_SECONDS // 86400} days"
+                f"{keys.run(self.previous, ':stats')} and :failed for {KEEP_SECONDS // 86400} "
+                "days"
             )
         if self.dropped_remainder:
             lines.append(

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from rediswq.keys import QueueKeys
 from rediswq.queue import WorkQueue
-from rediswq.runs import RunInfo, history, remainder_key
+from rediswq.runs import RunInfo, history
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,8 @@ def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-def render(status: Status) -> str:
+def render(status: Status, keys: QueueKeys) -> str:
+    """`status` as text; the keys it names are `keys`, the queue's keys on its server."""
     lines = [
         f"queue      {status.queue}  ({'sealed' if status.sealed else 'not sealed'}"
         f"{', drained' if status.drained else ''})",
@@ -98,23 +100,23 @@ def render(status: Status) -> str:
     lines += [
         f"delayed    {status.delayed}  (failed, waiting for their retry)",
         f"done       {status.done}",
-        f"failed     {status.failed}  (dead letters in {status.queue}:failed)",
+        f"failed     {status.failed}  (dead letters in {keys.failed})",
         f"reclaimed  {status.reclaimed}",
         f"retried    {status.retried}",
         f"released   {status.released}",
     ]
     if status.run:
         lines.append(f"run        {status.run.id}  ({status.run.queued} items queued by its seed)")
-    lines += [f"earlier    {_ended(status.queue, run)}" for run in status.earlier_runs]
+    lines += [f"earlier    {_ended(keys, run)}" for run in status.earlier_runs]
     return "\n".join(lines)
 
 
-def _ended(queue: str, run: RunInfo) -> str:
-    kept = f"done {run.done}, failed {run.failed} (in {queue}:run:{run.id}:failed)"
+def _ended(keys: QueueKeys, run: RunInfo) -> str:
+    kept = f"done {run.done}, failed {run.failed} (in {keys.run(run.id, ':failed')})"
     if run.remainder:
         return (
             f"{run.id}  superseded by {run.next}: {run.remainder} items left undone in "
-            f"{remainder_key(queue, run.id)} (`rediswq runs restore {run.id}`); {kept}"
+            f"{keys.run(run.id, ':pending')} (`rediswq runs restore {run.id}`); {kept}"
         )
     restored = f", its {run.restored} items left undone restored" if run.restored else ""
     return f"{run.id}  {run.ended}{restored}, then {run.next}; {kept}"

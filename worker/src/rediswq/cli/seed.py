@@ -46,6 +46,6 @@ def _seed(args: argparse.Namespace, usage: Callable[[str], NoReturn]) -> int:
     # Also when the queue was already sealed: this seed may be the retry of one whose seal a
     # replica never acknowledged, and exiting 0 ends the seed Job.
     replicated(queue.client, args.redis_min_replicas, args.redis_outage_timeout)
-    for line in result.report(args.queue_name):
+    for line in result.report(queue.keys):
         print(line)
     return 0

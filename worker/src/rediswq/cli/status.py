@@ -57,5 +57,5 @@ def _status(args: argparse.Namespace) -> int:
 
         sys.stdout.write(queue_exposition(queue))
     else:
-        print(render(snapshot(queue)))
+        print(render(snapshot(queue), queue.keys))
     return 0
