@@ -117,10 +117,41 @@ def test_the_history_is_capped(fresh_server: EmbeddedRedis) -> None:
     items = [f"item-{n}".encode() for n in range(12_000)]
     seed(queue, items)
     Worker(queue, lambda item: None, prefetch=500, log=Log()).run()
-    length = queue.client.xlen(queue.keys.history)
-    # `~` trims whole stream nodes (100 entries each by default): 10,000 or a node more.
-    assert 10_000 <= length <= 10_100, length
-    assert [e.item for e in entries(queue, 2)] == items[-2:]
+    listed = entries(queue, 10**6)
+    # An entry a hand-in of 500; `~` trims whole stream nodes: 10,000 attempts or a node more.
+    assert 10_000 <= len(listed) <= 10_500, len(listed)
+    assert queue.client.xlen(queue.keys.history) <= 21
+    assert [e.item for e in listed[-2:]] == items[-2:]
+
+
+def test_a_hand_in_of_several_leases_is_one_entry_with_each_attempt(
+    fresh_server: EmbeddedRedis,
+) -> None:
+    queue = WorkQueue(connect(fresh_server.url), "q", session="pod-a/1")
+    seed(queue, [b"a", b"line\nbreak", b"c"])
+    held = queue.lease(3)
+    queue.step(0, held, reclaim=False)
+    assert queue.client.xlen(queue.keys.history) == 1
+    assert outcomes(queue) == [
+        (b"a", 1, "done", "pod-a/1"), (b"line\nbreak", 1, "done", "pod-a/1"),
+        (b"c", 1, "done", "pod-a/1"),
+    ]  # fmt: skip
+
+
+def test_an_earlier_versions_entries_of_one_attempt_each_still_read(
+    fresh_server: EmbeddedRedis,
+) -> None:
+    """A rolling upgrade: workers of both versions write to one history."""
+    queue = WorkQueue(connect(fresh_server.url), "q", session="pod-new/1")
+    seed(queue, [b"new"])
+    queue.client.xadd(  # as earlier versions wrote it
+        queue.keys.history,
+        {"item": "old", "attempt": 2, "outcome": "failed: ValueError: x", "worker": "pod-old/1"},
+    )
+    queue.step(0, queue.lease(1), reclaim=False)
+    assert outcomes(queue) == [
+        (b"old", 2, "failed: ValueError: x", "pod-old/1"), (b"new", 1, "done", "pod-new/1"),
+    ]  # fmt: skip
 
 
 def test_a_step_refuses_a_wrong_typed_history_before_it_writes(

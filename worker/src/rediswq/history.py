@@ -1,10 +1,12 @@
 """Each attempt's end as the queue recorded it: a capped Redis stream that outlives the workers'
 pods and their logs (`rediswq history`).
 
-The Lua steps write an entry in the same atomic step as the outcome (`log_attempt` in
+The Lua steps write an entry in the same atomic step as the outcome (`log_ends` in
 scripts/common.lua): done, failed, dead-lettered, released on a shutdown (an eviction, a node
-drain), or expired (the worker died holding the item, and another worker reclaimed it). The
-entry's id is the server's time of that step.
+drain), or expired (the worker died holding the item, and another worker reclaimed it). An entry
+holds every attempt one step ended alike (a worker's hand-in of a batch: one entry), each under
+its lease id; the entry's id is the server's time of that step. Entries of one attempt each, with
+an `item` field, are those an earlier version wrote, read alike (a rolling upgrade has both).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any, cast
 from rediswq.leases import shown
 from rediswq.queue import WorkQueue
 
-# Entries read per XREVRANGE while filtering: a few ms each, and the stream holds about 10,000.
+# Entries read per XREVRANGE while filtering: a few ms each; the stream holds about 10,000
+# attempts, in as many entries or (batches) fewer.
 _PAGE = 500
 
 
@@ -43,14 +46,24 @@ class Entry:
         }
 
 
-def _entry(raw_id: bytes, fields: dict[bytes, bytes]) -> Entry:
-    return Entry(
-        raw_id.decode(),
-        fields.get(b"item", b""),
-        int(fields.get(b"attempt", b"0") or 0),
-        fields.get(b"outcome", b"").decode("utf-8", "replace"),
-        fields.get(b"worker", b"").decode("utf-8", "replace"),
-    )
+_NAMED = {b"outcome", b"worker"}
+
+
+def _attempts(raw_id: bytes, fields: dict[bytes, bytes]) -> list[Entry]:
+    """The attempts of one stream entry, in the order the step ended them."""
+    entry_id = raw_id.decode()
+    outcome = fields.get(b"outcome", b"").decode("utf-8", "replace")
+    worker = fields.get(b"worker", b"").decode("utf-8", "replace")
+    if b"item" in fields:  # an earlier version's entry: one attempt
+        attempt = int(fields.get(b"attempt", b"0") or 0)
+        return [Entry(entry_id, fields[b"item"], attempt, outcome, worker)]
+    # The other fields: a lease id each, "<attempt>\n<item>" (the item may hold any bytes).
+    ended = []
+    for lease, value in fields.items():
+        if lease not in _NAMED:
+            number, _, item = value.partition(b"\n")
+            ended.append(Entry(entry_id, item, int(number or 0), outcome, worker))
+    return ended
 
 
 def newest_first(queue: WorkQueue) -> Iterator[Entry]:
@@ -62,7 +75,7 @@ def newest_first(queue: WorkQueue) -> Iterator[Entry]:
         # The client decodes nothing (connection.py): ids and fields come back as bytes.
         page = cast(list[tuple[bytes, dict[bytes, bytes]]], reply)
         for raw_id, fields in page:
-            yield _entry(raw_id, fields)
+            yield from reversed(_attempts(raw_id, fields))
         if len(page) < _PAGE:
             return
         end = b"(" + page[-1][0]

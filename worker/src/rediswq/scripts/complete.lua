@@ -3,7 +3,7 @@
 -- ARGV: owner, request (see queue.py), then lease ids. Returns 1 per id that was still held by
 -- owner, else 0.
 -- Allowed over maxmemory: it deletes the leases' records, and writes only a counter and the
--- owner's reply memory, both of a bounded size, and an entry per lease to the capped history.
+-- owner's reply memory, both of a bounded size, and one entry to the capped history.
 -- Completing is how the workers free memory.
 local owner, request = ARGV[1], ARGV[2]
 check(pending, leases, deadlines, stats, replies)

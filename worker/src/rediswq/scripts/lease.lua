@@ -11,7 +11,7 @@
 -- Allowed over maxmemory: it moves items (pending -> leased -> gone or back) and adds none; an
 -- item in flight costs ~100 bytes more than a pending one, for at most workers x prefetch items,
 -- and the drain it drives is what frees the memory (docs/how-it-works.md, "When Redis is full").
--- Each attempt's end adds an entry to the history, a stream capped near 10,000 entries (~1 MB).
+-- A hand-in adds an entry to the history, a stream capped near 10,000 attempts (~1 MB).
 local owner, request, lease_ms = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local count, require_seal = tonumber(ARGV[4]), ARGV[6] ~= '0'
 local run = require_seal and ARGV[6] ~= '1' and string.sub(ARGV[6], 2)
