@@ -140,6 +140,25 @@ def test_step_hands_in_and_leases_in_one_call(make_queue: QueueFactory) -> None:
     assert stats_of(queue)["done"] == 1
 
 
+def test_a_batch_of_leases_is_kept_unpacked_and_nothing_else_is_kept(
+    fresh_server: EmbeddedRedis,
+) -> None:
+    """A packed hash or sorted set is scanned whole by every insert (see UNPACK_AT in
+    common.lua): the step that takes the leases past 32 unpacks both keys, which stay so."""
+    queue = WorkQueue(connect(fresh_server.url), "q", require_seal=False)
+    queue.client.rpush(queue.keys.pending, *[b"item-%d" % n for n in range(100)])
+    few = queue.lease(31)
+    assert queue.client.object("encoding", queue.keys.deadlines) == b"listpack"
+    many = queue.lease(9)
+    held = sorted(str(lease.id).encode() for lease in few + many)
+    for key in (queue.keys.leases, queue.keys.deadlines):
+        assert queue.client.object("encoding", key) in (b"hashtable", b"skiplist")
+    assert sorted(cast(list[bytes], queue.client.hkeys(queue.keys.leases))) == held
+    assert sorted(cast(list[bytes], queue.client.zrange(queue.keys.deadlines, 0, -1))) == held
+    assert queue.complete(*few, *many[1:]) == [True] * 39
+    assert queue.client.object("encoding", queue.keys.deadlines) == b"skiplist"
+
+
 def test_the_end_needs_the_seal(make_queue: QueueFactory) -> None:
     queue = make_queue()
     other = make_queue()

@@ -112,6 +112,29 @@ local function log_attempt(id, attempt, item, outcome, owner)
   log_ends(outcome, owner, {id, attempt .. '\n' .. item})
 end
 
+-- Redis keeps a small hash or sorted set packed (a listpack: by default up to 512 fields of a
+-- hash, 128 members of a sorted set, none longer than 64 bytes), where each insert or lookup
+-- scans the whole key. With the 64-128 leases of two workers at prefetch 64, the deadlines'
+-- ZADD alone took 3.5 us a lease, a third of the step's server time; unpacked, a lookup costs
+-- the same at any size, and a key stays unpacked until it is deleted, however small it gets.
+-- So the step that takes the leases out past UNPACK_AT gives the leases and the deadlines a
+-- member too long to pack and takes it out again: nobody else sees it. A server that packs
+-- longer members (a larger hash-max-listpack-value) only stays slower.
+local UNPACK_AT = 32
+local UNPACKING = 'not a lease: it turns the key from a packed into a plain hash or sorted set '
+  .. 'and goes in the same step (see UNPACK_AT in common.lua)'
+
+-- Put the unpacking member in front of the lease step's HSET and ZADD arguments (left free).
+local function unpack_with(records, deadline_args, deadline)
+  records[1], records[2] = UNPACKING, ''
+  deadline_args[1], deadline_args[2] = deadline, UNPACKING
+end
+
+local function unpacked()
+  redis.call('HDEL', leases, UNPACKING)
+  redis.call('ZREM', deadlines, UNPACKING)
+end
+
 local function forget(id)
   redis.call('HDEL', leases, id)
   redis.call('ZREM', deadlines, id)
@@ -168,11 +191,11 @@ end
 -- Complete the leases ARGV[first..] that `owner` holds: one HMGET/HDEL/ZREM for the lot, and
 -- one history entry. Appends a flag per id to `reply`: 1 completed, 0 not held (expired and
 -- maybe re-leased by another). Returns the flags as `remember` keeps them, written as text from
--- the start (see text()).
+-- the start (see text()), and how many leases it completed.
 local function complete_from(owner, first, reply)
   local last = #ARGV
   if first > last then
-    return ''
+    return '', 0
   end
   local records = redis.call('HMGET', leases, unpack(ARGV, first, last))
   local prefix = owner .. '\n'
@@ -202,13 +225,13 @@ local function complete_from(owner, first, reply)
     log_ends('done', owner, ends)
   end
   if n == count then -- all still held, as nearly always
-    return string.rep('1,', n - 1) .. '1'
+    return string.rep('1,', n - 1) .. '1', n
   end
   local texts = {}
   for i = 1, count do
     texts[i] = reply[r + i] == 1 and '1' or '0'
   end
-  return table.concat(texts, ',')
+  return table.concat(texts, ','), n
 end
 
 -- Expired leases go back (or to the dead letters); at most `limit` per call keeps a call short.

@@ -22,9 +22,10 @@ local first_done = 8
 -- (replies, pending, retries, sealed; leases by HMGET in complete_from, stats by HINCRBY, the
 -- first write there), and seq by INCRBY, the step's first write (an id reserved by a step that
 -- then fails is only a gap). check() covers the rest; deadlines, which only the writes read,
--- by ZCARD: Redis refuses it on another type, at about half the cost of check() a step.
+-- by ZCARD: Redis refuses it on another type, at about half the cost of check() a step (and
+-- its count tells when to unpack, see UNPACK_AT).
 local reclaiming = ARGV[7] == '1'
-redis.call('ZCARD', deadlines)
+local out = redis.call('ZCARD', deadlines)
 if #ARGV < first_done then
   check(leases)
 end
@@ -62,7 +63,7 @@ if take > 0 and not reclaiming then
 end
 
 local reply = {''}
-local flags = complete_from(owner, first_done, reply)
+local flags, completed = complete_from(owner, first_done, reply)
 local handed_in = #reply - 1
 
 local now = now_ms()
@@ -74,27 +75,39 @@ if reclaiming then
   take_text = take == count and ARGV[4] or text(take)
   retried = redis.call('EXISTS', retries) == 1
   first_id = take > 0 and redis.call('INCRBY', seq, take_text) - take
+  out, completed = redis.call('ZCARD', deadlines), 0
 end
 
 local ids, taken = {}, 0
 local items = take > 0 and redis.call('LPOP', pending, take_text)
 if items then
   -- Batched writes: a prefetch of k items costs a handful of calls, not a few per item.
-  local prefix, deadline = owner .. '\n', now + lease_ms
+  local prefix = owner .. '\n'
+  -- As text once, not by each of the ZADD's k numbers (see text()).
+  local deadline = string.format('%d', now + lease_ms)
+  local held = out - completed
+  local unpacking = held < UNPACK_AT and held + take >= UNPACK_AT
+  local o = unpacking and 2 or 0 -- the unpacking member goes first (see unpack_with)
   local records, deadline_args, r = {}, {}, #reply
   for i, item in ipairs(items) do
     local id = first_id + i
     local attempt = (retried and pop_attempts(item) or 0) + 1
     ids[i] = string.format('%d', id) -- once: the memory and both writes take it
-    records[2 * i - 1] = ids[i]
-    records[2 * i] = prefix .. text(attempt) .. '\n' .. item
-    deadline_args[2 * i - 1] = deadline
-    deadline_args[2 * i] = ids[i]
+    records[o + 2 * i - 1] = ids[i]
+    records[o + 2 * i] = prefix .. text(attempt) .. '\n' .. item
+    deadline_args[o + 2 * i - 1] = deadline
+    deadline_args[o + 2 * i] = ids[i]
     reply[r + 1], reply[r + 2], reply[r + 3] = id, attempt, item
     r = r + 3
   end
+  if unpacking then
+    unpack_with(records, deadline_args, deadline)
+  end
   redis.call('HSET', leases, unpack(records))
   redis.call('ZADD', deadlines, unpack(deadline_args))
+  if unpacking then
+    unpacked()
+  end
   reply[1], taken = 'leased', #items
 elseif other_run then
   reply[1] = sealed_for and 'other-run' or 'unsealed'
