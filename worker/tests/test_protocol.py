@@ -159,6 +159,24 @@ def test_a_batch_of_leases_is_kept_unpacked_and_nothing_else_is_kept(
     assert queue.client.object("encoding", queue.keys.deadlines) == b"skiplist"
 
 
+def test_a_batch_keeps_each_lease_under_its_id_in_decimal(fresh_server: EmbeddedRedis) -> None:
+    """The step writes a batch's ids with a table of last digits (id_texts in common.lua), kept
+    by the library across calls."""
+    client = connect(fresh_server.url)
+    for start in (0, 7, 95, 199, 12_345_678_950):
+        queue = WorkQueue(client, f"q{start}", require_seal=False)
+        queue.client.set(queue.keys.seq, start)
+        queue.client.rpush(queue.keys.pending, *[b"item-%d" % n for n in range(250)])
+        leases = queue.lease(3) + queue.lease(247)
+        assert [lease.id for lease in leases] == list(range(start + 1, start + 251))
+        ids = [str(lease.id).encode() for lease in leases]
+        records = cast(list[bytes], queue.client.hmget(queue.keys.leases, ids))
+        assert [record.split(b"\n")[2] for record in records] == [lease.item for lease in leases]
+        members = cast(list[bytes], queue.client.zrange(queue.keys.deadlines, 0, -1))
+        assert sorted(members) == sorted(ids)
+        assert queue.complete(*leases) == [True] * 250
+
+
 def test_the_end_needs_the_seal(make_queue: QueueFactory) -> None:
     queue = make_queue()
     other = make_queue()

@@ -89,10 +89,10 @@ if items then
   local unpacking = held < UNPACK_AT and held + take >= UNPACK_AT
   local o = unpacking and 2 or 0 -- the unpacking member goes first (see unpack_with)
   local records, deadline_args, r = {}, {}, #reply
+  ids = id_texts(first_id, #items) -- once: the memory and both writes take them
   for i, item in ipairs(items) do
     local id = first_id + i
     local attempt = (retried and pop_attempts(item) or 0) + 1
-    ids[i] = string.format('%d', id) -- once: the memory and both writes take it
     records[o + 2 * i - 1] = ids[i]
     records[o + 2 * i] = prefix .. text(attempt) .. '\n' .. item
     deadline_args[o + 2 * i - 1] = deadline
