@@ -138,20 +138,26 @@ def test_a_hand_in_of_several_leases_is_one_entry_with_each_attempt(
     ]  # fmt: skip
 
 
-def test_an_earlier_versions_entries_of_one_attempt_each_still_read(
+def test_entries_of_one_attempt_and_of_a_batch_read_in_their_order(
     fresh_server: EmbeddedRedis,
 ) -> None:
-    """A rolling upgrade: workers of both versions write to one history."""
+    """An attempt alone keeps the entry every earlier version wrote: a rolling upgrade has
+    workers of both versions writing to one history."""
     queue = WorkQueue(connect(fresh_server.url), "q", session="pod-new/1")
-    seed(queue, [b"new"])
-    queue.client.xadd(  # as earlier versions wrote it
+    seed(queue, [b"a", b"b", b"c"])
+    queue.client.xadd(  # an earlier version's worker
         queue.keys.history,
         {"item": "old", "attempt": 2, "outcome": "failed: ValueError: x", "worker": "pod-old/1"},
     )
     queue.step(0, queue.lease(1), reclaim=False)
+    queue.step(0, queue.lease(2), reclaim=False)
+    assert queue.client.xlen(queue.keys.history) == 3
     assert outcomes(queue) == [
-        (b"old", 2, "failed: ValueError: x", "pod-old/1"), (b"new", 1, "done", "pod-new/1"),
+        (b"old", 2, "failed: ValueError: x", "pod-old/1"), (b"a", 1, "done", "pod-new/1"),
+        (b"b", 1, "done", "pod-new/1"), (b"c", 1, "done", "pod-new/1"),
     ]  # fmt: skip
+    assert [e.item for e in entries(queue, 2)] == [b"b", b"c"]
+    assert [e.item for e in entries(queue, 3, item=b"a")] == [b"a"]
 
 
 def test_a_step_refuses_a_wrong_typed_history_before_it_writes(

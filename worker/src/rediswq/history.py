@@ -1,12 +1,12 @@
 """Each attempt's end as the queue recorded it: a capped Redis stream that outlives the workers'
 pods and their logs (`rediswq history`).
 
-The Lua steps write an entry in the same atomic step as the outcome (`log_ends` in
-scripts/common.lua): done, failed, dead-lettered, released on a shutdown (an eviction, a node
-drain), or expired (the worker died holding the item, and another worker reclaimed it). An entry
-holds every attempt one step ended alike (a worker's hand-in of a batch: one entry), each under
-its lease id; the entry's id is the server's time of that step. Entries of one attempt each, with
-an `item` field, are those an earlier version wrote, read alike (a rolling upgrade has both).
+The Lua steps write an entry in the same atomic step as the outcome (`log_attempt` and
+`log_ends` in scripts/common.lua): done, failed, dead-lettered, released on a shutdown (an
+eviction, a node drain), or expired (the worker died holding the item, and another worker
+reclaimed it). An attempt alone is an entry with an `item` field, as every entry was before
+batches; the attempts a step ended alike (a worker's hand-in of a batch) are one entry, each
+under its lease id. The entry's id is the server's time of that step.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def _attempts(raw_id: bytes, fields: dict[bytes, bytes]) -> list[Entry]:
     entry_id = raw_id.decode()
     outcome = fields.get(b"outcome", b"").decode("utf-8", "replace")
     worker = fields.get(b"worker", b"").decode("utf-8", "replace")
-    if b"item" in fields:  # an earlier version's entry: one attempt
+    if b"item" in fields:  # one attempt
         attempt = int(fields.get(b"attempt", b"0") or 0)
         return [Entry(entry_id, fields[b"item"], attempt, outcome, worker)]
     # The other fields: a lease id each, "<attempt>\n<item>" (the item may hold any bytes).

@@ -123,25 +123,27 @@ local function owned(owner, id)
 end
 
 -- Each attempt's end, for `rediswq history` (history.py), in the step that decides it: it
--- outlives the worker's pod and log. An entry holds the ends of one step with one outcome and
--- one worker: its fields `outcome` and `worker`, then, per lease, its id and "<attempt>\n<item>";
--- the entry's id is the server's time. `ends` is {id, "<attempt>\n<item>", ...}. A step that
--- hands in 64 leases adds one entry, not 64: an XADD a lease cost ~2 us of server time a lease
--- (Redis 7.0, prefetch 64), one a hand-in ~0.5 us. Capped near HISTORY_MAX attempts: an entry
--- of n trims the stream to HISTORY_MAX / n entries (exactly so when the steps hand in alike),
--- and `~` trims whole nodes, at a cost per call of the add alone. Entries of one attempt each
--- (fields `item`, `attempt`, `outcome`, `worker`) are those of earlier versions.
+-- outlives the worker's pod and log. The entry's id is the server's time. An attempt alone is
+-- an entry of the fields `item`, `attempt`, `outcome` and `worker`, the same in every such
+-- entry, which a stream stores once a node. The ends of several leases in one step, with one
+-- outcome and one worker (a hand-in of a batch), are one entry: `outcome`, `worker`, then each
+-- lease's id and "<attempt>\n<item>". A step handing in 64 leases used to add 64 entries, ~2 us
+-- of server time a lease (Redis 7.0), against ~0.5 us for one. Capped near HISTORY_MAX
+-- attempts: an entry of n trims the stream to HISTORY_MAX / n entries (exactly HISTORY_MAX
+-- attempts when the steps end alike, a few times more at worst when sizes mix), and `~` trims
+-- whole nodes, at a cost per call of the add alone.
 local HISTORY_MAX = 10000
 local HISTORY_MAX_TEXT = HISTORY_MAX .. '' -- in the library: once, as it loads (no string.* then)
-local function log_ends(outcome, owner, ends)
-  local cap = #ends == 2 and HISTORY_MAX_TEXT
-    or string.format('%d', math.ceil(2 * HISTORY_MAX / #ends))
-  redis.call('XADD', history, 'MAXLEN', '~', cap, '*', 'outcome', outcome, 'worker', owner,
-    unpack(ends))
+local function log_attempt(item, attempt, outcome, owner)
+  redis.call('XADD', history, 'MAXLEN', '~', HISTORY_MAX_TEXT, '*', 'item', item, 'attempt',
+    attempt, 'outcome', outcome, 'worker', owner)
 end
 
-local function log_attempt(id, attempt, item, outcome, owner)
-  log_ends(outcome, owner, {id, attempt .. '\n' .. item})
+-- `ends` is {id, "<attempt>\n<item>", ...}, of two leases or more.
+local function log_ends(outcome, owner, ends)
+  local cap = string.format('%d', math.ceil(2 * HISTORY_MAX / #ends))
+  redis.call('XADD', history, 'MAXLEN', '~', cap, '*', 'outcome', outcome, 'worker', owner,
+    unpack(ends))
 end
 
 -- Redis keeps a small hash or sorted set packed (a listpack: by default up to 512 fields of a
@@ -254,7 +256,12 @@ local function complete_from(owner, first, reply)
     redis.call('HINCRBY', stats, 'done', text(n))
     redis.call('HDEL', leases, unpack(mine))
     redis.call('ZREM', deadlines, unpack(mine))
-    log_ends('done', owner, ends)
+    if n == 1 then
+      local cut = string.find(ends[2], '\n', 1, true)
+      log_attempt(string.sub(ends[2], cut + 1), string.sub(ends[2], 1, cut - 1), 'done', owner)
+    else
+      log_ends('done', owner, ends)
+    end
   end
   if n == count then -- all still held, as nearly always
     return string.rep('1,', n - 1) .. '1', n
@@ -281,7 +288,7 @@ local function reclaim(now, max_attempts, limit)
           worker = 'session ' .. owner, traceback = ''}))
       end
       redis.call('HINCRBY', stats, 'reclaimed', 1)
-      log_attempt(expired[i], attempt, item, dead and 'expired, dead-lettered' or 'expired', owner)
+      log_attempt(item, attempt, dead and 'expired, dead-lettered' or 'expired', owner)
     end
   end
   return #expired

@@ -31,12 +31,12 @@ if permanent or attempt >= max_attempts then
   redis.call('RPUSH', failed, item)
   redis.call('HSET', failures, item, cjson.encode(info))
   redis.call('HINCRBY', stats, 'failed', 1)
-  log_attempt(id, attempt, item, 'failed, dead-lettered: ' .. reason, owner)
+  log_attempt(item, attempt, 'failed, dead-lettered: ' .. reason, owner)
   remember(owner, request, 1)
   return 1
 end
 redis.call('HINCRBY', stats, 'retried', 1)
-log_attempt(id, attempt, item, 'failed: ' .. reason, owner)
+log_attempt(item, attempt, 'failed: ' .. reason, owner)
 if delay_ms > 0 then
   redis.call('ZADD', delayed, now + delay_ms, id .. '\n' .. attempt .. '\n' .. item)
   remember(owner, request, 2)

@@ -22,12 +22,11 @@ for i = #ARGV, 5, -1 do
     if charge then
       outcome = put_back(item, attempt, max_attempts)
       redis.call('HINCRBY', stats, 'retried', 1 - outcome)
-      local ended = outcome == 1 and 'failed, dead-lettered' or 'failed'
-      log_attempt(ARGV[i], attempt, item, ended, owner)
+      log_attempt(item, attempt, outcome == 1 and 'failed, dead-lettered' or 'failed', owner)
     else
       outcome = put_back(item, attempt - 1, max_attempts)
       redis.call('HINCRBY', stats, 'released', 1)
-      log_attempt(ARGV[i], attempt, item, 'released', owner)
+      log_attempt(item, attempt, 'released', owner)
     end
   end
   reply[i - 4] = outcome
