@@ -236,14 +236,14 @@ local function complete_from(owner, first, reply)
   -- "<owner>\n<attempt>\n<item>": the owner's length is known, so a plain sub cuts it for the
   -- history, cheaper than a pattern that scans the item.
   local from = #prefix + 1
-  local mine, ends, seen, n, r, count = {}, {}, {}, 0, #reply, last - first + 1
+  local mine, held, seen, n, r, count = {}, {}, {}, 0, #reply, last - first + 1
   for i = 1, count do
     local id, lease = ARGV[first + i - 1], records[i]
     if lease and not seen[id] and string.find(lease, prefix, 1, true) == 1 then
       seen[id] = true
       n = n + 1
       mine[n] = id
-      ends[2 * n - 1], ends[2 * n] = id, string.sub(lease, from)
+      held[n] = lease
       reply[r + i] = 1
     else
       reply[r + i] = 0
@@ -257,9 +257,13 @@ local function complete_from(owner, first, reply)
     redis.call('HDEL', leases, unpack(mine))
     redis.call('ZREM', deadlines, unpack(mine))
     if n == 1 then
-      local cut = string.find(ends[2], '\n', 1, true)
-      log_attempt(string.sub(ends[2], cut + 1), string.sub(ends[2], 1, cut - 1), 'done', owner)
+      local cut = string.find(held[1], '\n', from, true)
+      log_attempt(string.sub(held[1], cut + 1), string.sub(held[1], from, cut - 1), 'done', owner)
     else
+      local ends = {}
+      for i = 1, n do
+        ends[2 * i - 1], ends[2 * i] = mine[i], string.sub(held[i], from)
+      end
       log_ends('done', owner, ends)
     end
   end
