@@ -98,6 +98,14 @@ def test_a_handler_that_exits_or_interrupts_fails_its_attempt_and_the_rest_are_d
     assert result.stdout.rstrip().endswith("Queue empty, exiting")
 
 
+def test_the_worker_s_help_exits_0_though_no_queue_was_drained() -> None:
+    # The worker's process prints the help; the command's first process must not take that exit
+    # for a handler's os._exit(0).
+    result = rediswq("worker", "--help")
+    assert (result.returncode, result.stderr) == (0, ""), result
+    assert "--lease-seconds" in result.stdout
+
+
 def test_a_handler_that_calls_os_exit_0_does_not_end_the_worker_with_0(
     fresh_server: EmbeddedRedis, queue_name: str, tmp_path: Path
 ) -> None:

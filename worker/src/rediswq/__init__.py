@@ -3,12 +3,37 @@
 `WorkQueue` is the protocol; `RedisWQ` is a drop-in for the Kubernetes tutorial's client library.
 """
 
-from rediswq.compat import RedisWQ
-from rediswq.errors import ConfigError, QueueError
-from rediswq.handlers import Reject
-from rediswq.queue import Lease, Released, State, Step, WorkQueue
-from rediswq.seeding import SeedResult, seed
-from rediswq.status import Status, snapshot
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rediswq.compat import RedisWQ
+    from rediswq.errors import ConfigError, QueueError
+    from rediswq.handlers import Reject
+    from rediswq.queue import Lease, Released, State, Step, WorkQueue
+    from rediswq.seeding import SeedResult, seed
+    from rediswq.status import Status, snapshot
+
+# Each name is imported from its module on first use (PEP 562): importing any part of the
+# package runs this file first, and `rediswq worker` must not pay here for what it never uses
+# (the tutorial's client, the seed, the status).
+_HOMES = {
+    "ConfigError": "rediswq.errors",
+    "Lease": "rediswq.queue",
+    "QueueError": "rediswq.errors",
+    "RedisWQ": "rediswq.compat",
+    "Reject": "rediswq.handlers",
+    "Released": "rediswq.queue",
+    "SeedResult": "rediswq.seeding",
+    "State": "rediswq.queue",
+    "Status": "rediswq.status",
+    "Step": "rediswq.queue",
+    "WorkQueue": "rediswq.queue",
+    "seed": "rediswq.seeding",
+    "snapshot": "rediswq.status",
+}
 
 __all__ = [
     "ConfigError",
@@ -25,3 +50,16 @@ __all__ = [
     "seed",
     "snapshot",
 ]
+
+
+def __getattr__(name: str) -> object:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'rediswq' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # the next use finds it without this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])

@@ -14,7 +14,6 @@ from rediswq.handlers import HandlerSpec
 from rediswq.logs import Lines, identity, install
 from rediswq.results import ResultStore, encoded
 from rediswq.seeding import worker_run
-from rediswq.supervisor import supervised
 from rediswq.worker import Worker, exit_code
 
 if TYPE_CHECKING:
@@ -36,9 +35,7 @@ def _worker(args: argparse.Namespace) -> int:
     # before the handler is imported: what the handler's module holds (an open file, say) is still
     # collected, and so flushed and closed, at exit.
     gc.freeze()
-    # Forked before the handler is imported: what its import starts (threads, connections)
-    # lives in the worker process only.
-    return supervised(lambda: _work(args))
+    return _work(args)
 
 
 def _worker_run(args: argparse.Namespace) -> str | None:
