@@ -43,6 +43,7 @@ _CONNECTION_INTERNALS = ("send_packed_command", "read_response", "disconnect", "
 _RETRY_INTERNALS = ("call_with_retry",)
 
 
+@cache  # read once: each script is part of the library and of its own EVALSHA fallback
 def _parts(name: str) -> tuple[str, str]:
     """The #!lua line of script `name` and its body."""
     shebang, body = (files("rediswq") / "scripts" / f"{name}.lua").read_text().split("\n", 1)
@@ -51,6 +52,7 @@ def _parts(name: str) -> tuple[str, str]:
     return shebang, body
 
 
+@cache
 def _prelude() -> str:
     return (files("rediswq") / "scripts" / _PRELUDE).read_text()
 
