@@ -13,6 +13,7 @@ while it was down is lost): redis-py's wait returns when it has connected and su
 
 from __future__ import annotations
 
+import enum
 import random
 import time
 from types import TracebackType
@@ -38,6 +39,14 @@ _LONGEST_PAUSE = 30.0
 # channel's subscribers is being resized (with 8 of them, or 15), until a client joins or leaves;
 # taken as said, it kept every waiting worker at the longest pause.
 _MOST_SUBSCRIBERS = 100_000
+
+
+class Heard(enum.Enum):
+    """What ended a wait."""
+
+    NOTHING = 0  # its time ran out (or it polls only)
+    EVENT = 1  # a message
+    SEALED = 2  # a message, and one of them said that the seal ran ("sealed", seal.lua)
 
 
 class QueueEvents:
@@ -104,18 +113,22 @@ class QueueEvents:
             return interval
         return min(shared * random.uniform(0.5, 1.5), _LONGEST_PAUSE)  # spreads them; no secret
 
-    def wait(self, timeout: float) -> None:
+    def wait(self, timeout: float) -> Heard:
         """Return on the next event (or one that came while the worker was busy), or after
-        `timeout` seconds."""
+        `timeout` seconds; what it heard."""
         if self._polling or not self._pubsub.subscribed:
             time.sleep(timeout)
-            return
+            return Heard.NOTHING
+        heard = Heard.NOTHING
         try:
-            if self._pubsub.get_message(timeout=timeout) is not None:
-                while self._pubsub.get_message(timeout=0) is not None:
-                    pass  # one wake-up for a burst
+            message = self._pubsub.get_message(timeout=timeout)
+            while message is not None:  # one wake-up for a burst
+                if heard is not Heard.SEALED:
+                    heard = Heard.SEALED if message.get("data") == b"sealed" else Heard.EVENT
+                message = self._pubsub.get_message(timeout=0)
         except redis.ResponseError as exc:
             self._poll_only(exc)
             time.sleep(timeout)
         except redis.RedisError:
             time.sleep(timeout)
+        return heard

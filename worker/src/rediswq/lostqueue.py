@@ -33,10 +33,20 @@ class HandFilled(ConfigError):
 class SealWatch:
     """Remembers whether the worker has seen its queue sealed; raises QueueLost when it is gone."""
 
-    def __init__(self, queue: WorkQueue) -> None:
+    def __init__(self, queue: WorkQueue, *, sealed: bool = False) -> None:
+        """`sealed`: the queue was sealed as the worker started (WorkQueue.checked_sealed)."""
         self._queue = queue
         self._seen = False
         self._next_ask = 0.0
+        if sealed:
+            self.saw_seal()
+
+    def saw_seal(self) -> None:
+        """The queue was sealed: at the worker's start, or by the seal it woke to ("sealed", which
+        the seal publishes). Not a run's worker's proof: the seal may be another run's, and its
+        own is told by what lease.lua hands it."""
+        if self._queue.run_id is None:
+            self._seen = True
 
     def check(self, step: Step) -> None:
         """Note what a step returned; raise QueueLost if it shows the queue gone, HandFilled
@@ -57,11 +67,14 @@ class SealWatch:
         # "other-run" is a seal too, but not ours; until ours is seen, only a look tells.
         if not self._queue.require_seal or state in (State.UNSEALED, State.OTHER_RUN):
             return True
+        if self._queue.run_id is not None:  # lease.lua hands it work only under its run's seal
+            self._seen = True
+            return True
         now = time.monotonic()
         if now >= self._next_ask:
             self._next_ask = now + _ASK_EVERY
             self._seen = self._queue.is_sealed()
-            return self._seen or self._queue.run_id is not None
+            return self._seen
         return True
 
     def _completed(self, flags: list[bool]) -> None:

@@ -218,17 +218,25 @@ class WorkQueue:
 
     def check_types(self) -> None:
         """Fail with a clear message if a queue key holds some other kind of Redis value."""
+        self.checked_sealed()
+
+    def checked_sealed(self) -> bool:
+        """check_types(), and whether the queue is sealed, read in the same round trip: what a
+        starting worker asks."""
         with self.translate_errors():
             pipe = self.client.pipeline(transaction=False)
             expected = self.keys.expected_types()
             for key in expected:
                 pipe.type(key)
-            found = [t.decode() if isinstance(t, bytes) else t for t in pipe.execute()]
+            pipe.exists(self.keys.sealed)
+            *types, sealed = pipe.execute()
+            found = [t.decode() if isinstance(t, bytes) else t for t in types]
         for (key, want), got in zip(expected.items(), found, strict=True):
             if got not in ("none", want):
                 raise ConfigError(
                     f"Redis key {key!r} holds a {got}, not a {want}; wrong queue name?"
                 )
+        return bool(sealed)
 
     def run(self, script: Script, args: Sequence[Any], keys: Sequence[str] = ()) -> Any:
         # A plain try, not translate_errors(): this is the per-item path, and a context manager

@@ -13,7 +13,7 @@ from types import FrameType
 from rediswq.attempts import Attempt, Observer
 from rediswq.deadletter import DeadLetters, Settled
 from rediswq.errors import ConfigError, QueueError, Stopped, signal_exit
-from rediswq.events import QueueEvents
+from rediswq.events import Heard, QueueEvents
 from rediswq.execution import Executor, Failure, InProcess, Outcome
 from rediswq.handlers import Handler
 from rediswq.leases import LeaseKeeper, shown
@@ -105,6 +105,7 @@ class Worker:
         self._in_handler = False
         self._keeper: LeaseKeeper | None = None
         self._item_done_logged = enabled(self.log, "item-done")
+        self._sealed_at_start = False
 
     def in_flight(self) -> int:
         """How many leases this worker holds (a gauge reads it when scraped)."""
@@ -139,7 +140,7 @@ class Worker:
         waiting_for_seal_since: float | None = None
         sealed_for_run = False  # a run's worker that saw its seal go is superseded, not early
         next_reclaim = 0.0
-        watch = SealWatch(queue)
+        watch = SealWatch(queue, sealed=self._sealed_at_start)
         waiting = Waiting(self.log)
         while self.summary.stopped_by is None:
             now = time.monotonic()
@@ -175,7 +176,8 @@ class Worker:
                 sealed_for_run = True
             say_why(waiting, queue, step.state, self.seal_timeout)
             next_reclaim = 0.0
-            events.wait(events.pause(self.poll_interval))
+            if events.wait(events.pause(self.poll_interval)) is Heard.SEALED:
+                watch.saw_seal()  # so the step it woke for need not ask (lostqueue.py)
         if done:  # finished before a signal arrived: hand them in
             self._count_completed(done, queue.complete(*done))
 
@@ -184,7 +186,9 @@ class Worker:
         self.log("started", f"Worker with sessionID: {queue.session}")
         if queue.run_id:
             self.log("run", f"Worker of run {queue.run_id}")
-        queue.check_types()
+        # The seal, read with the types: a worker that finds its queue sealed need not ask
+        # again once it is handed items (lostqueue.py), one round trip before its first item.
+        self._sealed_at_start = queue.checked_sealed()
         empty = queue.is_empty()
         self.log("queue-state", f"Initial queue state: empty={empty}", empty=empty)
 
