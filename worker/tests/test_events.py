@@ -8,8 +8,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 from collected import Log
+from rediswq import seed
 from rediswq.connection import connect
-from rediswq.events import FLEET_POLLS, QueueEvents
+from rediswq.events import FLEET_POLLS, Heard, QueueEvents
 from rediswq.queue import WorkQueue
 from rediswq.server import EmbeddedRedis
 
@@ -65,6 +66,15 @@ def test_a_subscriber_count_no_server_could_hold_leaves_a_worker_at_its_interval
         for pubsub in others:
             pubsub.close()
     assert pauses == [1.0, 1.0, 1.0]
+
+
+def test_a_waiting_worker_tells_the_seal_from_other_wake_ups(queue: WorkQueue) -> None:
+    with QueueEvents(queue, Log()) as events:
+        assert events.wait(0.1) is Heard.NOTHING
+        queue.client.publish(f"{queue.keys.pending}:events", "pending")
+        assert events.wait(5) is Heard.EVENT
+        seed(queue, [b"a"])  # stages (publishing nothing) and seals
+        assert events.wait(5) is Heard.SEALED
 
 
 def test_a_worker_whose_subscription_was_dropped_wakes_when_it_is_back(queue: WorkQueue) -> None:

@@ -10,11 +10,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from conftest import cli_env, loop_pid, said_until, spawn_worker
 from recording import recorded
 from rediswq import WorkQueue, seed
 from rediswq.connection import connect
 from rediswq.errors import EXIT_FAILURE
+from rediswq.lostqueue import SealWatch
 from rediswq.server import EmbeddedRedis
 
 # Long enough that a worker waiting for a seal could not end the test on its own.
@@ -74,6 +76,27 @@ def test_a_waiting_worker_that_saw_the_seal_says_redis_lost_the_queue(
     said_until(worker, "Nothing pending in queue")  # it waits for the other lease now
     assert recorded(str(record)) == ["mine"]
     assert "nothing is pending or leased" in _restarted_empty(fresh_server, worker, queue_name)
+
+
+def test_a_worker_that_saw_the_seal_does_not_ask_for_it_when_handed_items(
+    fresh_server: EmbeddedRedis, queue_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = WorkQueue(connect(fresh_server.url), queue_name)
+    seed(queue, [b"a", b"b", b"c"])
+    asked: list[bool] = []
+
+    def is_sealed() -> bool:
+        asked.append(True)
+        return True
+
+    monkeypatch.setattr(queue, "is_sealed", is_sealed)
+    SealWatch(queue, sealed=queue.checked_sealed()).check(queue.step())  # seen at its start
+    woken = SealWatch(queue)
+    woken.saw_seal()  # by the seal's own wake-up
+    woken.check(queue.step())
+    assert asked == []
+    SealWatch(queue).check(queue.step())  # one that saw neither asks
+    assert asked == [True]
 
 
 def test_a_lost_lease_is_logged_once(
