@@ -13,7 +13,6 @@ from rediswq.execution import TimeLimited
 from rediswq.handlers import HandlerSpec
 from rediswq.logs import Lines, identity, install
 from rediswq.results import ResultStore, encoded
-from rediswq.seeding import worker_run
 from rediswq.worker import Worker, exit_code
 
 if TYPE_CHECKING:
@@ -40,6 +39,11 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _worker_run(args: argparse.Namespace) -> str | None:
     """The run this worker is for, or None: then any seal will do (today's manual flows)."""
+    if not (args.run_id or args.items_sha256 or args.run_items or args.run_label):
+        return None
+    # Imported only for a run's worker: the seed's module took 1 ms of every worker's start.
+    from rediswq.seeding import worker_run  # noqa: PLC0415
+
     run = worker_run(args.run_id, args.items_sha256, args.run_items, args.run_label)
     if run and not args.require_seal:
         raise ConfigError(
