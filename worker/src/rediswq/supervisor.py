@@ -6,8 +6,8 @@ library's `exit(0)`). In the worker Job, one pod that exits 0 completes the Job 
 policy) and stops the other workers, so the Job could complete with items undone; only another
 process can tell that exit from a real finish. The parent stays idle in `waitpid`. It forks before
 the command's imports (cli/__init__.py); measured here (medians of 20 runs), the fork and the
-pages the child then copies cost 1,600 page faults and 7 ms of system time per worker process,
-where forking after the imports cost 5,200 and 35 ms.
+pages the child then copies cost 1,500-1,600 page faults and 7-10 ms of system time per worker
+process, where forking after the imports cost 5,200 and 35 ms.
 """
 
 from __future__ import annotations

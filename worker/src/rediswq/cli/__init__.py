@@ -83,12 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(arguments: list[str]) -> int:
     args = argparse.Namespace()
     command = arguments[0] if arguments[:1] and arguments[0] in COMMANDS else None
-    parser = _imported(command)
-    if not arguments:
-        # The help, but as a usage error: a Job whose args went missing must not succeed.
-        parser.print_help(sys.stderr)
-        return EXIT_USAGE
     try:
+        parser = _imported(command)  # in the try: a Ctrl-C while the modules load is one line
+        if not arguments:
+            # The help, but as a usage error: a Job whose args went missing must not succeed.
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
         try:
             args = parser.parse_args(arguments)
         except SystemExit as exc:
