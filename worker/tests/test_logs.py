@@ -74,6 +74,24 @@ def test_the_level_leaves_out_the_lines_below_it() -> None:
     assert not lines.enabled("item-done")
 
 
+def test_a_printer_prints_what_a_call_prints_in_text_and_leaves_json_to_the_call() -> None:
+    out = io.StringIO()
+    lines = Lines(out=out)
+    say = lines.printer("working")
+    assert say is not None
+    for text in ("Working on apple", "Working on \x1b[2Japple"):
+        say(text)
+        lines("working", text, item=text[11:], attempt=1)
+    printed = [line.split(" ", 1)[1] for line in out.getvalue().splitlines()]
+    assert printed == ["INFO Working on apple"] * 2 + ["INFO Working on \\x1b[2Japple"] * 2
+    assert Lines(form="json", out=out).printer("working") is None
+    quiet = io.StringIO()
+    say = Lines(out=quiet, level=logging.WARNING).printer("working")
+    assert say is not None
+    say("Working on apple")
+    assert quiet.getvalue() == ""
+
+
 def test_a_handlers_own_logging_comes_out_in_the_workers_format(root_logging: None) -> None:
     out = io.StringIO()
     lines = Lines(form="json", out=out)

@@ -14,7 +14,7 @@ from rediswq.attempts import Attempt, Observer
 from rediswq.deadletter import DeadLetters, Settled
 from rediswq.errors import ConfigError, QueueError, Stopped, signal_exit
 from rediswq.events import Heard, QueueEvents
-from rediswq.execution import Executor, Failure, InProcess, Outcome
+from rediswq.execution import DONE, Executor, Failure, InProcess, Outcome
 from rediswq.handlers import Handler
 from rediswq.leases import LeaseKeeper, shown
 from rediswq.logs import Lines, Log, enabled
@@ -106,6 +106,10 @@ class Worker:
         self._keeper: LeaseKeeper | None = None
         self._item_done_logged = enabled(self.log, "item-done")
         self._sealed_at_start = False
+        # The line per item, printed the cheap way where its fields are not (logs.py).
+        self._say_working = self.log.printer("working") if isinstance(self.log, Lines) else None
+        # Whether a success is only handed in: nothing logs it, nothing observes it.
+        self._plain = not observers and not self._item_done_logged
 
     def in_flight(self) -> int:
         """How many leases this worker holds (a gauge reads it when scraped)."""
@@ -210,34 +214,50 @@ class Worker:
     def _work(self, leases: list[Lease], keeper: LeaseKeeper) -> list[Lease]:
         """Run the handler on each lease; return those that succeeded, to hand in next step."""
         succeeded = []
+        summary = self.summary
+        say_working = self._say_working
+        plain = self._plain
         for index, lease in enumerate(leases):
-            if self.summary.stopped_by is not None:
+            if summary.stopped_by is not None:
                 self._release_unstarted(leases[index:], keeper)
                 break
             item = shown(lease.item)
-            self.log("working", f"Working on {item}", item=item, attempt=lease.attempt)
+            if say_working is None:
+                self.log("working", f"Working on {item}", item=item, attempt=lease.attempt)
+            else:
+                say_working(f"Working on {item}")
             start = time.perf_counter()
             try:
                 outcome = self._attempt(lease.item)
             except Shutdown:
                 self._release_unstarted(leases[index:], keeper)
                 break
-            seconds = time.perf_counter() - start
-            settled: Settled | None = None  # where a failed attempt's item went
-            if outcome.failure is not None:
-                keeper.drop([lease])
-                settled = self._fail(lease, outcome.failure, seconds)
-            for observer in self.observers:
-                observer.attempted(Attempt(lease, outcome, seconds, settled))
-            if settled is not None:
-                continue
-            if self._item_done_logged:
-                self.log("item-done", f"Done {item} in {seconds:.3f}s", item=item,
-                         attempt=lease.attempt, duration=round(seconds, 6))  # fmt: skip
-            if outcome.result is not None and self.results is not None:
-                self._keep(lease.item, outcome.result, self.results)
-            succeeded.append(lease)
+            # A success with nothing to keep and nobody to tell (the default): handed in next step.
+            if (outcome is DONE and plain) or self._ended(
+                lease, item, outcome, time.perf_counter() - start, keeper
+            ):
+                succeeded.append(lease)
         return succeeded
+
+    def _ended(
+        self, lease: Lease, item: str, outcome: Outcome, seconds: float, keeper: LeaseKeeper
+    ) -> bool:
+        """Tell of an attempt that ended, settle it if it failed, keep its result: whether it
+        succeeded (then it is handed in)."""
+        settled: Settled | None = None  # where a failed attempt's item went
+        if outcome.failure is not None:
+            keeper.drop([lease])
+            settled = self._fail(lease, outcome.failure, seconds)
+        for observer in self.observers:
+            observer.attempted(Attempt(lease, outcome, seconds, settled))
+        if settled is not None:
+            return False
+        if self._item_done_logged:
+            self.log("item-done", f"Done {item} in {seconds:.3f}s", item=item,
+                     attempt=lease.attempt, duration=round(seconds, 6))  # fmt: skip
+        if outcome.result is not None and self.results is not None:
+            self._keep(lease.item, outcome.result, self.results)
+        return True
 
     def _attempt(self, item: bytes) -> Outcome:
         self._in_handler = True
@@ -301,17 +321,19 @@ class Worker:
                  count=len(leases))  # fmt: skip
 
     def _count_completed(self, leases: list[Lease], completed: list[bool]) -> None:
-        for lease, ok in zip(leases, completed, strict=True):
-            if not ok:
-                self.log(
-                    "lease-expired",
-                    f"Lease on {shown(lease.item)} had expired before completion; "
-                    "another worker may have repeated it",
-                    item=shown(lease.item), attempt=lease.attempt,
-                )  # fmt: skip
         lost = completed.count(False)
-        self.summary.done += len(completed) - lost
-        self.summary.lost += lost
+        if lost or len(leases) != len(completed):  # nearly never: each flag says its lease
+            for lease, ok in zip(leases, completed, strict=True):
+                if not ok:
+                    self.log(
+                        "lease-expired",
+                        f"Lease on {shown(lease.item)} had expired before completion; "
+                        "another worker may have repeated it",
+                        item=shown(lease.item), attempt=lease.attempt,
+                    )  # fmt: skip
+        summary = self.summary
+        summary.done += len(completed) - lost
+        summary.lost += lost
         if leases:
             for observer in self.observers:
                 observer.handed_in(len(leases) - lost, lost)
