@@ -51,19 +51,23 @@ class SealWatch:
     def check(self, step: Step) -> None:
         """Note what a step returned; raise QueueLost if it shows the queue gone, HandFilled
         (after putting back what the step leased) if it shows a queue filled by hand."""
-        self._completed(step.completed)
-        if not self._observe(step.state) and step.state is not State.DRAINED:
+        if self._seen:
+            flags = step.completed
+            # Every handed-in lease gone, with the seal, is a lost queue.
+            if flags and not any(flags) and not self._queue.is_sealed():
+                raise self._lost(
+                    f"the seal and the {len(flags)} lease(s) this worker held are gone"
+                )
+            if step.state is State.UNSEALED:
+                raise self._lost("the seal is gone and nothing is pending or leased")
+        elif not self._unseen_ok(step.state) and step.state is not State.DRAINED:
             if step.leases:
                 self._queue.release(*step.leases, failed=False)
             raise self._hand_filled(len(step.leases))
 
-    def _observe(self, state: State) -> bool:
-        """'unsealed' after the seal was seen is a lost queue; False if the queue was just
-        found unsealed though it has work (a run's worker is never handed any: lease.lua)."""
-        if self._seen:
-            if state is State.UNSEALED:
-                raise self._lost("the seal is gone and nothing is pending or leased")
-            return True
+    def _unseen_ok(self, state: State) -> bool:
+        """Before the seal was seen: False if the queue was just found unsealed though it has
+        work (a run's worker is never handed any: lease.lua)."""
         # "other-run" is a seal too, but not ours; until ours is seen, only a look tells.
         if not self._queue.require_seal or state in (State.UNSEALED, State.OTHER_RUN):
             return True
@@ -76,11 +80,6 @@ class SealWatch:
             self._seen = self._queue.is_sealed()
             return self._seen
         return True
-
-    def _completed(self, flags: list[bool]) -> None:
-        """Every handed-in lease gone, with the seal, is a lost queue."""
-        if self._seen and flags and not any(flags) and not self._queue.is_sealed():
-            raise self._lost(f"the seal and the {len(flags)} lease(s) this worker held are gone")
 
     def _hand_filled(self, leased: int) -> HandFilled:
         name = self._queue.keys.name
