@@ -69,7 +69,13 @@ def test_a_run_survives_the_primary_killed_after_the_seed_and_again_mid_run(
     assert seeded.returncode == 0, seeded.stderr
     second = replicated.wait_for_failover(first)
     first.start()  # it comes back as a replica of the new primary (Sentinel turns it)
-    replicated.wait_in_sync(first, second)
+    # Sentinel turns it once it has reported itself a primary for 8 s, seen by INFO every 10 s;
+    # on a starved machine a Sentinel whose timer ran late also stays in TILT mode for 30 s,
+    # acting on nothing. 60 s was not always enough under a parallel test run.
+    try:
+        replicated.wait_in_sync(first, second, timeout=180)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; Sentinel's log:\n{replicated.diagnosed()}") from None
 
     workers = _workers(replicated, queue_name, record, items_file)
     deadline = time.monotonic() + 120
