@@ -105,7 +105,6 @@ class Worker:
         self._in_handler = False
         self._keeper: LeaseKeeper | None = None
         self._item_done_logged = enabled(self.log, "item-done")
-        self._sealed_at_start = False
         # The line per item, printed the cheap way where its fields are not (logs.py).
         self._say_working = self.log.printer("working") if isinstance(self.log, Lines) else None
         # Whether a success is only handed in: nothing logs it, nothing observes it.
@@ -118,7 +117,7 @@ class Worker:
     def run(self) -> Summary:
         """Work until the queue is drained (or a signal stops it); log the tutorial's lines."""
         started = time.monotonic()
-        self._greet()
+        sealed = self._greet()
         try:
             # The signals outermost: the renewing thread's join and the subscription's close
             # come under the stop's deadline too.
@@ -128,7 +127,7 @@ class Worker:
                 QueueEvents(self.queue, self.log) as events,
             ):
                 self._keeper = keeper
-                self._loop(keeper, events)
+                self._loop(keeper, events, sealed)
                 self.queue.end_session()
         except Stopped:
             self.log("redis-unreachable", f"Redis did not answer within {_STOP_SECONDS:g}s of "
@@ -138,13 +137,14 @@ class Worker:
         self.executor.close()
         return self._finish(started)
 
-    def _loop(self, keeper: LeaseKeeper, events: QueueEvents) -> None:
+    def _loop(self, keeper: LeaseKeeper, events: QueueEvents, sealed: bool) -> None:
+        """`sealed`: the queue was sealed as the worker started (_greet)."""
         queue = self.queue
         done: list[Lease] = []
         waiting_for_seal_since: float | None = None
         sealed_for_run = False  # a run's worker that saw its seal go is superseded, not early
         next_reclaim = 0.0
-        watch = SealWatch(queue, sealed=self._sealed_at_start)
+        watch = SealWatch(queue, sealed=sealed)
         waiting = Waiting(self.log)
         while self.summary.stopped_by is None:
             now = time.monotonic()
@@ -185,16 +185,18 @@ class Worker:
         if done:  # finished before a signal arrived: hand them in
             self._count_completed(done, queue.complete(*done))
 
-    def _greet(self) -> None:
+    def _greet(self) -> bool:
+        """Log the start; whether the queue is sealed."""
         queue = self.queue
         self.log("started", f"Worker with sessionID: {queue.session}")
         if queue.run_id:
             self.log("run", f"Worker of run {queue.run_id}")
         # The seal, read with the types: a worker that finds its queue sealed need not ask
         # again once it is handed items (lostqueue.py), one round trip before its first item.
-        self._sealed_at_start = queue.checked_sealed()
+        sealed = queue.checked_sealed()
         empty = queue.is_empty()
         self.log("queue-state", f"Initial queue state: empty={empty}", empty=empty)
+        return sealed
 
     def _finish(self, started: float) -> Summary:
         summary = self.summary
