@@ -121,3 +121,16 @@ def test_a_lost_lease_is_logged_once(
     assert worker.returncode == 0, out
     # The keeper renews every 0.2 s for the 1.5 s of work left: it said so once, not each time.
     assert out.count("Lease on slow was lost") == 1, out
+
+
+def test_a_run_worker_woken_by_another_runs_seal_does_not_take_its_loss_for_its_own(
+    fresh_server: EmbeddedRedis, queue_name: str
+) -> None:
+    client = connect(fresh_server.url)
+    seed(WorkQueue(client, queue_name), [b"a-1"], run="a")
+    queue = WorkQueue(client, queue_name, run="b")
+    watch = SealWatch(queue)
+    watch.saw_seal()  # run a's seal woke it: not the seal this worker waits for
+    watch.check(queue.step())  # other-run
+    client.delete(*queue.keys.all())  # Redis forgot run a's queue (a restart, a hand's DEL)
+    watch.check(queue.step())  # unsealed: it still waits for run b's seal, nothing was lost
