@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -29,7 +28,7 @@ from dockersystem import (
 )
 from podspec import Spec, stateful_pod_spec
 from rendering import find, seed_items, with_dev_secret
-from worklog import items_worked_on
+from worklog import repeats, wait_until_begun
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
 
@@ -162,18 +161,13 @@ def test_the_ha_overlay_loses_no_item_when_its_primary_is_killed_after_the_seed_
 
     workers = [running.start(worker, f"worker-{n}") for n in range(2)]
     items = seed_items()
-    deadline = time.monotonic() + SEED_TIMEOUT
-    while sum(len(items_worked_on(running.stdout(name))) for name in workers) < 3:
-        assert time.monotonic() < deadline, "the workers began fewer than 3 items"
-        time.sleep(0.2)
+    wait_until_begun(lambda: [running.stdout(name) for name in workers], 3, SEED_TIMEOUT, 0.2)
     assert ha.kill_primary() == second
 
     codes = {name: running.wait(name, WORKER_TIMEOUT) for name in workers}
     assert set(codes.values()) == {0}, f"worker exit codes: {codes}"
-    begun = Counter(item for name in workers for item in items_worked_on(running.stdout(name)))
-    assert set(begun) == set(items), f"never worked on: {set(items) - set(begun)}"
-    repeats = sum(begun.values()) - len(items)
-    report(request, f"ha failover: {repeats} repeats in {len(items)} items", tag="e2e-docker-ha")
+    again = repeats({name: running.stdout(name) for name in workers}, items)
+    report(request, f"ha failover: {again} repeats in {len(items)} items", tag="e2e-docker-ha")
     code, name = finish(running, worker.with_args("status", "--json"), "status")
     assert code == 0, f"rediswq status exited {code}"
     status = json.loads(running.stdout(name))

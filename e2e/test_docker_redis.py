@@ -25,7 +25,7 @@ from dockersystem import (
     start_redis,
 )
 from rendering import seed_items
-from worklog import assert_drained, items_worked_on
+from worklog import assert_drained, wait_until_begun
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
 
@@ -33,19 +33,6 @@ KILLED = 128 + 9  # SIGKILL
 # Long enough for every worker to find Redis gone, far shorter than a lease (60 s).
 DOWN_SECONDS = 4.0
 UNREACHABLE = "is unreachable"
-
-
-def started_not_finished(made: Containers, workers: list[str], total: int) -> int:
-    """Once some items were begun but not all: how many were begun."""
-    deadline = time.monotonic() + SEED_TIMEOUT
-    while time.monotonic() < deadline:
-        begun = sum(len(items_worked_on(made.stdout(name))) for name in workers)
-        assert begun < total, "the run was over before Redis could be killed"
-        # Two workers: the third item begun means at least one was done.
-        if begun >= 3:
-            return begun
-        time.sleep(0.1)
-    raise AssertionError(f"fewer than 3 items begun within {SEED_TIMEOUT:.0f} s")
 
 
 def test_redis_restarted_on_its_volume_loses_nothing(
@@ -59,7 +46,11 @@ def test_redis_restarted_on_its_volume_loses_nothing(
     assert code == 0, f"seed exited {code}"
     items = seed_items()
 
-    begun = started_not_finished(running, workers, len(items))
+    # Two workers: the third item begun means at least one was done.
+    begun = wait_until_begun(
+        lambda: [running.stdout(name) for name in workers], 3, SEED_TIMEOUT, 0.1
+    )
+    assert begun < len(items), "the run was over before Redis could be killed"
     docker("kill", "--signal", "KILL", first)
     assert running.wait(first, 30) == KILLED
     time.sleep(DOWN_SECONDS)

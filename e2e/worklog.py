@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from rediswq.logs import message, messages
 
@@ -40,3 +41,23 @@ def assert_all_done(logs: Mapping[str, str], items: list[str]) -> None:
     seen = {item for log in logs.values() for item in items_worked_on(log)}
     missing = set(items) - seen
     assert not missing, f"never worked on: {sorted(missing)}"
+
+
+def repeats(logs: Mapping[str, str], items: list[str]) -> int:
+    """assert_all_done, then how many times an item was worked on again (at-least-once, counted)."""
+    assert_all_done(logs, items)
+    return sum(len(items_worked_on(log)) for log in logs.values()) - len(items)
+
+
+def wait_until_begun(
+    logs: Callable[[], Iterable[str]], enough: int, within: float, poll: float
+) -> int:
+    """Once the workers, whose logs as they are now `logs` returns, began `enough` items: how many
+    they began (so that a fault is injected mid-run, not before the first item)."""
+    deadline = time.monotonic() + within
+    while True:
+        begun = sum(len(items_worked_on(log)) for log in logs())
+        if begun >= enough:
+            return begun
+        assert time.monotonic() < deadline, f"the workers began fewer than {enough} items"
+        time.sleep(poll)
