@@ -241,6 +241,24 @@ def test_a_lost_reply_to_purge_still_reports_what_it_purged(
     client.close()
 
 
+def test_a_lost_reply_to_a_named_purge_neither_fails_as_missing_nor_drops_more(
+    fault_proxy: FaultProxy, queue_name: str
+) -> None:
+    # The retry finds the named letters gone: only the run's memory of the request tells it that
+    # they went by this purge, not that they never were.
+    client = connect(fault_proxy.url)  # with the retries users get
+    queue = WorkQueue(client, queue_name, max_attempts=1)
+    seed(queue, [b"a", b"b", b"c"])
+    _fail_all(queue)
+    letters = DeadLetters(queue)
+    client.script_load(letters._purge.script)  # else the fault hits a NOSCRIPT reply
+    lost = fault_proxy.lose_reply(called(letters._purge))
+    assert letters.purge([b"a", b"c"]) == 2
+    assert lost.fired.is_set(), "the fault did not fire: the test proves nothing"
+    assert [letter.item for letter in letters.listing()] == ["b"]
+    client.close()
+
+
 def test_requeue_all_with_no_dead_letters_requeues_none(fresh_server: EmbeddedRedis) -> None:
     # Redis 7.0 refused the stats' increment by -0 that Lua wrote for no items; Valkey took it.
     queue = WorkQueue(connect(fresh_server.url), "q", max_attempts=1)
