@@ -21,6 +21,7 @@ FORCE = "E2E_DOCKER"
 LABEL = "io.github.job-wq-2.e2e-run"
 
 COMMAND_TIMEOUT = 120.0
+KILLED = 128 + 9  # a container's exit code after SIGKILL (`docker kill`)
 
 
 class Unavailable(Exception):

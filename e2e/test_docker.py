@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from containers import Containers, docker
+from containers import KILLED, Containers, docker
 from dockersystem import (
     SEED_TIMEOUT,
     WORKER_TIMEOUT,
@@ -38,7 +38,6 @@ pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
 KILL_LEASE_SECONDS = "6"
 # A slim Python base is about 130 MB; a full one (about 1 GB) or a left-over toolchain is not.
 MAX_IMAGE_MB = 200
-KILLED = 128 + 9  # SIGKILL
 
 
 def test_the_image_is_slim_non_root_and_runs(

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from containers import Containers, docker
+from containers import KILLED, Containers, docker
 from dockersystem import (
     READY_TIMEOUT,
     SEED_TIMEOUT,
@@ -32,7 +32,6 @@ from worklog import repeats, wait_until_begun
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
 
-KILLED = 128 + 9  # SIGKILL
 SERVERS, SENTINELS, MASTER = "redis-ha", "redis-sentinel", "mymaster"
 FAILOVER_TIMEOUT = 90.0
 

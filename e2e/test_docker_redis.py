@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from containers import Containers, docker
+from containers import KILLED, Containers, docker
 from dockersystem import (
     SEED_TIMEOUT,
     WORKER_TIMEOUT,
@@ -29,7 +29,6 @@ from worklog import assert_drained, wait_until_begun
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
 
-KILLED = 128 + 9  # SIGKILL
 # Long enough for every worker to find Redis gone, far shorter than a lease (60 s).
 DOWN_SECONDS = 4.0
 UNREACHABLE = "is unreachable"
