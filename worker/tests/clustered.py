@@ -6,16 +6,15 @@ no redis-cli is needed: the bundled Valkey comes without one."""
 from __future__ import annotations
 
 import time
-from types import TracebackType
 
 import redis
-from rediswq.server import EmbeddedRedis, free_port
+from rediswq.server import EmbeddedRedis, Started, free_port
 
 _SLOTS = 16384
 _CLUSTER = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
 
 
-class Cluster:
+class Cluster(Started):
     """Three primaries sharing the 16384 slots, no replicas. Use as a context manager."""
 
     def __init__(self, binary: str, primaries: int = 3) -> None:
@@ -32,7 +31,7 @@ class Cluster:
         """The URL of one node: a client finds the others from it."""
         return self.nodes[0].url
 
-    def __enter__(self) -> Cluster:
+    def start(self) -> None:
         for node in self.nodes:
             node.start()
         for n, node in enumerate(self.nodes):
@@ -43,7 +42,6 @@ class Cluster:
                     if other is not node:
                         client.execute_command("CLUSTER", "MEET", "127.0.0.1", other.port, bus)
         self._wait_until_ok()
-        return self
 
     def _slots(self, n: int) -> tuple[int, int]:
         """The first and last slot of node `n`: a third each, the rest to the last."""
@@ -54,14 +52,9 @@ class Cluster:
         """The index of the node that holds `slot`."""
         return next(n for n in range(len(self.nodes)) if self._slots(n)[1] >= slot)
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         for node in self.nodes:
-            node.__exit__(None, None, None)
+            node.close()
 
     def _wait_until_ok(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout

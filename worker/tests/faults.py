@@ -30,11 +30,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
 
 from redis.commands.core import Script
 from rediswq.queue import WorkQueue
 from rediswq.scripts import Function
+from rediswq.server import Started
 
 Command = list[bytes]
 Matcher = Callable[[Command], bool]
@@ -82,7 +82,7 @@ class Fault:
     fired: threading.Event = field(default_factory=threading.Event)
 
 
-class FaultProxy:
+class FaultProxy(Started):
     """Listens on 127.0.0.1 (a free port) and forwards to 127.0.0.1:`upstream_port`."""
 
     def __init__(self, upstream_port: int) -> None:
@@ -136,17 +136,6 @@ class FaultProxy:
         self._closed = True
         self._listener.close()
         self.cut()
-
-    def __enter__(self) -> FaultProxy:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _accept(self) -> None:
         while not self._closed:

@@ -16,9 +16,9 @@ import re
 import threading
 import uuid
 from dataclasses import dataclass, field
-from types import TracebackType
 
 import redis
+from rediswq.server import Started
 
 _LINE = re.compile(rb"^\+?[0-9.]+ \[\d+ ([^\]]*)\] (.*)$", re.DOTALL)
 _ARG = re.compile(rb'"((?:[^"\\]|\\.)*)"')
@@ -54,7 +54,7 @@ class ScriptCall:
     inner: list[list[bytes]] = field(default_factory=list)
 
 
-class Monitored:
+class Monitored(Started):
     """Records what a server runs while the `with` block runs (a MONITOR connection of its own)."""
 
     def __init__(self, port: int) -> None:
@@ -64,18 +64,12 @@ class Monitored:
         self._connection = redis.Connection(port=port)  # type: ignore[no-untyped-call]
         self._thread = threading.Thread(target=self._read, daemon=True)
 
-    def __enter__(self) -> Monitored:
+    def start(self) -> None:
         self._connection.send_command("MONITOR")  # type: ignore[no-untyped-call]
         assert self._connection.read_response() in (b"OK", "OK")
         self._thread.start()
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         with redis.Redis(port=self.port) as client:
             client.echo(self._marker)  # the last line this monitor reads
         self._thread.join(timeout=30)

@@ -7,10 +7,9 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 import redis
-from rediswq.server import EmbeddedRedis, free_port
+from rediswq.server import EmbeddedRedis, Started, free_port
 
 MASTER = "mymaster"
 # Sentinel's own defaults (30 s to call a primary down, 3 min per failover) suit a data centre,
@@ -63,7 +62,7 @@ class SentinelProcess:
         self._dir.cleanup()
 
 
-class Replicated:
+class Replicated(Started):
     """A primary, `replicas` replicas, and three Sentinels (quorum 2), with AOF on every server:
     `servers[0]` is the first primary. Use as a context manager."""
 
@@ -80,7 +79,7 @@ class Replicated:
         """REDIS_SENTINELS for these Sentinels."""
         return ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
 
-    def __enter__(self) -> Replicated:
+    def start(self) -> None:
         for server in self.servers:
             server.start()
         for server in self.servers[1:]:
@@ -88,18 +87,12 @@ class Replicated:
         for sentinel in self.sentinels:
             sentinel.start()
         self._wait_until_sentinels_see(len(self.servers) - 1)
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         for sentinel in self.sentinels:
             sentinel.stop()
         for server in self.servers:
-            server.__exit__(None, None, None)
+            server.close()
 
     def diagnosed(self) -> str:
         """The first Sentinel's last lines, for an assertion message."""

@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import redis
 
@@ -72,7 +73,30 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class EmbeddedRedis:
+class Started:
+    """Something a `with` block starts and closes, whatever the block raised: the tests' servers,
+    clusters, proxies and monitors share this instead of each spelling out `__exit__`."""
+
+    def start(self) -> None:
+        """Nothing to start unless a subclass says so (a proxy listens from its creation)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class EmbeddedRedis(Started):
     """A throw-away server on 127.0.0.1. `restart()` keeps its port and data directory."""
 
     def __init__(
@@ -167,16 +191,8 @@ class EmbeddedRedis:
         self.stop()
         self.start()
 
-    def __enter__(self) -> EmbeddedRedis:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
+        """Stops the server and removes its directory."""
         self.stop()
         self._dir.cleanup()
 
