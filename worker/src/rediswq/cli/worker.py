@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 from typing import TYPE_CHECKING
 
 from rediswq.cli.options import Commands, add_settings
@@ -25,16 +24,7 @@ def add_command(commands: Commands) -> None:
         description="Lease and work items until the queue is drained. Flags override "
         "environment variables.",
     )  # fmt: skip
-    add_settings(parser, "worker", run=_worker)
-
-
-def _worker(args: argparse.Namespace) -> int:
-    # What our imports made lives as long as the process: frozen, the garbage collector never
-    # walks it again, neither during the run nor at exit, where that walk took 30 ms here. Frozen
-    # before the handler is imported: what the handler's module holds (an open file, say) is still
-    # collected, and so flushed and closed, at exit.
-    gc.freeze()
-    return _work(args)
+    add_settings(parser, "worker", run=_work)
 
 
 def _worker_run(args: argparse.Namespace) -> str | None:
