@@ -38,6 +38,7 @@ def _flow(queue: WorkQueue, proxy: FaultProxy, by: str) -> None:
     queue.release(fourth)
     queue.reclaim()
     queue.counts()
+    queue.checked()  # a starting worker's: every key's type, the seal and the counts
     snapshot(queue)
     letters.requeue(every=True)
     (again,) = queue.lease(1)

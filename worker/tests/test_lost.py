@@ -90,7 +90,7 @@ def test_a_worker_that_saw_the_seal_does_not_ask_for_it_when_handed_items(
         return True
 
     monkeypatch.setattr(queue, "is_sealed", is_sealed)
-    SealWatch(queue, sealed=queue.checked_sealed()).check(queue.step())  # seen at its start
+    SealWatch(queue, sealed=queue.checked()[0]).check(queue.step())  # seen at its start
     woken = SealWatch(queue)
     woken.saw_seal()  # by the seal's own wake-up
     woken.check(queue.step())

@@ -29,7 +29,7 @@ from conftest import (
     stats_of,
 )
 from recording import recorded
-from rediswq import State, WorkQueue, seed
+from rediswq import ConfigError, State, WorkQueue, seed
 from rediswq.runs import Superseded, restore, run_id
 from rediswq.server import EmbeddedRedis
 from rediswq.worker import Worker
@@ -297,7 +297,7 @@ def test_a_run_key_of_another_type_stops_the_seal_before_it_writes(
     client.delete(f"{queue.keys.name}{part}")
     client.set(f"{queue.keys.name}{part}", "in the way")
     before = {key: client.dump(key) for key in client.scan_iter(f"{queue.keys.name}*")}
-    with pytest.raises(redis.ResponseError, match=f"WRONGTYPE {queue.keys.name}{part} holds a"):
+    with pytest.raises(ConfigError, match=f"Redis key '{queue.keys.name}{part}' holds a string"):
         seed(queue, [b"b-1"], run="b")
     after = {key: client.dump(key) for key in client.scan_iter(f"{queue.keys.name}*")}
     assert after.keys() - before.keys() <= {k for k in after if b":staging:" in k}

@@ -34,7 +34,7 @@ class SealWatch:
     """Remembers whether the worker has seen its queue sealed; raises QueueLost when it is gone."""
 
     def __init__(self, queue: WorkQueue, *, sealed: bool = False) -> None:
-        """`sealed`: the queue was sealed as the worker started (WorkQueue.checked_sealed)."""
+        """`sealed`: the queue was sealed as the worker started (WorkQueue.checked)."""
         self._queue = queue
         self._seen = False
         self._next_ask = 0.0

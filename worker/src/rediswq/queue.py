@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import re
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -222,25 +223,19 @@ class WorkQueue:
 
     def check_types(self) -> None:
         """Fail with a clear message if a queue key holds some other kind of Redis value."""
-        self.checked_sealed()
+        self.checked()
 
-    def checked_sealed(self) -> bool:
-        """check_types(), and whether the queue is sealed, read in the same round trip: what a
-        starting worker asks."""
-        with self.translate_errors():
-            pipe = self.client.pipeline(transaction=False)
-            expected = self.keys.expected_types()
-            for key in expected:
-                pipe.type(key)
-            pipe.exists(self.keys.sealed)
-            *types, sealed = pipe.execute()
-            found = [t.decode() if isinstance(t, bytes) else t for t in types]
-        for (key, want), got in zip(expected.items(), found, strict=True):
-            if got not in ("none", want):
-                raise ConfigError(
-                    f"Redis key {key!r} holds a {got}, not a {want}; wrong queue name?"
-                )
-        return bool(sealed)
+    def checked(self) -> tuple[bool, bool]:
+        """check_types(), then whether the queue is sealed and whether it is empty (as
+        is_empty()), read by one script in one round trip: what a starting worker asks, before
+        its first step."""
+        try:
+            pending, in_flight, _, sealed = call(
+                self.client, self.scripts.snapshot, self._keys, ["check"]
+            )
+        except redis.ResponseError as exc:
+            raise _wrong_type(str(exc)) or exc from None
+        return bool(sealed), (pending, in_flight) == (0, 0)
 
     def run(self, script: Script, args: Sequence[Any], keys: Sequence[str] = ()) -> Any:
         # A plain try, not translate_errors(): this is the per-item path, and a context manager
@@ -264,6 +259,9 @@ class WorkQueue:
         """Raise a one-line QueueError for the errors a user can act on."""
         text = str(exc)
         if "WRONGTYPE" in text:
+            # A script's check() names the key; a command's own WRONGTYPE does not, then ask.
+            if (named := _wrong_type(text)) is not None:
+                raise named from None
             self.check_types()  # raises QueueError for the offending key
         elif "Error compiling script" in text and "user_script:1:" in text:
             # Line 1 of every script is its #!lua line, which only Redis 7.0 and later read.
@@ -280,3 +278,13 @@ class WorkQueue:
     @staticmethod
     def _ids(leases: Sequence[Lease]) -> list[int]:
         return [lease.id for lease in leases]
+
+
+def _wrong_type(text: str) -> ConfigError | None:
+    """The error of a script's check() (scripts/common.lua) in one line, or None if `text` is
+    not one."""
+    found = re.match(r"WRONGTYPE (.+?) holds a (\w+), not a (\w+)", text)
+    if found is None:
+        return None
+    key, got, want = found.groups()
+    return ConfigError(f"Redis key {key!r} holds a {got}, not a {want}; wrong queue name?")

@@ -193,8 +193,7 @@ class Worker:
             self.log("run", f"Worker of run {queue.run_id}")
         # The seal, read with the types: a worker that finds its queue sealed need not ask
         # again once it is handed items (lostqueue.py), one round trip before its first item.
-        sealed = queue.checked_sealed()
-        empty = queue.is_empty()
+        sealed, empty = queue.checked()
         self.log("queue-state", f"Initial queue state: empty={empty}", empty=empty)
         return sealed
 
