@@ -254,9 +254,8 @@ def _round_trip(client: redis.Redis, connection: AbstractConnection, packed: byt
     redis-py's per-command layer (observability hooks, closures, argument filters and checks)
     measured 25-30 us of CPU per call here, a fifth of an item's whole cost, and it can not be
     switched off. Sending, parsing and retrying are still redis-py's. Not done here: redis-py's
-    early reconnect on a managed server's maintenance notice, which comes only over RESP3 (the
-    worker speaks RESP2 unless its URL says protocol=3); a moved server then shows as a dropped
-    connection, which the retry handles.
+    early reconnect on a managed server's maintenance notice (RESP3, which redis-py 8 speaks by
+    default); a moved server then shows as a dropped connection, which the retry handles.
     """
 
     def round_trip() -> Any:
