@@ -1,0 +1,52 @@
+"""The benchmark's own readings (worker/bench/bench.py): what it reports must be what ran."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+from bench import _cpu_of_tree
+
+# Spends about 0.3 s of CPU in itself and in a child, says so, then waits for a line and exits.
+_BUSY = """
+import os, sys, time
+def spin(seconds):
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+if os.fork() == 0:
+    spin(0.3)
+    print("child ready", flush=True)
+    sys.stdin.readline()
+    os._exit(0)
+spin(0.3)
+print("ready", flush=True)
+sys.stdin.readline()
+os.wait()
+os._exit(0)  # no teardown: what runs after the go is next to nothing
+"""
+
+
+def test_the_cpu_read_at_the_go_is_the_processes_own_to_the_millisecond() -> None:
+    """Read at the go and again at the exit: what is between is what ran after the go (here
+    next to nothing), not the rounding of the first reading (up to 10 ms per process and kind
+    of time in clock ticks)."""
+    for _ in range(3):
+        busy = subprocess.Popen(
+            [sys.executable, "-c", _BUSY], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        assert busy.stdin and busy.stdout
+        said = {busy.stdout.readline().strip(), busy.stdout.readline().strip()}
+        assert said == {b"ready", b"child ready"}
+        at_go = _cpu_of_tree(busy.pid)
+        busy.stdin.write(b"\n\n")
+        busy.stdin.close()
+        _, status, usage = os.wait4(busy.pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        after_go = usage.ru_utime + usage.ru_stime - at_go
+        assert at_go > 0.5
+        assert -0.002 < after_go < 0.004, (at_go, after_go)
