@@ -6,16 +6,14 @@ more than it did before observers existed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from rediswq.deadletter import Settled
 from rediswq.execution import Outcome
 from rediswq.queue import Lease
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
+class Attempt(NamedTuple):  # not a dataclass: see execution.Failure
     lease: Lease
     outcome: Outcome
     seconds: float  # how long the handler ran

@@ -12,8 +12,7 @@ import json
 import os
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from redis.commands.core import Script
 
@@ -36,8 +35,7 @@ def worker_name() -> str:
     return os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or socket.gethostname()
 
 
-@dataclass(frozen=True)
-class DeadLetter:
+class DeadLetter(NamedTuple):  # not a dataclass: see execution.Failure
     item: str
     error: str  # type: message
     traceback: str  # its last lines

@@ -13,8 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from rediswq.errors import ConfigError
 
@@ -73,8 +72,7 @@ def taking_bytes(func: Callable[[Any], object], *, as_bytes: bool) -> Handler:
     return call
 
 
-@dataclass(frozen=True)
-class HandlerSpec:
+class HandlerSpec(NamedTuple):  # not a dataclass: see execution.Failure
     """What to call per item, as settings: a child process loads the same handler from it."""
 
     spec: str = ""  # module:function; empty for the sleeper

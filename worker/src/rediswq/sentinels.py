@@ -10,8 +10,7 @@ Redis URL, whose host and port Sentinel then replaces.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from redis.backoff import NoBackoff
@@ -27,8 +26,7 @@ from redis.sentinel import (
 DEFAULT_MASTER = "mymaster"  # the name in Redis's own sentinel.conf
 
 
-@dataclass(frozen=True)
-class Sentinels:
+class Sentinels(NamedTuple):  # not a dataclass: see execution.Failure
     """The Sentinels to ask, the name they know the primary by, and their password (if any)."""
 
     addresses: tuple[tuple[str, int], ...]

@@ -12,8 +12,8 @@ import math
 import os
 import shlex
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from types import MappingProxyType
+from typing import Any, NamedTuple, TypeAlias
 
 from rediswq.errors import ConfigError
 from rediswq.logs import FORMATS, level_named
@@ -126,8 +126,7 @@ def log_format(value: str) -> str:
     return value
 
 
-@dataclass(frozen=True)
-class Setting:
+class Setting(NamedTuple):  # not a dataclass: see execution.Failure
     """One option: its flag (None: environment only), variable, default as the variable would
     spell it, parser, the commands that take it, and its help.
 
@@ -142,7 +141,7 @@ class Setting:
     commands: frozenset[str]
     help: str
     switch: str | None = None
-    defaults: Mapping[str, str] = field(default_factory=dict)
+    defaults: Mapping[str, str] = MappingProxyType({})
 
     @property
     def dest(self) -> str:
