@@ -234,7 +234,11 @@ class WorkQueue:
                 self.client, self.scripts.snapshot, self._keys, ["check"]
             )
         except redis.ResponseError as exc:
-            raise _wrong_type(str(exc)) or exc from None
+            if (named := _wrong_type(str(exc))) is not None:
+                raise named from None
+            if "WRONGTYPE" not in str(exc):  # else _explain would come back here
+                self._explain(exc)
+            raise
         return bool(sealed), (pending, in_flight) == (0, 0)
 
     def run(self, script: Script, args: Sequence[Any], keys: Sequence[str] = ()) -> Any:
