@@ -377,7 +377,8 @@ def main() -> None:
             + (f" against {sides[1].name}" if len(sides) == 2 else "")
             + f": {args.items:,} no-op items a run (the INCR rows: one INCR a item), workers "
             f"started and waiting before the items come, medians of {args.repeat} rounds that "
-            "alternate the contenders and the sides. Worker CPU counts from the go to the "
+            "alternate the contenders and the sides; spawn to first item: the median of "
+            f"{SPAWNS_A_ROUND * args.repeat} starts a side. Worker CPU counts from the go to the "
             "workers' exit; Redis's CPU and commands include the seed's for the rediswq rows. "
             "The reference loop (worker/bench/reference.py) is the least a batched lease can "
             "cost: LPOP 64 and one ZADD, then ZREM, in one script a round trip, with no owner "
