@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import redis
 from conftest import assert_drained_status, cli_env, outputs_of, rediswq
 from faults import FaultProxy, called, loaded, sealing
@@ -176,6 +177,34 @@ def test_a_replayed_restore_waits_for_the_replica_to_hold_it(
             replica.resume()
         assert lost.fired.is_set(), "the fault did not fire: the test proves nothing"
         assert held == 0  # the stopped replica does not hold the restore
+        assert acknowledged(queue.client, 1) == 1
+
+
+@pytest.mark.parametrize("step", ["lease", "complete"])
+def test_a_replayed_hand_in_waits_for_the_replica_to_hold_it(
+    replicated: Replicated, queue_name: str, step: str
+) -> None:
+    """As a replayed restore: the hand-in's WAIT (REPLICATED_HANDINS) comes after a copy that
+    found its reply remembered, on a new connection."""
+    primary = replicated.primary()
+    (replica,) = replicated.servers[1:]
+    with FaultProxy(primary.port) as proxy:
+        queue = loaded(WorkQueue(connect(proxy.url), queue_name, require_seal=False))
+        queue.client.rpush(queue.keys.pending, "a", "b")
+        (first,) = queue.step(1).leases
+        script = queue.scripts.lease if step == "lease" else queue.scripts.complete
+        lost = proxy.lose_reply(called(script))
+        replica.pause()
+        try:
+            if step == "lease":
+                assert queue.step(1, [first]).completed == [True]  # sent again
+            else:
+                assert queue.complete(first) == [True]  # sent again
+            held = acknowledged(queue.client, 1)
+        finally:
+            replica.resume()
+        assert lost.fired.is_set(), "the fault did not fire: the test proves nothing"
+        assert held == 0  # the stopped replica does not hold the hand-in
         assert acknowledged(queue.client, 1) == 1
 
 

@@ -9,6 +9,7 @@ local owner, request = ARGV[1], ARGV[2]
 check(pending, leases, deadlines, stats, replies)
 local memory = replayed(owner, request)
 if memory then
+  remember(owner, request, memory) -- for the WAIT after it, as in lease.lua
   return split(memory)
 end
 local flags = {}

@@ -37,6 +37,10 @@ end
 -- still holds, rebuilt from their records (a lease reclaimed meanwhile is no longer its).
 local memory, known = replayed(owner, request)
 if memory then
+  -- The memory written again, unchanged: a replay comes on a new connection, whose WAIT
+  -- (REPLICATED_HANDINS) covers only its own writes, and would return before the replicas
+  -- hold the first run's.
+  remember(owner, request, memory)
   local state, flags, ids = string.match(memory, '^([%a-]+) ([^ ]*) (.*)$')
   local reply = split(flags)
   table.insert(reply, 1, state)
