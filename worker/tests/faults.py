@@ -305,7 +305,7 @@ def loaded(queue: WorkQueue) -> WorkQueue:
     """`queue`, with its library and scripts already on the server: the first call of each would
     otherwise be answered "Function not found" (or NOSCRIPT), a reply that is not the one a test
     means to lose."""
-    for script in vars(queue.scripts).values():
+    for script in queue.scripts._asdict().values():
         queue.client.script_load(script.script)
     assert queue.scripts.lease.library.load(queue.client)
     return queue

@@ -68,10 +68,10 @@ def test_every_key_a_script_touches_is_one_it_was_given(
     queue = loaded(WorkQueue(client, queue_name))
     queue.scripts.lease.library.usable = by == "FCALL"  # the library, or the scripts
     letters = DeadLetters(queue)
-    scripts = {**vars(queue.scripts), "fail": letters._fail, "requeue": letters._requeue,
+    scripts = {**queue.scripts._asdict(), "fail": letters._fail, "requeue": letters._requeue,
                "purge": letters._purge}  # fmt: skip
     names = {script.sha.encode(): name for name, script in scripts.items()}
-    names |= {script.function.encode(): name for name, script in vars(queue.scripts).items()}
+    names |= {script.function.encode(): name for name, script in queue.scripts._asdict().items()}
     with Monitored(fault_proxy.upstream_port) as monitored:
         _flow(queue, fault_proxy, by)
     undeclared = []

@@ -214,7 +214,7 @@ def test_a_lost_reply_mid_stream_queues_each_item_once(
     many = [f"item-{n:06d}" for n in range(60_000)]  # three pipelines of 20 batches
     item_server.files["/items.txt.gz"] = gzip.compress(text(many))
     upstream = WorkQueue(redis.Redis(port=fault_proxy.upstream_port), queue_name)
-    for script in vars(upstream.scripts).values():  # else the fault would hit a NOSCRIPT answer
+    for script in upstream.scripts._asdict().values():  # else the fault would hit a NOSCRIPT answer
         upstream.client.script_load(script.script)
     prefix = f"{queue_name}:staging:".encode()
     lost = fault_proxy.lose_reply(lambda args: any(a.startswith(prefix) for a in args[1:]), nth=25)

@@ -14,8 +14,7 @@ import hashlib
 import re
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from rediswq.errors import EXIT_CONFIG, ConfigError, QueueError
 from rediswq.queue import WorkQueue
@@ -105,8 +104,7 @@ def check_run_ended(queue: WorkQueue) -> None:
     )
 
 
-@dataclass(frozen=True)
-class RunInfo:
+class RunInfo(NamedTuple):  # not a dataclass: see execution.Failure
     """What the queue remembers of one run (the current one, or one that ended)."""
 
     id: str

@@ -18,10 +18,9 @@ import hashlib
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import hiredis
 import redis
@@ -75,7 +74,7 @@ def library() -> tuple[str, str]:
     named `<library>_<script>`, with the flags of the script's #!lua line."""
     declare, bind = lua_library_binding()
     functions = []
-    for name in Scripts.__dataclass_fields__:
+    for name in Scripts._fields:
         shebang, body = _parts(name)
         given = re.search(r"flags=(\S+)", shebang)
         flags = ", ".join(f"'{flag}'" for flag in given.group(1).split(",")) if given else ""
@@ -131,8 +130,7 @@ class Function(Script):
         return b"*%d\r\n%b%b" % (count + len(args), head, body[body.index(b"\r\n") + 2 :])
 
 
-@dataclass(frozen=True)
-class Scripts:
+class Scripts(NamedTuple):  # not a dataclass: see execution.Failure
     """Every step, sharing one Library (which decides between FCALL and EVALSHA)."""
 
     lease: Function
@@ -148,7 +146,7 @@ class Scripts:
     @classmethod
     def register(cls, client: redis.Redis) -> Scripts:
         shared = Library()
-        return cls(**{name: Function(client, name, shared) for name in cls.__dataclass_fields__})
+        return cls(**{name: Function(client, name, shared) for name in cls._fields})
 
 
 def _refused(exc: redis.ResponseError) -> bool:

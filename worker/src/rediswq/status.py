@@ -39,7 +39,13 @@ class Status:
         return self.sealed and self.pending == 0 and not self.in_flight and self.delayed == 0
 
     def as_json(self) -> dict[str, Any]:
-        return {**asdict(self), "drained": self.drained}
+        # asdict() leaves a NamedTuple (RunInfo) one, which JSON would write as a list.
+        return {
+            **asdict(self),
+            "run": self.run._asdict() if self.run else None,
+            "earlier_runs": [run._asdict() for run in self.earlier_runs],
+            "drained": self.drained,
+        }
 
 
 def snapshot(queue: WorkQueue) -> Status:

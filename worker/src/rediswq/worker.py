@@ -9,21 +9,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from rediswq.attempts import Attempt, Observer
 from rediswq.deadletter import DeadLetters, Settled
 from rediswq.errors import ConfigError, QueueError, Stopped, signal_exit
 from rediswq.events import Heard, QueueEvents
-from rediswq.execution import DONE, Executor, Failure, InProcess, Outcome
+from rediswq.execution import DONE, Encode, Executor, Failure, InProcess, Outcome
 from rediswq.handlers import Handler
 from rediswq.leases import LeaseKeeper, shown
 from rediswq.logs import Lines, Log, enabled
 from rediswq.lostqueue import SealWatch
 from rediswq.queue import Lease, State, WorkQueue
-from rediswq.results import NotKept, ResultStore, encoded
 from rediswq.retry import Backoff
 from rediswq.runs import check_run_ended, for_run
 from rediswq.waits import Waiting, say_why
+
+if TYPE_CHECKING:  # imported with --results only (results.py)
+    from rediswq.results import ResultStore
 
 NO_BACKOFF = Backoff(0, 0)
 
@@ -92,7 +95,9 @@ class Worker:
         if prefetch < 1:
             raise ConfigError(f"prefetch must be at least 1, got {prefetch}")
         self.queue = queue
-        self.executor = executor or InProcess(handler, encoded if results else None)
+        if executor is None:
+            executor = InProcess(handler, _encoder() if results else None)
+        self.executor = executor
         self.backoff = backoff
         self.results = results
         self.dead_letters = DeadLetters(queue)
@@ -271,6 +276,8 @@ class Worker:
             self._in_handler = False
 
     def _keep(self, item: bytes, stored: bytes, results: ResultStore) -> None:
+        from rediswq.results import NotKept  # noqa: PLC0415 - loaded already with a ResultStore
+
         if results.too_big(stored):
             why = f"{len(stored) - 1} bytes, more than {results.max_bytes}"
         else:
@@ -416,3 +423,10 @@ class _Deadline:
 
 def exit_code(summary: Summary) -> int:
     return 0 if summary.stopped_by is None else signal_exit(summary.stopped_by)
+
+
+def _encoder() -> Encode:
+    """How a handler's value is stored (--results): imported only then, as results.py is."""
+    from rediswq.results import encoded  # noqa: PLC0415
+
+    return encoded
