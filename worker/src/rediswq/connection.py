@@ -21,7 +21,7 @@ from redis.retry import Retry
 from rediswq.clusters import slot_options
 from rediswq.errors import ConfigError, QueueError
 from rediswq.logs import Log
-from rediswq.sentinels import Sentinels, master_client, sentinels_of
+from rediswq.sentinels import Sentinels, found_through_sentinels, master_client
 from rediswq.waits import REPORT_EVERY, Waiting
 
 T = TypeVar("T")
@@ -346,7 +346,7 @@ def _waiting_for(at: str, error: Exception, timeout: float) -> Callable[[float],
 
 
 def where(client: redis.Redis) -> str:
-    if (through := sentinels_of(client)) is not None:
+    if (through := found_through_sentinels(client)) is not None:
         return through
     kwargs = client.connection_pool.connection_kwargs
     if "path" in kwargs:

@@ -106,7 +106,7 @@ def master_client(
     return client
 
 
-def sentinels_of(client: redis.Redis) -> str | None:
+def found_through_sentinels(client: redis.Redis) -> str | None:
     """How `client` finds its server, if through Sentinel, for messages."""
     pool = client.connection_pool
     if not isinstance(pool, SentinelConnectionPool):

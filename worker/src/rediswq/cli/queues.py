@@ -29,7 +29,7 @@ def queue_of(
     """The command's queue, once Redis answers (within --redis-wait-timeout; with `log`, a
     waiting worker says so); `outage` caps --redis-outage-timeout."""
     password = args.redis_password or None
-    sentinels = sentinels_of(args)
+    sentinels = sentinels_in(args)
     wait_until_ready(args.redis_url, password, args.redis_wait_timeout, log, sentinels)
     if outage is None:
         outage = args.redis_outage_timeout
@@ -68,7 +68,7 @@ def said_on_stderr(*events: str) -> Log:
     return log
 
 
-def sentinels_of(args: argparse.Namespace) -> Sentinels | None:
+def sentinels_in(args: argparse.Namespace) -> Sentinels | None:
     """The Sentinels the settings name, or None: then REDIS_URL names the server."""
     if not args.redis_sentinels:
         return None
