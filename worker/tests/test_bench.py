@@ -12,6 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from bench import _cpu_of_tree
 
 # Spends about 0.3 s of CPU in itself and in a child, says so, then waits for a line and exits.
+# Each says it in one write: print() writes the text and its newline apart when unbuffered
+# (PYTHONUNBUFFERED), and the other's line could come between them.
 _BUSY = """
 import os, sys, time
 def spin(seconds):
@@ -20,11 +22,11 @@ def spin(seconds):
         pass
 if os.fork() == 0:
     spin(0.3)
-    print("child ready", flush=True)
+    os.write(1, b"child ready\\n")
     sys.stdin.readline()
     os._exit(0)
 spin(0.3)
-print("ready", flush=True)
+os.write(1, b"ready\\n")
 sys.stdin.readline()
 os.wait()
 os._exit(0)  # no teardown: what runs after the go is next to nothing
