@@ -306,6 +306,18 @@ def test_a_queue_key_of_another_type_is_named_and_left_alone(
 
 
 @pytest.mark.parametrize("command", ["worker", "seed", "status"])
+def test_a_queue_key_whose_name_reads_like_the_error_is_named_whole(
+    command: str, items_file: Path, client: redis.Redis, queue_name: str, server: EmbeddedRedis
+) -> None:
+    """The key is read back from the script's error: its name may hold the words around it."""
+    target = Target(client, f"{queue_name} holds a list, not a hash", server.url)
+    key = target.name + ":leases"
+    client.set(key, b"someone else's data")
+    line = error_line(target.run(*args_for(command, items_file)), EXIT_CONFIG)
+    assert f"Redis key {key!r} holds a string, not a hash" in line, line
+
+
+@pytest.mark.parametrize("command", ["worker", "seed", "status"])
 @pytest.mark.parametrize("how", ["flag", "env", "env-blank"])
 def test_an_empty_queue_name_is_refused(
     command: str, how: str, items_file: Path, server: EmbeddedRedis

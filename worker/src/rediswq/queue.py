@@ -286,8 +286,9 @@ class WorkQueue:
 
 def _wrong_type(text: str) -> ConfigError | None:
     """The error of a script's check() (scripts/common.lua) in one line, or None if `text` is
-    not one."""
-    found = re.match(r"WRONGTYPE (.+?) holds a (\w+), not a (\w+)", text)
+    not one. The last "holds a" is the error's own: the key's name may hold the words too. A
+    module's type may have a dash in its name (RedisJSON's ReJSON-RL)."""
+    found = re.match(r"WRONGTYPE (.+) holds a ([\w-]+), not a (\w+)", text)
     if found is None:
         return None
     key, got, want = found.groups()
