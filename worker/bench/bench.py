@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,7 +104,9 @@ def _cpu_of_tree(pid: int) -> float:
     total = 0
     try:
         for thread in os.listdir(f"/proc/{pid}/task"):
-            total += int(Path(f"/proc/{pid}/task/{thread}/schedstat").read_text().split()[0])
+            # A thread that ended since the listing: the others and the children still count.
+            with suppress(FileNotFoundError, ProcessLookupError):
+                total += int(Path(f"/proc/{pid}/task/{thread}/schedstat").read_text().split()[0])
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         return total / 1e9

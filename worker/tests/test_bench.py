@@ -52,3 +52,38 @@ def test_the_cpu_read_at_the_go_is_the_processes_own_to_the_millisecond() -> Non
         after_go = usage.ru_utime + usage.ru_stime - at_go
         assert at_go > 0.5
         assert -0.002 < after_go < 0.004, (at_go, after_go)
+
+
+# A busy child, then threads that start and end all the while in the parent, as a worker's might.
+_CHURNING = """
+import os, sys, threading, time
+if os.fork() == 0:
+    end = time.process_time() + 0.3
+    while time.process_time() < end:
+        pass
+    os.write(1, b"ready\\n")
+    sys.stdin.readline()
+    os._exit(0)
+def churn():
+    while True:
+        started = threading.Thread(target=lambda: None)
+        started.start()
+        started.join()
+threading.Thread(target=churn, daemon=True).start()
+sys.stdin.readline()
+os._exit(0)
+"""
+
+
+def test_a_thread_that_ends_during_the_reading_leaves_the_children_counted() -> None:
+    busy = subprocess.Popen(
+        [sys.executable, "-c", _CHURNING], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert busy.stdin and busy.stdout
+    try:
+        assert busy.stdout.readline() == b"ready\n"
+        readings = [_cpu_of_tree(busy.pid) for _ in range(300)]
+    finally:
+        busy.stdin.close()  # both read its end and exit
+        busy.wait()
+    assert min(readings) > 0.3, sorted(readings)[:5]
