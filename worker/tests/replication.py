@@ -125,6 +125,29 @@ class Replicated(Started):
             time.sleep(0.1)
         raise AssertionError(f"no failover from port {old.port} within {timeout:g}s")
 
+    def settled(self, timeout: float) -> tuple[EmbeddedRedis, EmbeddedRedis]:
+        """(primary, replica) once every Sentinel names one primary and the other server holds
+        all it had written. Which is which is Sentinel's to say: on a starved machine a primary
+        promoted a moment ago may answer late for a second (`down-after-milliseconds` here), and
+        Sentinel then fails over again, back to the server that just came back."""
+        deadline = time.monotonic() + timeout
+        while True:
+            ports = set()
+            for sentinel in self.sentinels:
+                with redis.Redis(port=sentinel.port) as client:
+                    ports.add(int(client.sentinel_get_master_addr_by_name(MASTER)[1]))
+            if len(ports) == 1:
+                primary = self.primary()
+                (replica,) = [server for server in self.servers if server is not primary]
+                try:
+                    self.wait_in_sync(replica, primary, timeout=2)
+                    return primary, replica
+                except AssertionError:
+                    pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no primary with an in-sync replica within {timeout:g}s")
+            time.sleep(0.1)
+
     @staticmethod
     def wait_in_sync(replica: EmbeddedRedis, primary: EmbeddedRedis, timeout: float = 60) -> None:
         """Return once `replica` replicates `primary` with its link up, and holds everything
