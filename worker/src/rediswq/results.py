@@ -71,6 +71,7 @@ class ResultStore:
     queue: WorkQueue
     max_bytes: int = 65536
     ttl_seconds: int = 7 * 24 * 3600
+    encode = staticmethod(encoded)  # a handler's value as this store keeps it
 
     def too_big(self, stored: bytes) -> bool:
         return len(stored) - 1 > self.max_bytes

@@ -15,7 +15,7 @@ from rediswq.attempts import Attempt, Observer
 from rediswq.deadletter import DeadLetters, Settled
 from rediswq.errors import ConfigError, QueueError, Stopped, signal_exit
 from rediswq.events import Heard, QueueEvents
-from rediswq.execution import DONE, Encode, Executor, Failure, InProcess, Outcome
+from rediswq.execution import DONE, Executor, Failure, InProcess, Outcome
 from rediswq.handlers import Handler
 from rediswq.leases import LeaseKeeper, shown
 from rediswq.logs import Lines, Log, enabled
@@ -96,7 +96,7 @@ class Worker:
             raise ConfigError(f"prefetch must be at least 1, got {prefetch}")
         self.queue = queue
         if executor is None:
-            executor = InProcess(handler, _encoder() if results else None)
+            executor = InProcess(handler, results.encode if results else None)
         self.executor = executor
         self.backoff = backoff
         self.results = results
@@ -423,10 +423,3 @@ class _Deadline:
 
 def exit_code(summary: Summary) -> int:
     return 0 if summary.stopped_by is None else signal_exit(summary.stopped_by)
-
-
-def _encoder() -> Encode:
-    """How a handler's value is stored (--results): imported only then, as results.py is."""
-    from rediswq.results import encoded  # noqa: PLC0415
-
-    return encoded

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from rediswq.cli.options import Commands, add_settings
 from rediswq.cli.queues import queue_of
 from rediswq.errors import ConfigError
-from rediswq.execution import Encode, TimeLimited
+from rediswq.execution import TimeLimited
 from rediswq.handlers import HandlerSpec
 from rediswq.logs import Lines, identity, install
 from rediswq.worker import Worker, exit_code
@@ -57,7 +57,8 @@ def _work(args: argparse.Namespace) -> int:
         args, lease_seconds=args.lease_seconds, max_attempts=int(args.max_attempts),
         require_seal=args.require_seal, run=run, log=lines, session=session,
     )  # fmt: skip
-    results, encode = _results(args, queue)
+    results = _results(args, queue)
+    encode = results.encode if results else None
     executor = TimeLimited(spec, args.item_timeout, encode) if args.item_timeout else None
     worker = Worker(
         queue, handler, prefetch=int(args.prefetch), seal_timeout=args.seal_timeout,
@@ -69,16 +70,14 @@ def _work(args: argparse.Namespace) -> int:
     return exit_code(worker.run())
 
 
-def _results(
-    args: argparse.Namespace, queue: WorkQueue
-) -> tuple[ResultStore | None, Encode | None]:
-    """Where the handlers' values are kept, and how they are written, with --results; else
-    neither. Imported only then: results.py took about 1 ms of every worker's start."""
+def _results(args: argparse.Namespace, queue: WorkQueue) -> ResultStore | None:
+    """Where the handlers' values are kept, with --results. Imported only then: results.py took
+    about 1 ms of every worker's start."""
     if not args.results:
-        return None, None
-    from rediswq.results import ResultStore, encoded  # noqa: PLC0415
+        return None
+    from rediswq.results import ResultStore  # noqa: PLC0415
 
-    return ResultStore(queue, int(args.results_max_bytes), int(args.results_ttl)), encoded
+    return ResultStore(queue, int(args.results_max_bytes), int(args.results_ttl))
 
 
 def _metrics(args: argparse.Namespace, lines: Lines) -> WorkerMetrics | None:
