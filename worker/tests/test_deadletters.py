@@ -27,6 +27,17 @@ def _dead_letter(make_queue: QueueFactory, *items: bytes) -> WorkQueue:
     return queue
 
 
+def _dead_letters_behind(
+    fault_proxy: FaultProxy, queue_name: str, items: list[bytes]
+) -> tuple[WorkQueue, DeadLetters]:
+    """`items` failed their one attempt, on a queue reached through `fault_proxy` with the
+    retries users get."""
+    queue = WorkQueue(connect(fault_proxy.url), queue_name, max_attempts=1)
+    seed(queue, items)
+    _fail_all(queue)
+    return queue, DeadLetters(queue)
+
+
 def _fail_all(queue: WorkQueue) -> None:
     def handler(item: bytes) -> None:
         raise KeyError(item.decode())
@@ -197,11 +208,8 @@ def test_a_dead_letter_whose_leases_ran_out_says_so(make_queue: QueueFactory) ->
 def test_a_lost_reply_to_requeue_still_reports_what_it_requeued(
     fault_proxy: FaultProxy, queue_name: str
 ) -> None:
-    client = connect(fault_proxy.url)  # with the retries users get
-    queue = WorkQueue(client, queue_name, max_attempts=1)
-    seed(queue, [b"a", b"b", b"a"])
-    _fail_all(queue)
-    letters = DeadLetters(queue)
+    queue, letters = _dead_letters_behind(fault_proxy, queue_name, [b"a", b"b", b"a"])
+    client = queue.client
     for named, every, requeued in ([b"a", b"a"], False, [b"a", b"a"]), ([], True, [b"b"]):
         client.script_load(letters._requeue.script)  # else the fault hits a NOSCRIPT reply
         lost = fault_proxy.lose_reply(called(letters._requeue))
@@ -228,11 +236,8 @@ def test_a_dead_letter_that_is_not_utf8_can_be_requeued_by_name(
 def test_a_lost_reply_to_purge_still_reports_what_it_purged(
     fault_proxy: FaultProxy, queue_name: str
 ) -> None:
-    client = connect(fault_proxy.url)  # with the retries users get
-    queue = WorkQueue(client, queue_name, max_attempts=1)
-    seed(queue, [b"a", b"b"])
-    _fail_all(queue)
-    letters = DeadLetters(queue)
+    queue, letters = _dead_letters_behind(fault_proxy, queue_name, [b"a", b"b"])
+    client = queue.client
     client.script_load(letters._purge.script)  # else the fault hits a NOSCRIPT reply
     lost = fault_proxy.lose_reply(called(letters._purge))
     assert letters.purge() == 2
@@ -246,11 +251,8 @@ def test_a_lost_reply_to_a_named_purge_neither_fails_as_missing_nor_drops_more(
 ) -> None:
     # The retry finds the named letters gone: only the run's memory of the request tells it that
     # they went by this purge, not that they never were.
-    client = connect(fault_proxy.url)  # with the retries users get
-    queue = WorkQueue(client, queue_name, max_attempts=1)
-    seed(queue, [b"a", b"b", b"c"])
-    _fail_all(queue)
-    letters = DeadLetters(queue)
+    queue, letters = _dead_letters_behind(fault_proxy, queue_name, [b"a", b"b", b"c"])
+    client = queue.client
     client.script_load(letters._purge.script)  # else the fault hits a NOSCRIPT reply
     lost = fault_proxy.lose_reply(called(letters._purge))
     assert letters.purge([b"a", b"c"]) == 2
