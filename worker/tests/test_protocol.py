@@ -9,6 +9,7 @@ from typing import cast
 import pytest
 import redis
 from conftest import QueueFactory, pending_of, stats_of
+from faults import FaultProxy, called, loaded
 from rediswq import Lease, Released, State, WorkQueue, seed
 from rediswq.connection import connect
 from rediswq.keys import QueueKeys
@@ -157,6 +158,25 @@ def test_a_batch_of_leases_is_kept_unpacked_and_nothing_else_is_kept(
     assert sorted(cast(list[bytes], queue.client.zrange(queue.keys.deadlines, 0, -1))) == held
     assert queue.complete(*few, *many[1:]) == [True] * 39
     assert queue.client.object("encoding", queue.keys.deadlines) == b"skiplist"
+
+
+def test_a_lost_reply_to_the_step_that_unpacks_leases_nothing_twice_and_no_stray_member(
+    fault_proxy: FaultProxy, queue_name: str
+) -> None:
+    """The copy sent again finds the step remembered: the same leases, and the member that
+    unpacked the keys (UNPACK_AT in common.lua) gone with the first run."""
+    queue = loaded(WorkQueue(connect(fault_proxy.url), queue_name, require_seal=False))
+    queue.client.rpush(queue.keys.pending, *[b"item-%d" % n for n in range(100)])
+    few = queue.lease(31)
+    lost = fault_proxy.lose_reply(called(queue.scripts.lease))
+    many = queue.lease(9)  # the step past 32, sent again on a new connection
+    assert lost.fired.is_set(), "the fault did not fire: the test proves nothing"
+    assert [lease.item for lease in few + many] == [b"item-%d" % n for n in range(40)]
+    held = sorted(str(lease.id).encode() for lease in few + many)
+    assert sorted(cast(list[bytes], queue.client.hkeys(queue.keys.leases))) == held
+    assert sorted(cast(list[bytes], queue.client.zrange(queue.keys.deadlines, 0, -1))) == held
+    assert queue.client.object("encoding", queue.keys.deadlines) == b"skiplist"
+    assert queue.client.llen(queue.keys.pending) == 60
 
 
 def test_a_batch_keeps_each_lease_under_its_id_in_decimal(fresh_server: EmbeddedRedis) -> None:
