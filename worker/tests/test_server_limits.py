@@ -89,12 +89,13 @@ def _old_server(*args: object) -> None:
     )
 
 
+@pytest.mark.parametrize("asked", ["counts", "checked"])  # checked(): a starting worker's call
 def test_a_server_older_than_7_is_named_in_one_line(
-    make_queue: QueueFactory, monkeypatch: pytest.MonkeyPatch
+    make_queue: QueueFactory, monkeypatch: pytest.MonkeyPatch, asked: str
 ) -> None:
     monkeypatch.setattr("rediswq.queue.call", _old_server)
     with pytest.raises(ConfigError, match=r"too old: rediswq needs Redis 7\.0 or later"):
-        make_queue().counts()
+        getattr(make_queue(), asked)()
 
 
 def documented_acl() -> list[str]:
