@@ -30,8 +30,10 @@ class LeaseKeeper:
         self._thread = threading.Thread(target=self._renew, name="lease-keeper", daemon=True)
 
     def hold(self, leases: list[Lease]) -> None:
+        held = self._held
         with self._lock:
-            self._held.update((lease.id, lease) for lease in leases)
+            for lease in leases:  # a loop, not a generator: a frame less a step
+                held[lease.id] = lease
 
     def holding(self) -> int:
         return len(self._held)

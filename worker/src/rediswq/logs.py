@@ -124,7 +124,7 @@ class Lines:
         if self.json:
             self.emit(level, event, message, fields)
         else:
-            self._text(level, message)
+            self._text(message, level)
 
     def printer(self, event: str) -> Callable[[str], None] | None:
         """`event` logged with its message alone, for a caller that logs it per item: in text
@@ -136,16 +136,18 @@ class Lines:
             return None
         if level < self.level:
             return _silent
+        if level == INFO:  # as "working" is: the method itself, one call a line
+            return self._text
         text = self._text
 
         # A function, not a partial: the interpreter calls it without a C call between (a
         # partial's took 2,000 instructions a line more here).
         def say(message: str) -> None:
-            text(level, message)
+            text(message, level)
 
         return say
 
-    def _text(self, level: int, message: str) -> None:
+    def _text(self, message: str, level: int = INFO) -> None:
         """One line in text form."""
         # A newline or an escape byte is not printable: emit() prefixes every line and escapes.
         if not message.isprintable():

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import operator
 import re
 import time
 import uuid
@@ -88,6 +89,9 @@ class Step(NamedTuple):
     leases: list[Lease]
     completed: list[bool]
 
+
+# The id of a Lease, read in C: a list comprehension is a Python frame a call.
+_lease_id = operator.itemgetter(0)
 
 # A Lease of an (id, item, attempt) tuple; its class's __new__ would be a Python call a lease.
 _lease = partial(tuple.__new__, Lease)
@@ -150,14 +154,14 @@ class WorkQueue:
         lease_ms = self.lease_ms if lease_seconds is None else max(1, round(lease_seconds * 1000))
         args: list[Any] = [
             self.session,
-            self.next_request(),
+            next(self._requests),  # next_request(), without a call a step
             lease_ms,
             count,
             self.max_attempts,
             self._seal_arg,
             int(reclaim),
         ]
-        args += [lease.id for lease in done]
+        args += map(_lease_id, done)
         reply = self.run(self.scripts.lease, args)
         if done and self.handin_replicas:
             acknowledged(self.client, self.handin_replicas)

@@ -223,6 +223,7 @@ class Worker:
         summary = self.summary
         say_working = self._say_working
         plain = self._plain
+        run = self.executor.run
         for index, lease in enumerate(leases):
             if summary.stopped_by is not None:
                 self._release_unstarted(leases[index:], keeper)
@@ -233,11 +234,20 @@ class Worker:
             else:
                 say_working(f"Working on {item}")
             start = time.perf_counter()
+            # The handler's call, here in the loop rather than in a method of its own: a Python
+            # call less an item (see InProcess.run).
+            self._in_handler = True
             try:
-                outcome = self._attempt(lease.item)
+                # A signal that came just before the flag was set would not interrupt the handler.
+                if summary.stopped_by is not None:
+                    raise Shutdown(summary.stopped_by)
+                outcome = run(lease.item)
             except Shutdown:
+                self._in_handler = False
                 self._release_unstarted(leases[index:], keeper)
                 break
+            finally:
+                self._in_handler = False
             # A success with nothing to keep and nobody to tell (the default): handed in next step.
             if (outcome is DONE and plain) or self._ended(
                 lease, item, outcome, time.perf_counter() - start, keeper
@@ -264,16 +274,6 @@ class Worker:
         if outcome.result is not None and self.results is not None:
             self._keep(lease.item, outcome.result, self.results)
         return True
-
-    def _attempt(self, item: bytes) -> Outcome:
-        self._in_handler = True
-        try:
-            # A signal that came just before the flag was set would not interrupt the handler.
-            if self.summary.stopped_by is not None:
-                raise Shutdown(self.summary.stopped_by)
-            return self.executor.run(item)
-        finally:
-            self._in_handler = False
 
     def _keep(self, item: bytes, stored: bytes, results: ResultStore) -> None:
         from rediswq.results import NotKept  # noqa: PLC0415 - loaded already with a ResultStore
