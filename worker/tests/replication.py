@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import redis
-from rediswq.server import EmbeddedRedis, Started, free_port
+from rediswq.server import EmbeddedRedis, Started, answered_by, free_port
 
 MASTER = "mymaster"
 # Sentinel's own defaults (30 s to call a primary down, 3 min per failover) suit a data centre,
@@ -23,20 +23,22 @@ class SentinelProcess:
 
     def __init__(self, binary: str, primary_port: int) -> None:
         self.binary = binary
+        self.primary_port = primary_port
         self.port = free_port()
         self._dir = tempfile.TemporaryDirectory(prefix="rediswq-sentinel-")
         self.config = Path(self._dir.name) / "sentinel.conf"
-        self.config.write_text(
-            f"port {self.port}\nbind 127.0.0.1\ndir {self._dir.name}\n"
-            f"logfile {self._dir.name}/sentinel.log\n"
-            f"sentinel monitor {MASTER} 127.0.0.1 {primary_port} 2\n"
-            f"sentinel down-after-milliseconds {MASTER} {_DOWN_AFTER_MS}\n"
-            f"sentinel failover-timeout {MASTER} {_FAILOVER_TIMEOUT_MS}\n"
-        )
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self._process = subprocess.Popen(
+        """Start on `port`, or on another if a process took that one first (answered_by)."""
+        self.config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self._dir.name}\n"
+            f"logfile {self._dir.name}/sentinel.log\n"
+            f"sentinel monitor {MASTER} 127.0.0.1 {self.primary_port} 2\n"
+            f"sentinel down-after-milliseconds {MASTER} {_DOWN_AFTER_MS}\n"
+            f"sentinel failover-timeout {MASTER} {_FAILOVER_TIMEOUT_MS}\n"
+        )
+        process = self._process = subprocess.Popen(
             [self.binary, str(self.config), "--sentinel"], stdin=subprocess.DEVNULL
         )
         client = redis.Redis(port=self.port)
@@ -48,7 +50,13 @@ class SentinelProcess:
             except redis.ConnectionError:
                 assert time.monotonic() < deadline, f"Sentinel on {self.port} did not start"
                 time.sleep(0.05)
+        ours = answered_by(client, process.pid)
         client.close()
+        if not ours:  # it could not bind the port, and exits, if it has not yet
+            process.terminate()
+            process.wait(timeout=10)
+            self.port = free_port()
+            self.start()
 
     def log_tail(self, lines: int = 30) -> str:
         log = self.config.parent / "sentinel.log"

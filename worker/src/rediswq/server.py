@@ -73,6 +73,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def answered_by(client: redis.Redis, pid: int) -> bool:
+    """Whether the server that `client` reaches is process `pid`. A port found free can be taken
+    by another process before the server binds it (tests in parallel, a second `rediswq local`):
+    that process answers, and the server that could not bind exits."""
+    try:
+        return int(client.info("server")["process_id"]) == pid
+    except redis.ResponseError:  # its password, or none where ours has one: another's
+        return False
+
+
 class Started:
     """Something a `with` block starts and closes, whatever the block raised: the tests' servers,
     clusters, proxies and monitors share this instead of each spelling out `__exit__`."""
@@ -115,6 +125,7 @@ class EmbeddedRedis(Started):
         self._dir = tempfile.TemporaryDirectory(prefix="rediswq-server-")
         self.dir = Path(self._dir.name)
         self._process: subprocess.Popen[bytes] | None = None
+        self._started = False  # once: a restart must find the same port
 
     @property
     def url(self) -> str:
@@ -145,7 +156,14 @@ class EmbeddedRedis(Started):
                 args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
                 start_new_session=True,
             )  # fmt: skip
-        self._wait_ready()
+        if self._wait_ready():
+            self._started = True
+            return
+        self.stop()
+        if self._started:  # restart() keeps the port: its clients know it
+            raise QueueError(f"{self.binary} could not start again: port {self.port} is taken")
+        self.port = free_port()
+        self.start()
 
     def stop(self) -> None:
         if self._process is None:
@@ -196,18 +214,21 @@ class EmbeddedRedis(Started):
         self.stop()
         self._dir.cleanup()
 
-    def _wait_ready(self) -> None:
+    def _wait_ready(self) -> bool:
+        """True once the server answers; False if another process answers on its port."""
         client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password)
         deadline = time.monotonic() + _START_TIMEOUT
         try:
             while time.monotonic() < deadline:
                 assert self._process is not None
-                if self._process.poll() is not None:
-                    break
                 try:
-                    if client.ping():
-                        return
+                    if client.ping():  # not INFO alone, which a server loading its data answers
+                        return answered_by(client, self._process.pid)
+                except redis.AuthenticationError:  # a password other than ours: another's
+                    return False
                 except (redis.ConnectionError, redis.BusyLoadingError):
+                    if self._process.poll() is not None:
+                        break
                     time.sleep(0.02)
         finally:
             client.close()
