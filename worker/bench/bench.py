@@ -275,6 +275,13 @@ def _rounds(
                 yield number, c, w, measured
 
 
+def _ratios(mine: Cell, theirs: Cell, measure: str) -> str:
+    """The ratio of the medians of `measure`, and the range of the ratios round by round."""
+    pairs = zip(getattr(mine, measure), getattr(theirs, measure), strict=True)
+    each = [a / b for a, b in pairs]
+    return f"{mine.median(measure) / theirs.median(measure):.2f} ({min(each):.2f}-{max(each):.2f})"
+
+
 def report(
     everyone: list[Contender],
     cells: dict[tuple[str, int], Cell],
@@ -309,7 +316,9 @@ def report(
         lines += [
             "",
             f"{this.name} against {other.name}, ratios of the medians (below 1: {this.name} "
-            "needs less; above 1 for items/s: faster):",
+            "needs less; above 1 for items/s: faster), and in brackets the lowest and highest "
+            "ratio of one round's pair, run one after the other: how far the machine moved a "
+            "ratio within this run:",
             "",
             "| contender | workers | items/s | worker CPU/item | Redis CPU/item | commands/item |",
             "|---|---:|---:|---:|---:|---:|",
@@ -320,9 +329,9 @@ def report(
                     continue
                 mine = cells[(c.label, w)]
                 theirs = cells[(Contender(c.name, c.kind, side=other).label, w)]
-                ratios = [mine.median(m) / theirs.median(m)
-                          for m in ("rate", "worker_us", "server_us", "commands")]  # fmt: skip
-                lines.append(f"| {c.name} | {w} | " + " | ".join(f"{r:.2f}" for r in ratios) + " |")
+                shown = [_ratios(mine, theirs, m)
+                         for m in ("rate", "worker_us", "server_us", "commands")]  # fmt: skip
+                lines.append(f"| {c.name} | {w} | " + " | ".join(shown) + " |")
         mine_spawn = statistics.median(spawn[this.name])
         theirs_spawn = statistics.median(spawn[other.name])
         lines.append(f"\nSpawn to first item: {mine_spawn:.3f} s against {theirs_spawn:.3f} s "

@@ -9,7 +9,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-from bench import _cpu_of_tree
+from bench import Cell, _cpu_of_tree, contenders, report
+from sides import Side
 
 # Spends about 0.3 s of CPU in itself and in a child, says so, then waits for a line and exits.
 # Each says it in one write: print() writes the text and its newline apart when unbuffered
@@ -87,3 +88,21 @@ def test_a_thread_that_ends_during_the_reading_leaves_the_children_counted() -> 
         busy.stdin.close()  # both read its end and exit
         busy.wait()
     assert min(readings) > 0.3, sorted(readings)[:5]
+
+
+def test_the_ab_table_shows_each_rounds_ratios_beside_the_ratio_of_the_medians() -> None:
+    this, other = Side("new", sys.executable), Side("old", sys.executable)
+    everyone = contenders([this, other], incr=False)
+    # Three rounds; the new side's worker CPU is 0.5, 1.0 and 2.0 times the old's.
+    cpu = {this.name: [5.0, 10.0, 20.0], other.name: [10.0, 10.0, 10.0]}
+    cells = {
+        (c.label, 2): Cell([100.0] * 3, cpu[c.side.name] if c.side else [1.0] * 3, [1.0] * 3,
+                           [2.0] * 3)
+        for c in everyone
+    }  # fmt: skip
+    table = report(everyone, cells, {"new": [0.1], "old": [0.2]}, [this, other], [2])
+    row = next(line for line in table.splitlines() if line.startswith("| rediswq, defaults | 2 |"))
+    assert (
+        row == "| rediswq, defaults | 2 | 1.00 (1.00-1.00) | 1.00 (0.50-2.00) "
+        "| 1.00 (1.00-1.00) | 1.00 (1.00-1.00) |"
+    )
