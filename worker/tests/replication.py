@@ -75,12 +75,10 @@ class Replicated(Started):
     `servers[0]` is the first primary. Use as a context manager."""
 
     def __init__(self, binary: str, replicas: int = 1) -> None:
-        primary = EmbeddedRedis(binary=binary, appendonly=True)
-        follow = ("--replicaof", "127.0.0.1", str(primary.port))
-        self.servers = [primary] + [
-            EmbeddedRedis(binary=binary, appendonly=True, options=follow) for _ in range(replicas)
-        ]
-        self.sentinels = [SentinelProcess(binary, primary.port) for _ in range(3)]
+        self.binary = binary
+        self.replicas = replicas
+        self.servers = [EmbeddedRedis(binary=binary, appendonly=True)]
+        self.sentinels: list[SentinelProcess] = []
 
     @property
     def sentinel_addresses(self) -> str:
@@ -88,12 +86,20 @@ class Replicated(Started):
         return ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
 
     def start(self) -> None:
-        for server in self.servers:
-            server.start()
+        # The others are made once the primary has started: only then is its port known (one
+        # taken meanwhile by another process is replaced, see answered_by).
+        primary = self.servers[0]
+        primary.start()
+        follow = ("--replicaof", "127.0.0.1", str(primary.port))
+        for _ in range(self.replicas):
+            replica = EmbeddedRedis(binary=self.binary, appendonly=True, options=follow)
+            self.servers.append(replica)
+            replica.start()
         for server in self.servers[1:]:
-            self.wait_in_sync(server, self.servers[0])
-        for sentinel in self.sentinels:
-            sentinel.start()
+            self.wait_in_sync(server, primary)
+        for _ in range(3):
+            self.sentinels.append(SentinelProcess(self.binary, primary.port))
+            self.sentinels[-1].start()
         self._wait_until_sentinels_see(len(self.servers) - 1)
 
     def close(self) -> None:
