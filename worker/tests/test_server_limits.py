@@ -23,6 +23,17 @@ from rediswq.server import EmbeddedRedis
 ITEMS = [f"item-{n:03d}-".encode() + b"x" * 1000 for n in range(200)]
 
 
+def test_a_full_redis_stays_full_when_a_client_leaves(fresh_server: EmbeddedRedis) -> None:
+    """The tests' full Redis (fullredis.py): memory that a leaving client frees (its buffers) is
+    no room for a write. A cap at what the server used let a seed in, once in many runs."""
+    admin = connect(fresh_server.url)
+    with redis.Redis.from_url(fresh_server.url) as leaving:
+        leaving.echo(b"y" * 100_000)  # a query buffer and a reply of 100 KB
+        filled(admin)
+    with pytest.raises(redis.OutOfMemoryError):
+        admin.set("late", b"z")
+
+
 def test_a_full_redis_answers_status_refuses_a_seed_and_is_drained(
     fresh_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
