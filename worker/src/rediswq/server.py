@@ -79,7 +79,7 @@ def answered_by(client: redis.Redis, pid: int) -> bool:
     that process answers, and the server that could not bind exits."""
     try:
         return int(client.info("server")["process_id"]) == pid
-    except redis.ResponseError:  # its password, or none where ours has one: another's
+    except redis.ResponseError:  # INFO refused (renamed, or not allowed): not one of ours
         return False
 
 
