@@ -9,13 +9,14 @@ import time
 from pathlib import Path
 
 import redis
-from rediswq.server import EmbeddedRedis, Started, answered_by, free_port
+from rediswq.server import EmbeddedRedis, Started, free_port, port_lost
 
 MASTER = "mymaster"
 # Sentinel's own defaults (30 s to call a primary down, 3 min per failover) suit a data centre,
 # not a test: these make a failover take a few seconds.
 _DOWN_AFTER_MS = 1000
 _FAILOVER_TIMEOUT_MS = 6000
+_PORT_TRIES = 5  # starts on a port found free and then taken (a rare race), before giving up
 
 
 class SentinelProcess:
@@ -30,33 +31,33 @@ class SentinelProcess:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        """Start on `port`, or on another if a process took that one first (answered_by)."""
-        self.config.write_text(
-            f"port {self.port}\nbind 127.0.0.1\ndir {self._dir.name}\n"
-            f"logfile {self._dir.name}/sentinel.log\n"
-            f"sentinel monitor {MASTER} 127.0.0.1 {self.primary_port} 2\n"
-            f"sentinel down-after-milliseconds {MASTER} {_DOWN_AFTER_MS}\n"
-            f"sentinel failover-timeout {MASTER} {_FAILOVER_TIMEOUT_MS}\n"
-        )
-        process = self._process = subprocess.Popen(
-            [self.binary, str(self.config), "--sentinel"], stdin=subprocess.DEVNULL
-        )
-        client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, f"Sentinel on {self.port} did not start"
-                time.sleep(0.05)
-        ours = answered_by(client, process.pid)
-        client.close()
-        if not ours:  # it could not bind the port, and exits, if it has not yet
-            process.terminate()
-            process.wait(timeout=10)
+        """Start on `port`, or on another if a process took that one first (port_lost)."""
+        for _ in range(_PORT_TRIES):
+            self.config.write_text(
+                f"port {self.port}\nbind 127.0.0.1\ndir {self._dir.name}\n"
+                f"logfile {self._dir.name}/sentinel.log\n"
+                f"sentinel monitor {MASTER} 127.0.0.1 {self.primary_port} 2\n"
+                f"sentinel down-after-milliseconds {MASTER} {_DOWN_AFTER_MS}\n"
+                f"sentinel failover-timeout {MASTER} {_FAILOVER_TIMEOUT_MS}\n"
+            )
+            process = self._process = subprocess.Popen(
+                [self.binary, str(self.config), "--sentinel"], stdin=subprocess.DEVNULL
+            )
+            with redis.Redis(port=self.port) as client:
+                deadline = time.monotonic() + 15
+                while True:
+                    try:
+                        client.ping()
+                        break
+                    except redis.AuthenticationError:  # a server with a password: not ours
+                        break
+                    except redis.ConnectionError:
+                        assert time.monotonic() < deadline, f"Sentinel on {self.port} did not start"
+                        time.sleep(0.05)
+                if not port_lost(process, client):
+                    return
             self.port = free_port()
-            self.start()
+        raise AssertionError(f"no Sentinel started in {_PORT_TRIES} tries: every port was taken")
 
     def log_tail(self, lines: int = 30) -> str:
         log = self.config.parent / "sentinel.log"
@@ -87,7 +88,7 @@ class Replicated(Started):
 
     def start(self) -> None:
         # The others are made once the primary has started: only then is its port known (one
-        # taken meanwhile by another process is replaced, see answered_by).
+        # taken meanwhile by another process is replaced, see port_lost).
         primary = self.servers[0]
         primary.start()
         follow = ("--replicaof", "127.0.0.1", str(primary.port))

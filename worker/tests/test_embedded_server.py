@@ -3,8 +3,14 @@ parallel, a second `rediswq local`): the server that starts must be the one that
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+from pathlib import Path
+
+import pytest
 import redis
-from rediswq.server import EmbeddedRedis
+from rediswq.server import EmbeddedRedis, Started
 from replication import SentinelProcess
 
 
@@ -36,3 +42,43 @@ def test_a_sentinel_whose_port_was_taken_meanwhile_starts_on_another(
             assert "mymaster" in client.sentinel_masters()
     finally:
         sentinel.stop()
+
+
+def test_a_server_that_answers_through_a_child_of_its_own_is_taken_as_started(
+    fresh_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """A wrapper script that does not exec: the pid that answers is not the one started, but it
+    keeps running, so the port is its own and no other is tried."""
+    wrapper = tmp_path / "wrapped-server"
+    wrapper.write_text(f'#!/bin/sh\n"{fresh_server.binary}" "$@"\n')
+    wrapper.chmod(0o755)
+    with EmbeddedRedis(binary=str(wrapper)) as wrapped:
+        port = wrapped.port
+        assert wrapped._process is not None and _pid_on(port) != wrapped._process.pid
+        assert redis.Redis(port=port).ping()
+        children = Path(f"/proc/{wrapped._process.pid}/task/{wrapped._process.pid}/children")
+        server = int(children.read_text().split()[0])
+    with contextlib.suppress(ProcessLookupError):  # stop() signals the wrapper alone
+        os.kill(server, signal.SIGTERM)
+
+
+class _FailsAfterAServer(Started):
+    def __init__(self, binary: str) -> None:
+        self.server = EmbeddedRedis(binary=binary)
+        self.pid = 0
+
+    def start(self) -> None:
+        self.server.start()
+        assert self.server._process is not None
+        self.pid = self.server._process.pid
+        raise RuntimeError("the part after the server failed")
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_what_started_before_a_start_failed_is_stopped(fresh_server: EmbeddedRedis) -> None:
+    failing = _FailsAfterAServer(fresh_server.binary)
+    with pytest.raises(RuntimeError, match="the part after"), failing:
+        pass
+    assert failing.pid and not Path(f"/proc/{failing.pid}").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -19,6 +20,10 @@ import redis
 from rediswq.errors import QueueError
 
 _START_TIMEOUT = 15.0
+# A server that could not bind its port exits at once; one that runs this long serves it.
+_BIND_FAILED_EXIT = 2.0
+# Starts on a port found free and then taken, before giving up: each is a rare race.
+_PORT_TRIES = 5
 
 
 def find_binary() -> str:
@@ -73,14 +78,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def answered_by(client: redis.Redis, pid: int) -> bool:
-    """Whether the server that `client` reaches is process `pid`. A port found free can be taken
-    by another process before the server binds it (tests in parallel, a second `rediswq local`):
-    that process answers, and the server that could not bind exits."""
+def port_lost(process: subprocess.Popen[bytes], client: redis.Redis) -> bool:
+    """Whether another process holds the port that `process`, a server just started, was to
+    serve: a port found free can be taken before the server binds it (tests in parallel, a second
+    `rediswq local`). Then that process answers on it (`client`), and the server, which could not
+    bind the port, exits. A server that answers with another pid but keeps running is taken for
+    our own: it serves through a child (a wrapper script that does not exec) or refuses INFO."""
     try:
-        return int(client.info("server")["process_id"]) == pid
-    except redis.ResponseError:  # INFO refused (renamed, or not allowed): not one of ours
+        if int(client.info("server")["process_id"]) == process.pid:
+            return False
+    except (redis.ResponseError, redis.AuthenticationError):  # not told: see whether it exits
+        pass
+    try:
+        process.wait(timeout=_BIND_FAILED_EXIT)
+    except subprocess.TimeoutExpired:
         return False
+    return True
 
 
 class Started:
@@ -94,7 +107,14 @@ class Started:
         raise NotImplementedError
 
     def __enter__(self) -> Self:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            # `with` calls no __exit__ when __enter__ raises: what started before the failure (a
+            # primary before its Sentinels, a cluster's first nodes) would be left running.
+            with contextlib.suppress(Exception):  # the start's error is the one to see
+                self.close()
+            raise
         return self
 
     def __exit__(
@@ -135,7 +155,6 @@ class EmbeddedRedis(Started):
     def start(self) -> None:
         args = [
             self.binary,
-            "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.dir),
             "--save", "",
@@ -151,19 +170,20 @@ class EmbeddedRedis(Started):
         # pipes either: a server left running (`detach`) would hold them open, and a reader
         # (`rediswq local --keep | tail`) would never see their end. What it says before its
         # log file is open (a refused option) goes to a file of its own.
-        with (self.dir / "server.err").open("wb") as errors:
-            self._process = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
-                start_new_session=True,
-            )  # fmt: skip
-        if self._wait_ready():
-            self._started = True
-            return
-        self.stop()
-        if self._started:  # restart() keeps the port: its clients know it
-            raise QueueError(f"{self.binary} could not start again: port {self.port} is taken")
-        self.port = free_port()
-        self.start()
+        for _ in range(_PORT_TRIES):
+            with (self.dir / "server.err").open("wb") as errors:
+                self._process = subprocess.Popen(
+                    [*args, "--port", str(self.port)], stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL, stderr=errors, start_new_session=True,
+                )  # fmt: skip
+            if self._wait_ready():
+                self._started = True
+                return
+            self.stop()
+            if self._started:  # restart() keeps the port: its clients know it
+                raise QueueError(f"{self.binary} could not start again: port {self.port} is taken")
+            self.port = free_port()
+        raise QueueError(f"{self.binary} found no free port in {_PORT_TRIES} tries")
 
     def stop(self) -> None:
         if self._process is None:
@@ -223,9 +243,9 @@ class EmbeddedRedis(Started):
                 assert self._process is not None
                 try:
                     if client.ping():  # not INFO alone, which a server loading its data answers
-                        return answered_by(client, self._process.pid)
-                except redis.AuthenticationError:  # a password other than ours: another's
-                    return False
+                        return not port_lost(self._process, client)
+                except redis.AuthenticationError:  # a password other than ours: another's?
+                    return not port_lost(self._process, client)
                 except (redis.ConnectionError, redis.BusyLoadingError):
                     if self._process.poll() is not None:
                         break
