@@ -69,8 +69,7 @@ def test_results_on_a_full_redis_are_not_kept_and_the_work_is_not_redone(
 ) -> None:
     admin = connect(fresh_server.url)
     seed(WorkQueue(admin, "q"), [b"a", b"b", b"c"])
-    admin.config_set("maxmemory-policy", "noeviction")
-    admin.config_set("maxmemory", admin.info("memory")["used_memory"])
+    filled(admin)
     record = tmp_path / "done"
     worker = spawn_worker(
         fresh_server.url, "q", "--handler", "recording:record_and_shout", "--results",
