@@ -3,72 +3,40 @@ Sentinels watching them, all real processes of one server binary (redis-server o
 
 from __future__ import annotations
 
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import redis
-from rediswq.server import EmbeddedRedis, Started, free_port, port_lost
+from rediswq.server import EmbeddedRedis, Started
 
 MASTER = "mymaster"
 # Sentinel's own defaults (30 s to call a primary down, 3 min per failover) suit a data centre,
 # not a test: these make a failover take a few seconds.
 _DOWN_AFTER_MS = 1000
 _FAILOVER_TIMEOUT_MS = 6000
-_PORT_TRIES = 5  # starts on a port found free and then taken (a rare race), before giving up
 
 
-class SentinelProcess:
-    """One Sentinel: the server binary run with --sentinel on a config file it may rewrite."""
+class SentinelProcess(EmbeddedRedis):
+    """One Sentinel: the server binary run with --sentinel on a config file it may rewrite.
+    Started as any embedded server is: on another port if a process took its own first."""
 
     def __init__(self, binary: str, primary_port: int) -> None:
-        self.binary = binary
+        super().__init__(binary=binary)
         self.primary_port = primary_port
-        self.port = free_port()
-        self._dir = tempfile.TemporaryDirectory(prefix="rediswq-sentinel-")
-        self.config = Path(self._dir.name) / "sentinel.conf"
-        self._process: subprocess.Popen[bytes] | None = None
+        self.config = self.dir / "sentinel.conf"
 
-    def start(self) -> None:
-        """Start on `port`, or on another if a process took that one first (port_lost)."""
-        for _ in range(_PORT_TRIES):
-            self.config.write_text(
-                f"port {self.port}\nbind 127.0.0.1\ndir {self._dir.name}\n"
-                f"logfile {self._dir.name}/sentinel.log\n"
-                f"sentinel monitor {MASTER} 127.0.0.1 {self.primary_port} 2\n"
-                f"sentinel down-after-milliseconds {MASTER} {_DOWN_AFTER_MS}\n"
-                f"sentinel failover-timeout {MASTER} {_FAILOVER_TIMEOUT_MS}\n"
-            )
-            process = self._process = subprocess.Popen(
-                [self.binary, str(self.config), "--sentinel"], stdin=subprocess.DEVNULL
-            )
-            with redis.Redis(port=self.port) as client:
-                deadline = time.monotonic() + 15
-                while True:
-                    try:
-                        client.ping()
-                        break
-                    except redis.AuthenticationError:  # a server with a password: not ours
-                        break
-                    except redis.ConnectionError:
-                        assert time.monotonic() < deadline, f"Sentinel on {self.port} did not start"
-                        time.sleep(0.05)
-                if not port_lost(process, client):
-                    return
-            self.port = free_port()
-        raise AssertionError(f"no Sentinel started in {_PORT_TRIES} tries: every port was taken")
+    def command(self) -> list[str]:
+        self.config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
+            f"logfile {self.dir / 'server.log'}\n"
+            f"sentinel monitor {MASTER} 127.0.0.1 {self.primary_port} 2\n"
+            f"sentinel down-after-milliseconds {MASTER} {_DOWN_AFTER_MS}\n"
+            f"sentinel failover-timeout {MASTER} {_FAILOVER_TIMEOUT_MS}\n"
+        )
+        return [self.binary, str(self.config), "--sentinel"]
 
     def log_tail(self, lines: int = 30) -> str:
-        log = self.config.parent / "sentinel.log"
+        log = self.dir / "server.log"
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            self._process.wait(timeout=10)
-            self._process = None
-        self._dir.cleanup()
 
 
 class Replicated(Started):
@@ -105,7 +73,7 @@ class Replicated(Started):
 
     def close(self) -> None:
         for sentinel in self.sentinels:
-            sentinel.stop()
+            sentinel.close()
         for server in self.servers:
             server.close()
 

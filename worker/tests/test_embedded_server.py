@@ -35,13 +35,10 @@ def test_a_sentinel_whose_port_was_taken_meanwhile_starts_on_another(
 ) -> None:
     sentinel = SentinelProcess(fresh_server.binary, fresh_server.port)
     sentinel.port = fresh_server.port
-    try:
-        sentinel.start()
+    with sentinel:
         assert sentinel.port != fresh_server.port
         with redis.Redis(port=sentinel.port) as client:
             assert "mymaster" in client.sentinel_masters()
-    finally:
-        sentinel.stop()
 
 
 def test_a_server_that_answers_through_a_child_of_its_own_is_taken_as_started(

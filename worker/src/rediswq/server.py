@@ -152,9 +152,11 @@ class EmbeddedRedis(Started):
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
+    def command(self) -> list[str]:
+        """The server's command line, on `port` (a subclass runs it otherwise: a Sentinel)."""
         args = [
             self.binary,
+            "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.dir),
             "--save", "",
@@ -164,7 +166,9 @@ class EmbeddedRedis(Started):
         ]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
-        args += self.options
+        return args + list(self.options)
+
+    def start(self) -> None:
         # A session of its own: Ctrl-C in the terminal of `rediswq local` must not stop the
         # server before the workers have put their items back; its owner stops it. None of our
         # pipes either: a server left running (`detach`) would hold them open, and a reader
@@ -173,8 +177,8 @@ class EmbeddedRedis(Started):
         for _ in range(_PORT_TRIES):
             with (self.dir / "server.err").open("wb") as errors:
                 self._process = subprocess.Popen(
-                    [*args, "--port", str(self.port)], stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL, stderr=errors, start_new_session=True,
+                    self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=errors, start_new_session=True,
                 )  # fmt: skip
             if self._wait_ready():
                 self._started = True
