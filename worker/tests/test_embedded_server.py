@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from rediswq.errors import QueueError
 from rediswq.server import EmbeddedRedis, Started
 from replication import SentinelProcess
 
@@ -79,3 +80,29 @@ def test_what_started_before_a_start_failed_is_stopped(fresh_server: EmbeddedRed
     with pytest.raises(RuntimeError, match="the part after"), failing:
         pass
     assert failing.pid and not Path(f"/proc/{failing.pid}").exists()
+
+
+def test_a_restart_whose_port_was_taken_meanwhile_says_so_in_one_line(
+    fresh_server: EmbeddedRedis,
+) -> None:
+    """A restart keeps its port (its clients know it): another process on it is an error."""
+    with EmbeddedRedis(binary=fresh_server.binary) as restarted:
+        restarted.stop()
+        taken = restarted.port
+        squatter = EmbeddedRedis(binary=fresh_server.binary)
+        squatter.port = taken
+        with squatter, pytest.raises(QueueError) as raised:
+            restarted.start()
+        assert str(raised.value).endswith(f"could not start again: port {taken} is taken")
+        assert restarted._process is None
+
+
+def test_a_server_that_finds_every_port_taken_gives_up_after_a_few(
+    fresh_server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("rediswq.server.free_port", lambda: fresh_server.port)
+    late = EmbeddedRedis(binary=fresh_server.binary)
+    with pytest.raises(QueueError, match="found no free port in 5 tries"), late:
+        pass
+    assert late._process is None
+    assert _pid_on(fresh_server.port) != 0  # the one that holds the port is untouched
