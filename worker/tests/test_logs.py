@@ -90,6 +90,10 @@ def test_a_printer_prints_what_a_call_prints_in_text_and_leaves_json_to_the_call
     assert say is not None
     say("Working on apple")
     assert quiet.getvalue() == ""
+    warn = Lines(out=quiet).printer("lease-expired")  # a printer of another level than INFO
+    assert warn is not None
+    warn("Lease on apple had expired")
+    assert quiet.getvalue().split(" ", 1)[1] == "WARNING Lease on apple had expired\n"
 
 
 def test_a_handlers_own_logging_comes_out_in_the_workers_format(root_logging: None) -> None:
