@@ -14,17 +14,24 @@ _SLOTS = 16384
 _CLUSTER = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
 
 
+class Node(EmbeddedRedis):
+    """A cluster node, its bus on a free port of its own: the default, the port + 10000, may be
+    taken, or over 65535. Found as the port is, at each try of a start: a port found free can be
+    taken before the server binds it, and the server then exits and is started on others."""
+
+    bus = 0
+
+    def command(self) -> list[str]:
+        if not self._started:  # a restart keeps its ports: the other nodes know them
+            self.bus = free_port()
+        return [*super().command(), *_CLUSTER, "--cluster-port", str(self.bus)]
+
+
 class Cluster(Started):
     """Three primaries sharing the 16384 slots, no replicas. Use as a context manager."""
 
     def __init__(self, binary: str, primaries: int = 3) -> None:
-        # The cluster bus on a free port of its own: the default, the port + 10000, may be taken,
-        # or over 65535.
-        self.buses = [free_port() for _ in range(primaries)]
-        self.nodes = [
-            EmbeddedRedis(binary=binary, options=(*_CLUSTER, "--cluster-port", str(bus)))
-            for bus in self.buses
-        ]
+        self.nodes = [Node(binary=binary) for _ in range(primaries)]
 
     @property
     def url(self) -> str:
@@ -38,9 +45,10 @@ class Cluster(Started):
             first, last = self._slots(n)
             with redis.Redis(port=node.port) as client:
                 client.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
-                for other, bus in zip(self.nodes, self.buses, strict=True):
+                for other in self.nodes:
                     if other is not node:
-                        client.execute_command("CLUSTER", "MEET", "127.0.0.1", other.port, bus)
+                        meet = ("CLUSTER", "MEET", "127.0.0.1", other.port, other.bus)
+                        client.execute_command(*meet)
         self._wait_until_ok()
 
     def _slots(self, n: int) -> tuple[int, int]:

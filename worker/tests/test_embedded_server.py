@@ -6,12 +6,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 from pathlib import Path
 
 import pytest
 import redis
+from clustered import Node
 from rediswq.errors import QueueError
-from rediswq.server import EmbeddedRedis, Started
+from rediswq.server import EmbeddedRedis, Started, free_port
 from replication import SentinelProcess
 
 
@@ -40,6 +42,23 @@ def test_a_sentinel_whose_port_was_taken_meanwhile_starts_on_another(
         assert sentinel.port != fresh_server.port
         with redis.Redis(port=sentinel.port) as client:
             assert "mymaster" in client.sentinel_masters()
+
+
+def test_a_cluster_node_whose_bus_port_was_taken_meanwhile_starts_on_others(
+    fresh_server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another port of the command line than the one the server answers on: the node exits at
+    once, before anything answers, and must be started again with a bus port of its own."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        given = iter([taken])
+        monkeypatch.setattr("clustered.free_port", lambda: next(given, 0) or free_port())
+        with Node(binary=fresh_server.binary) as node:
+            assert node.bus != taken
+            with redis.Redis(port=node.port) as client:
+                assert client.cluster("info")["cluster_state"] == "fail"  # no slots yet: alive
 
 
 def test_a_server_that_answers_through_a_child_of_its_own_is_taken_as_started(

@@ -239,7 +239,8 @@ class EmbeddedRedis(Started):
         self._dir.cleanup()
 
     def _wait_ready(self) -> bool:
-        """True once the server answers; False if another process answers on its port."""
+        """True once the server answers; False if another process answers on its port, or the
+        server exited because a port it was to bind was taken."""
         client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password)
         deadline = time.monotonic() + _START_TIMEOUT
         try:
@@ -263,4 +264,8 @@ class EmbeddedRedis(Started):
             for line in (self.dir / name).read_text(errors="replace").splitlines()
             if line.strip()
         ]
+        if any("Address already in use" in line for line in said[-2:]):
+            # Another port of its command line was taken (a cluster node's bus): it exited
+            # before anything could answer on its own port. start() tries others.
+            return False
         raise QueueError(f"{self.binary} did not start on port {self.port}: {' '.join(said[-1:])}")
