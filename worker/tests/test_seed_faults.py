@@ -49,6 +49,31 @@ def test_a_lost_reply_to_seed_reset_does_not_seal_an_empty_queue(
     assert queue.is_sealed()
 
 
+def test_a_lost_reply_to_the_seal_called_again_for_the_run_it_found_seals_once(
+    fault_proxy: FaultProxy, through_proxy: WorkQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another seed sealed the queue between this seed's read of the seal and its seal: the
+    script answers "moved", and the seed calls it again with the keys of the run it found. That
+    second call's reply is lost and redis-py sends it again: the copy must find this seal done,
+    not move the run aside a second time."""
+    queue = through_proxy
+    seed(queue, [b"old-1", b"old-2"], run="old")
+    staging = queue.keys.staging("mine")
+    queue.client.rpush(staging, b"new-1")
+    read, reads = queue.client.get, iter([None])  # the seal as it was before the other seed's
+    monkeypatch.setattr(
+        queue.client, "get", lambda key: next(reads) if key == queue.keys.sealed else read(key)
+    )
+    lost = fault_proxy.lose_reply(called(queue.scripts.seal), nth=2)
+    reply = seal(queue, "new", "my-token", staging, 1)
+    assert lost.fired.is_set(), "the fault did not fire: the test proves nothing"
+    assert reply[0] == b"sealed"
+    record = dict(zip(reply[1::2], reply[2::2], strict=True))
+    assert (record[b"queued"], record[b"previous_moved"]) == (b"1", b"2")
+    assert pending_of(queue) == [b"new-1"]
+    assert queue.client.lrange(queue.keys.run("old", ":pending"), 0, -1) == [b"old-1", b"old-2"]
+
+
 def test_a_lost_reply_to_staging_queues_each_item_once(
     fault_proxy: FaultProxy, through_proxy: WorkQueue
 ) -> None:
