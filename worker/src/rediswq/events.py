@@ -20,6 +20,7 @@ from types import TracebackType
 
 import redis
 
+from rediswq.keys import EVENTS_SUFFIX
 from rediswq.logs import Log
 from rediswq.queue import WorkQueue
 
@@ -56,7 +57,7 @@ class QueueEvents:
             ignore_subscribe_messages=True
         )
         self._client = queue.client
-        self._channel = f"{queue.keys.pending}:events"
+        self._channel = queue.keys.pending + EVENTS_SUFFIX
         self._log = log
         self._polling = False
         self._subscribers = 1

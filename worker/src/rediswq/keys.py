@@ -32,6 +32,10 @@ _LAYOUT = (
     ("history", ":history", "stream"),
 )
 
+# The pub/sub channel of waiting workers (events.py) is the pending list's name and this; the
+# steps publish on it (notify() in common.lua, given the suffix by the key binding).
+EVENTS_SUFFIX = ":events"
+
 # What a run keeps under its record's name (runs.py), in the order seal.lua and restore.lua take
 # them as KEYS: the record, what the run left undone and their attempt counts, then its counters
 # and lists, moved there when it ends.
@@ -111,9 +115,10 @@ def _tagged(name: str) -> bool:
     return start >= 0 and name.find("}", start + 1) > start + 1
 
 
-# Where a script's own keys start in KEYS (the staging list, a run's record): after the layout's.
-# Every key a script touches is in KEYS, none made from another's name (docs/high-availability.md).
-_OWN = f"local OWN = {len(_LAYOUT) + 1}\n"
+# Lua constants: OWN, where a script's own keys start in KEYS (the staging list, a run's record),
+# after the layout's. Every key a script touches is in KEYS, none made from another's name
+# (docs/high-availability.md); the events channel is not a key. EVENTS_SUFFIX, as above.
+_LUA_CONSTANTS = f"local OWN = {len(_LAYOUT) + 1}\nlocal EVENTS_SUFFIX = '{EVENTS_SUFFIX}'\n"
 
 
 def _lua_kinds() -> str:
@@ -127,7 +132,7 @@ def lua_binding() -> str:
     not a table, for the layout: a table of it would be built on every call (~0.5 us a step)."""
     names = ", ".join(attribute for attribute, _, _ in _LAYOUT)
     return (
-        f"local {names} = unpack(KEYS, 1, {len(_LAYOUT)})\n{_OWN}{_lua_kinds()}"
+        f"local {names} = unpack(KEYS, 1, {len(_LAYOUT)})\n{_LUA_CONSTANTS}{_lua_kinds()}"
         "local kind_of = {}\n"
     )
 
@@ -136,6 +141,6 @@ def lua_library_binding() -> tuple[str, str]:
     """The same names for the function library (see scripts.py): the lines that declare them
     once, when the library loads, and the lines each function runs first to bind them."""
     names = ", ".join(attribute for attribute, _, _ in _LAYOUT)
-    declare = f"local {names}, KEYS, ARGV, kind_of\n{_OWN}{_lua_kinds()}"
+    declare = f"local {names}, KEYS, ARGV, kind_of\n{_LUA_CONSTANTS}{_lua_kinds()}"
     bind = f"{names} = unpack(keys, 1, {len(_LAYOUT)})\nKEYS, ARGV, kind_of = keys, args, {{}}\n"
     return declare, bind

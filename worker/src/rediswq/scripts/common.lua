@@ -3,11 +3,12 @@
 -- Before it, scripts.py declares the keys (pending, leases, ..., in the order of keys.py) and
 -- their Redis types (see keys.py); nothing here may read a key's name before a call binds it.
 
--- Waiting workers listen on "<pending>:events", so they need not poll fast: see events.py.
+-- Waiting workers listen on "<pending>:events" (EVENTS_SUFFIX, from keys.py), so they need not
+-- poll fast: see events.py.
 -- A wake-up is a courtesy: a user whose ACL allows no channels still works (by polling), and a
 -- refused PUBLISH must not abort a step after its first write.
 local function notify(message)
-  redis.pcall('PUBLISH', pending .. ':events', message)
+  redis.pcall('PUBLISH', pending .. EVENTS_SUFFIX, message)
 end
 
 -- Every script calls this with each key it may write, before its first write: Redis does not
