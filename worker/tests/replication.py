@@ -25,6 +25,8 @@ class SentinelProcess(EmbeddedRedis):
         self.config = self.dir / "sentinel.conf"
 
     def command(self) -> list[str]:
+        # Written at each try of a start: a Sentinel takes its port from its config file (which
+        # it also rewrites as it learns), and the port changes when a try finds it taken.
         self.config.write_text(
             f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
             f"logfile {self.dir / 'server.log'}\n"
