@@ -86,7 +86,8 @@ docs: $(RUNTIME_STAMP) ## Write the tables of docs/configuration.md from the CLI
 	$(BIN)/python -m rediswq.cli.reference docs/configuration.md
 
 # Progress on stderr as each run ends; the table goes to bench-results.md (untracked), or with
-# BENCH_RECORD=1 to docs/benchmarks.md. BENCH_ARGS passes options (--against REV, --workers 2).
+# BENCH_RECORD=1 to docs/benchmarks.md. BENCH_ARGS passes options (--against REV, --workers 2,
+# --instructions: valgrind's count of each side's instructions per item).
 BENCH_OUTPUT := $(if $(filter 1,$(BENCH_RECORD)),docs/benchmarks.md,bench-results.md)
 bench: $(RUNTIME_STAMP) ## Cost per item against the tutorial and a reference loop; BENCH_RECORD=1 records it
 	$(BIN)/python worker/bench/bench.py --output $(BENCH_OUTPUT) $(BENCH_ARGS)

@@ -9,7 +9,8 @@ used_cpu_user); the commands Redis ran per item (INFO commandstats, the ones ins
 included). Apart from that, the time from spawning a worker to its first "Working on" line on a
 sealed queue, interpreter start-up included, five times a side after each round. Rounds alternate
 the contenders (and the sides), so a slow spell of a shared machine falls on all of them alike;
-each cell reports the median round.
+each cell reports the median round. With `--instructions`, each side's instructions per item too,
+counted by valgrind (instructions.py), which the machine's load does not move.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import instructions
 import redis
 from rediswq.server import EmbeddedRedis
 from sides import Side, compared
@@ -346,6 +348,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="rounds; each cell its median")
     parser.add_argument("--against", metavar="REV", help="also measure this commit, alternating")
     parser.add_argument("--no-incr", dest="incr", action="store_false", help="skip the INCR rows")
+    parser.add_argument(
+        "--instructions", action="store_true",
+        help="also count each side's instructions per item with valgrind (instructions.py)",
+    )  # fmt: skip
     parser.add_argument("--output", type=Path, help="write the results here as Markdown")
     args = parser.parse_args()
 
@@ -373,6 +379,8 @@ def main() -> None:
                         print(f"spawn to first item, {side.name}: {spawn[side.name][-1]:.3f} s",
                               file=sys.stderr, flush=True)  # fmt: skip
         table = report(everyone, cells, spawn, sides, args.workers)
+        if args.instructions:
+            table += "\n\n" + instructions.table(server.binary, sides)
     print(table)
     if args.output:
         old = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
@@ -381,6 +389,7 @@ def main() -> None:
         workers = " ".join(map(str, args.workers))
         options = f"--items {args.items} --workers {workers} --repeat {args.repeat}"
         options += f" --against {args.against}" if args.against else ""
+        options += " --instructions" if args.instructions else ""
         command = f"make bench BENCH_ARGS='{options}'"
         args.output.write_text(
             "# Benchmarks\n\n"
