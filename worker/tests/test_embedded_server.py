@@ -33,6 +33,23 @@ def test_a_server_whose_port_was_taken_meanwhile_starts_on_another(
         assert _pid_on(late.port) == late._process.pid
 
 
+def test_a_port_taken_by_something_that_is_not_redis_is_given_up_for_another(
+    fresh_server: EmbeddedRedis,
+) -> None:
+    """A listener that never answers: the server cannot bind the port and exits, and the PING
+    sent to the port while it starts must give up rather than wait for that listener for ever."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        late = EmbeddedRedis(binary=fresh_server.binary)
+        late.port = taken
+        with late:
+            assert late.port != taken
+            assert late._process is not None
+            assert _pid_on(late.port) == late._process.pid
+
+
 def test_a_sentinel_whose_port_was_taken_meanwhile_starts_on_another(
     fresh_server: EmbeddedRedis,
 ) -> None:

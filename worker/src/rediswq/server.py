@@ -16,6 +16,8 @@ from types import TracebackType
 from typing import Self
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from rediswq.errors import QueueError
 
@@ -241,7 +243,12 @@ class EmbeddedRedis(Started):
     def _wait_ready(self) -> bool:
         """True once the server answers; False if another process answers on its port, or the
         server exited because a port it was to bind was taken."""
-        client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password)
+        # Timeouts of its own, and no retries: something that is not a Redis server may listen
+        # on the port (it was taken), and it would leave a PING unanswered for ever.
+        client = redis.Redis(
+            host="127.0.0.1", port=self.port, password=self.password, socket_timeout=1,
+            socket_connect_timeout=1, retry=Retry(NoBackoff(), 0),
+        )  # fmt: skip
         deadline = time.monotonic() + _START_TIMEOUT
         try:
             while time.monotonic() < deadline:
@@ -251,7 +258,7 @@ class EmbeddedRedis(Started):
                         return not port_lost(self._process, client)
                 except redis.AuthenticationError:  # a password other than ours: another's?
                     return not port_lost(self._process, client)
-                except (redis.ConnectionError, redis.BusyLoadingError):
+                except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
                     if self._process.poll() is not None:
                         break
                     time.sleep(0.02)
