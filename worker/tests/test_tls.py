@@ -67,14 +67,14 @@ def _answers(process: subprocess.Popen[str], url: str) -> bool:
 
 
 def test_a_tls_port_taken_meanwhile_is_given_up_for_another(
-    fresh_server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+    server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     """The TLS server exits when its port was taken between free_port() and its start; the
     fixture starts it on another, rather than skipping as if the server had no TLS."""
-    given, real = iter([fresh_server.port]), free_port
+    given, real = iter([server.port]), free_port
     monkeypatch.setattr(f"{__name__}.free_port", lambda: next(given, 0) or real())
     url = request.getfixturevalue("tls_url")
-    assert f":{fresh_server.port}/" not in url
+    assert f":{server.port}/" not in url
     with redis.Redis.from_url(url) as client:
         assert client.ping()
 
