@@ -84,7 +84,9 @@ end
 
 -- The new leases' ids, as the memory keeps them.
 local ids, taken = '', 0
-if take == 1 and out - completed ~= UNPACK_AT - 1 then
+local held = out - completed
+local unpacking = held < UNPACK_AT and held + take >= UNPACK_AT
+if take == 1 and not unpacking then
   -- One item, as every step at PREFETCH=1 takes: the batch's writes below without its tables
   -- (see complete_one in common.lua). Its lines are written out here, not shared in a function:
   -- a call an item cost the batch 2% of its server's work at PREFETCH=64.
@@ -103,8 +105,6 @@ elseif take > 0 then
   local prefix = owner .. '\n'
   -- As text once, not by each of the ZADD's k numbers (see text()).
   local deadline = string.format('%d', now + lease_ms)
-  local held = out - completed
-  local unpacking = held < UNPACK_AT and held + take >= UNPACK_AT
   local o = unpacking and 2 or 0 -- the unpacking member goes first (see unpack_with)
   local records, deadline_args, r = {}, {}, #reply
   local texts = id_texts(first_id, #items) -- once: the memory and both writes take them
