@@ -31,8 +31,9 @@ def drained_once(queue: WorkQueue, worked: list[bytes], log: Log, summary: Summa
 
 
 @pytest.mark.parametrize("nth", [1, 7])
+@pytest.mark.parametrize("prefetch", [1, 3])  # 1: a lease handed in and one taken, alone
 def test_a_lost_reply_to_a_lease_step_orphans_no_lease(
-    fault_proxy: FaultProxy, fresh_server: EmbeddedRedis, nth: int
+    fault_proxy: FaultProxy, fresh_server: EmbeddedRedis, nth: int, prefetch: int
 ) -> None:
     name = "q"
     seed(WorkQueue(connect(fresh_server.url), name), ITEMS)
@@ -42,20 +43,21 @@ def test_a_lost_reply_to_a_lease_step_orphans_no_lease(
     lost = fault_proxy.lose_reply(called(queue.scripts.lease), nth=nth)
     worked: list[bytes] = []
     log = Log()
-    summary = Worker(queue, worked.append, prefetch=3, log=log).run()
+    summary = Worker(queue, worked.append, prefetch=prefetch, log=log).run()
     assert lost.fired.is_set()
     drained_once(queue, worked, log, summary)
 
 
+@pytest.mark.parametrize("count", [1, 2])  # 1: complete_one in common.lua
 def test_a_lost_reply_to_complete_still_says_completed(
-    fault_proxy: FaultProxy, fresh_server: EmbeddedRedis
+    fault_proxy: FaultProxy, fresh_server: EmbeddedRedis, count: int
 ) -> None:
     queue = loaded(WorkQueue(connect(fault_proxy.url), "q"))
     seed(queue, [b"a", b"b"])
-    leases = queue.lease(2)
+    leases = queue.lease(count)
     fault_proxy.lose_reply(called(queue.scripts.complete))
-    assert queue.complete(*leases) == [True, True]
-    assert stats_of(queue) == {"done": 2}
+    assert queue.complete(*leases) == [True] * count
+    assert stats_of(queue) == {"done": count}
 
 
 def test_a_lost_reply_to_a_failed_release_still_says_dead_lettered(

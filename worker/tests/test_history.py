@@ -100,13 +100,14 @@ def test_a_worker_stopped_mid_item_lists_it_released(
     assert outcomes(queue) == [(b"slow", 1, "released", name)]
 
 
+@pytest.mark.parametrize("prefetch", [1, 2])  # 1: a step hands in one lease (complete_one)
 def test_a_lost_reply_records_each_attempt_once(
-    fault_proxy: FaultProxy, fresh_server: EmbeddedRedis
+    fault_proxy: FaultProxy, fresh_server: EmbeddedRedis, prefetch: int
 ) -> None:
     queue = loaded(WorkQueue(connect(fault_proxy.url), "q"))
     seed(queue, [b"a", b"b", b"c"])
-    fault_proxy.lose_reply(called(queue.scripts.lease), nth=2)  # the step that hands a, b in
-    Worker(queue, lambda item: None, prefetch=2, log=Log()).run()
+    fault_proxy.lose_reply(called(queue.scripts.lease), nth=2)  # the step that hands a (, b) in
+    Worker(queue, lambda item: None, prefetch=prefetch, log=Log()).run()
     assert sorted(o[:3] for o in outcomes(queue)) == [
         (b"a", 1, "done"), (b"b", 1, "done"), (b"c", 1, "done"),
     ]  # fmt: skip
