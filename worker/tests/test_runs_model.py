@@ -19,6 +19,7 @@ import pytest
 import redis
 from collected import Log
 from faults import FaultProxy, called
+from fullredis import filled
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -208,8 +209,8 @@ class WorkerRunsMachine(RuleBasedStateMachine):
     )
     def work(self, results: bool, full: bool, fork: bool, lose: str | None) -> None:
         queue = self._queue()
-        if full:  # noeviction at what it holds now: no result can be stored
-            self.client.config_set("maxmemory", self.client.info("memory")["used_memory"])
+        if full:  # no result can be stored (a cap at what it holds now would leave room)
+            filled(self.client)
         self._lose(queue, lose)
         try:
             worker = Worker(
