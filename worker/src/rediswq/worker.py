@@ -243,7 +243,8 @@ class Worker:
                     raise Shutdown(summary.stopped_by)
                 outcome = run(lease.item)
             except Shutdown:
-                self._in_handler = False
+                self._in_handler = False  # now, not in `finally`: a second signal must not
+                # raise Shutdown into the release of what this worker holds
                 self._release_unstarted(leases[index:], keeper)
                 break
             finally:
