@@ -29,7 +29,6 @@ from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import instructions
 import redis
 from rediswq.server import EmbeddedRedis
 from sides import Side, compared
@@ -380,6 +379,8 @@ def main() -> None:
                               file=sys.stderr, flush=True)  # fmt: skip
         table = report(everyone, cells, spawn, sides, args.workers)
         if args.instructions:
+            import instructions  # noqa: PLC0415 - here, not at the top: it imports this module
+
             table += "\n\n" + instructions.table(server.binary, sides)
     print(table)
     if args.output:

@@ -21,11 +21,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench import HERE, QUEUE, Contender
 from rediswq.server import EmbeddedRedis
 from sides import Side
 
-HERE = Path(__file__).resolve().parent
-QUEUE = "bench"
 # Items of the two runs, per prefetch: at 64, whole batches, and enough of them to be the bulk.
 SMALL = {1: 200, 64: 640}
 LARGE = {1: 2_200, 64: 6_400}
@@ -64,14 +63,14 @@ def _run(server: str, python: str, items: int, prefetch: int) -> tuple[int, int]
     """(the worker's, Redis's) instructions for a run of `items` sealed no-op items."""
     with tempfile.TemporaryDirectory(prefix="rediswq-instructions-") as tmp:
         counts = Path(tmp)
-        with CountedRedis(counts / "redis.out", binary=server) as redis:
+        # At 1 Hz, not 10: the server's timer does work a second, not an item, and a slower run
+        # would count more of it.
+        options = ("--hz", "1")
+        with CountedRedis(counts / "redis.out", binary=server, options=options) as redis:
             seeder = [python, str(HERE / "seeder.py"), redis.url, QUEUE, str(items)]
             subprocess.run(seeder, input=b"go\n", stdout=subprocess.DEVNULL, check=True)
             redis.zero()
-            worker = [
-                python, "-m", "rediswq", "worker", "--redis-url", redis.url, "--queue", QUEUE,
-                "--work-seconds", "0", "--prefetch", str(prefetch),
-            ]  # fmt: skip
+            worker = Contender("counted", "worker", prefetch).command(redis.url, python)
             # A file per process (%p): the worker's supervisor forks the process that works.
             counted = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={counts}/worker.%p"]
             subprocess.run([*counted, *worker], capture_output=True, check=True)
