@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,7 +12,8 @@ class ItemServer:
     """Serves `files` by path. A path in `cut` sends its Content-Length but only half the body,
     then closes: a download broken mid-way. A path in `chunked_cut` is sent chunked (no length),
     and the connection closed after that many bytes of the body, before the last chunk. A path in
-    `trickle` sends its body a byte at a time, that many seconds apart. `status` maps a path to
+    `trickle` sends its body a byte at a time, that many seconds apart. A path in `hold` sends
+    that many bytes of its body, then the rest once `released` is set. `status` maps a path to
     an error it answers."""
 
     def __init__(self) -> None:
@@ -19,6 +21,8 @@ class ItemServer:
         self.cut: set[str] = set()
         self.chunked_cut: dict[str, int] = {}
         self.trickle: dict[str, float] = {}
+        self.hold: dict[str, int] = {}
+        self.released = threading.Event()
         self.status: dict[str, int] = {}
         self.requests: list[str] = []
         served = self
@@ -49,6 +53,15 @@ class ItemServer:
                         self.wfile.flush()
                         time.sleep(served.trickle[self.path])
                     return
+                if self.path in served.hold:
+                    held = served.hold[self.path]
+                    # The reader may be gone by the release (a seed killed mid-way).
+                    with contextlib.suppress(ConnectionError):
+                        self.wfile.write(body[:held])
+                        self.wfile.flush()
+                        served.released.wait(60)
+                        self.wfile.write(body[held:])
+                    return
                 self.wfile.write(body[: len(body) // 2] if self.path in served.cut else body)
 
             def log_message(self, format: str, *args: object) -> None:
@@ -61,5 +74,6 @@ class ItemServer:
         return f"http://127.0.0.1:{self._httpd.server_address[1]}{path}"
 
     def close(self) -> None:
+        self.released.set()
         self._httpd.shutdown()
         self._httpd.server_close()

@@ -1,10 +1,13 @@
 """A seed (and a restore) under faults: a lost reply makes redis-py send a script or a pipeline
-again, and a Redis without persistence can restart mid-seed. Each test drives the fault for real,
-through the fault proxy on loopback or by restarting a real server, on each kind installed."""
+again, a Redis without persistence can restart mid-seed, and the seed's process can be killed
+mid-way. Each test drives the fault for real, through the fault proxy on loopback, by restarting
+a real server or by killing a real seed, on each kind installed."""
 
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,11 +15,14 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import pending_of, rediswq
+from clustered import Cluster
+from conftest import cli_env, pending_of, rediswq
 from faults import Command, FaultProxy, called, loaded, sealing
+from itemserver import ItemServer
 from rediswq import WorkQueue, seed
 from rediswq.connection import connect
-from rediswq.runs import restore
+from rediswq.keys import QueueKeys
+from rediswq.runs import items_digest, restore
 from rediswq.seeding import seal
 from rediswq.server import EmbeddedRedis
 
@@ -197,3 +203,53 @@ def test_a_seal_that_read_another_current_run_says_which_and_changes_nothing(
     assert {key: queue.client.dump(key) for key in queue.client.keys("*")} == before
     assert seal(queue, "new", "my-token", staging, 1)[0] == b"sealed"  # reads, and seals
     assert pending_of(queue) == [b"new"]
+
+
+def _killed_mid_stream_then_seeded_again(
+    url: str, client: redis.Redis, keys: QueueKeys, items: ItemServer
+) -> None:
+    """SIGKILL a seed streaming a list once it staged its first round trip's 20,000 items and
+    waits for the rest; then seed again. The killed one left no item a worker can take, and the
+    second queues each item once."""
+    listed = [f"item-{n:06d}" for n in range(30_000)]
+    items.files["/items.txt"] = "".join(f"{item}\n" for item in listed).encode()
+    items.hold["/items.txt"] = len("".join(f"{item}\n" for item in listed[:25_000]))
+    env = cli_env(ITEMS_SHA256=items_digest([item.encode() for item in listed]))
+    command = ["seed", items.url("/items.txt"), "--redis-url", url, "--queue", keys.name]
+    seeder = subprocess.Popen([sys.executable, "-m", "rediswq", *command], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not (staged := client.keys(keys.staging("*"))) or client.llen(staged[0]) < 20_000:
+            assert seeder.poll() is None and time.monotonic() < deadline, "never staged 20,000"
+            time.sleep(0.02)
+    finally:
+        seeder.kill()
+        seeder.wait()
+    assert client.llen(keys.pending) == 0
+    assert client.exists(keys.sealed) == 0
+    (orphan,) = staged
+    assert 0 < client.ttl(orphan) <= 3600  # it goes on its own
+
+    items.released.set()
+    again = rediswq(*command, env=env)
+    assert again.returncode == 0, again.stderr
+    assert f"Queued {len(listed)} items" in again.stdout
+    assert client.lrange(keys.pending, 0, -1) == [item.encode() for item in listed]
+    assert client.exists(keys.sealed) == 1
+
+
+def test_a_seed_killed_mid_stream_queues_nothing_and_the_next_queues_each_item_once(
+    fresh_server: EmbeddedRedis, queue_name: str, item_server: ItemServer
+) -> None:
+    with redis.Redis(port=fresh_server.port) as client:
+        keys = QueueKeys(queue_name)
+        _killed_mid_stream_then_seeded_again(fresh_server.url, client, keys, item_server)
+
+
+def test_a_seed_killed_mid_stream_on_a_cluster_queues_nothing_and_the_next_each_item_once(
+    redis_cluster: Cluster, queue_name: str, item_server: ItemServer
+) -> None:
+    keys = QueueKeys(queue_name, cluster=True)
+    holder = redis_cluster.nodes[redis_cluster.holder(keys.slot)]
+    with redis.Redis(port=holder.port) as client:  # every key of the queue is on it
+        _killed_mid_stream_then_seeded_again(redis_cluster.url, client, keys, item_server)
