@@ -6,6 +6,7 @@ a real server or by killing a real seed, on each kind installed."""
 from __future__ import annotations
 
 import contextlib
+import signal
 import subprocess
 import sys
 import threading
@@ -223,8 +224,10 @@ def _killed_mid_stream_then_seeded_again(
             assert seeder.poll() is None and time.monotonic() < deadline, "never staged 20,000"
             time.sleep(0.02)
     finally:
+        alive = seeder.poll() is None
         seeder.kill()
         seeder.wait()
+    assert alive and seeder.returncode == -signal.SIGKILL, "the seed ended before the kill"
     assert client.llen(keys.pending) == 0
     assert client.exists(keys.sealed) == 0
     (orphan,) = staged
@@ -236,6 +239,7 @@ def _killed_mid_stream_then_seeded_again(
     assert f"Queued {len(listed)} items" in again.stdout
     assert client.lrange(keys.pending, 0, -1) == [item.encode() for item in listed]
     assert client.exists(keys.sealed) == 1
+    assert client.keys(keys.staging("*")) == [orphan]  # the second seed's went into the queue
 
 
 def test_a_seed_killed_mid_stream_queues_nothing_and_the_next_queues_each_item_once(
