@@ -14,8 +14,7 @@ class ItemServer:
     and the connection closed after that many bytes of the body, before the last chunk. A path in
     `trickle` sends its body a byte at a time, that many seconds apart. A path in `hold` sends
     that many bytes of its body, then the rest once `released` is set (closing after 60 s
-    without). `status` maps a path to
-    an error it answers."""
+    without). `status` maps a path to an error it answers."""
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
