@@ -63,6 +63,13 @@ def fail_on_poison(item: str) -> None:
     _record(item)
 
 
+def killed_by_poison(item: str) -> None:
+    """Die on poison items as the OOM killer would end the worker: SIGKILL, no Python after it."""
+    if item.startswith("poison"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    _record(item)
+
+
 class _Buffered:
     """Writes through a buffered file it never closes, as a careless handler might: only the
     garbage collector, freeing the class at exit, flushes it."""

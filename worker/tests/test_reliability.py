@@ -15,6 +15,7 @@ from conftest import cli_env, rediswq, said_until, spawn_worker, stats_of
 from recording import recorded
 from rediswq import WorkQueue, seed
 from rediswq.connection import connect
+from rediswq.deadletter import DeadLetters
 from rediswq.logs import messages
 from rediswq.server import EmbeddedRedis
 
@@ -75,6 +76,30 @@ def test_a_killed_workers_item_is_reclaimed_and_done_by_another(
     assert stats_of(queue)["reclaimed"] == 1
     assert stats_of(queue)["done"] == len(items)
     assert queue.counts() == (0, 0)
+
+
+def test_an_item_that_kills_its_worker_goes_to_the_dead_letters_alone(
+    fresh_server: EmbeddedRedis, queue_name: str, tmp_path: Path
+) -> None:
+    """At PREFETCH 8 the poison item dies with its batch leased: restarted as a Job restarts its
+    pods, the workers take the batch back an item at a time, and only the poison runs out of
+    attempts."""
+    items = [f"item-{n}" for n in range(4)] + ["poison"] + [f"item-{n}" for n in range(4, 7)]
+    seed(WorkQueue(connect(fresh_server.url), queue_name), [item.encode() for item in items])
+    record = tmp_path / "done"
+    env = cli_env(RECORD_FILE=str(record))
+    command = (
+        "worker", "--redis-url", fresh_server.url, "--queue", queue_name, "--prefetch", "8",
+        "--lease-seconds", "1", "--max-attempts", "3", "--handler", "recording:killed_by_poison",
+    )  # fmt: skip
+    codes: list[int] = []
+    while not codes or codes[-1] != 0:
+        assert len(codes) < 8, f"not drained after {len(codes)} workers: exit codes {codes}"
+        codes.append(rediswq(*command, env=env).returncode)
+    assert len(codes) == 4, codes  # three deaths, one per attempt of the poison, then the drain
+    queue = WorkQueue(connect(fresh_server.url), queue_name)
+    assert [letter.item for letter in DeadLetters(queue).listing()] == ["poison"]
+    assert set(recorded(str(record))) == set(items) - {"poison"}
 
 
 def test_a_redis_restart_mid_run_loses_nothing(own_server: EmbeddedRedis, tmp_path: Path) -> None:

@@ -200,6 +200,21 @@ local function pop_attempts(item)
   return tonumber(top)
 end
 
+-- How many of the `take` items at the head to lease together: one if the first went back to the
+-- queue (its attempt failed, its lease expired, or it was given back). A worker killed by one
+-- item (the OOM killer, a crash in C) loses its whole batch, which, leased together again, would
+-- follow that item to the dead letters, an attempt charged to each at every death; leased one at
+-- a time, only that item dies again. Such items wait at the head, in front of any that did not
+-- go back (put_back), so the first one tells. Asked only while some item has a count
+-- (`retried`), before the lease step reserves the ids.
+local function together(take, retried)
+  if retried and take > 1
+      and redis.call('HEXISTS', retries, redis.call('LINDEX', pending, 0)) == 1 then
+    return 1
+  end
+  return take
+end
+
 -- Back to the head of the queue, or to the dead letters once `max_attempts` are spent.
 -- Returns 1 if the item was dead-lettered.
 local function put_back(item, attempts, max_attempts)
