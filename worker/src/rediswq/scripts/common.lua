@@ -205,11 +205,10 @@ end
 -- item (the OOM killer, a crash in C) loses its whole batch, which, leased together again, would
 -- follow that item to the dead letters, an attempt charged to each at every death; leased one at
 -- a time, only that item dies again. Such items wait at the head, in front of any that did not
--- go back (put_back), so the first one tells. Asked only while some item has a count
--- (`retried`), before the lease step reserves the ids.
-local function together(take, retried)
-  if retried and take > 1
-      and redis.call('HEXISTS', retries, redis.call('LINDEX', pending, 0)) == 1 then
+-- go back (put_back), so the first one tells. Asked only while some item has a count (lease.lua's
+-- `retried`), before the lease step reserves the ids.
+local function together(take)
+  if take > 1 and redis.call('HEXISTS', retries, redis.call('LINDEX', pending, 0)) == 1 then
     return 1
   end
   return take
