@@ -33,7 +33,7 @@ def _flow(queue: WorkQueue, proxy: FaultProxy, by: str) -> None:
     queue.extend(first, second)
     letters.settle(first, Failure("ValueError", "no", "", permanent=True), delay=0)
     letters.settle(second, Failure("OSError", "down", ""), delay=0)  # back for a retry
-    third, fourth = [*queue.lease(2), *queue.lease(1)]  # the retry alone (together())
+    third, fourth = queue.lease(2)
     queue.complete(third)
     queue.release(fourth)
     queue.reclaim()

@@ -53,20 +53,25 @@ def test_only_the_current_holder_completes(make_queue: QueueFactory) -> None:
     assert stats_of(first) == {"done": 1, "reclaimed": 1}
 
 
-def test_items_that_went_back_are_leased_alone_before_a_batch_of_the_rest(
+def test_items_whose_leases_expired_are_leased_alone_before_a_batch_of_the_rest(
     make_queue: QueueFactory,
 ) -> None:
     """A batch whose worker died comes back one item a lease: the item that killed it must not
-    take the others along again."""
+    take the others along again. A failure its worker lived through goes back into a batch."""
     queue = make_queue(lease_seconds=0.2)
-    queue.client.rpush(queue.keys.pending, b"a", b"b", b"c", b"d", b"e")
+    queue.client.rpush(queue.keys.pending, b"a", b"b", b"c", b"d", b"e", b"f")
     assert len(queue.lease(3)) == 3  # and never completed: its worker died
     time.sleep(0.3)
     assert queue.reclaim() == 3
-    for item in (b"a", b"b", b"c"):
-        (lease,) = queue.lease(3)
-        assert (lease.item, lease.attempt) == (item, 2)
-    assert [(lease.item, lease.attempt) for lease in queue.lease(3)] == [(b"d", 1), (b"e", 1)]
+    taken = [queue.step(3, lease_seconds=60, reclaim=False).leases for _ in range(4)]
+    assert [[(lease.item, lease.attempt) for lease in step] for step in taken] == [
+        [(b"a", 2)],
+        [(b"b", 2)],
+        [(b"c", 2)],
+        [(b"d", 1), (b"e", 1), (b"f", 1)],
+    ]
+    queue.release(*taken[3][:2], failed=True)  # d and e failed; their worker goes on
+    assert [lease.item for lease in queue.step(3, lease_seconds=60).leases] == [b"d", b"e"]
 
 
 def test_extend_keeps_a_lease_alive_past_its_first_deadline(make_queue: QueueFactory) -> None:
@@ -137,7 +142,7 @@ def test_retry_counts_follow_each_copy_of_a_duplicate(make_queue: QueueFactory) 
     one, two = queue.lease(2)
     queue.release(one, failed=True)
     queue.release(two, failed=True)
-    (first,), (second,) = queue.lease(2), queue.lease(2)  # went back: each leased alone
+    first, second = queue.lease(2)  # failed, not expired: leased together
     assert sorted([first.attempt, second.attempt]) == [2, 2]
     queue.release(first, failed=True)
     assert queue.complete(second) == [True]

@@ -99,7 +99,9 @@ def test_an_item_that_kills_its_worker_goes_to_the_dead_letters_alone(
     assert len(codes) == 4, codes  # three deaths, one per attempt of the poison, then the drain
     queue = WorkQueue(connect(fresh_server.url), queue_name)
     assert [letter.item for letter in DeadLetters(queue).listing()] == ["poison"]
-    assert set(recorded(str(record))) == set(items) - {"poison"}
+    # The four done before the first death are done again; the rest once.
+    assert Counter(recorded(str(record))) == {item: 2 if item < "item-4" else 1
+                                              for item in items if item != "poison"}  # fmt: skip
 
 
 def test_a_redis_restart_mid_run_loses_nothing(own_server: EmbeddedRedis, tmp_path: Path) -> None:

@@ -181,6 +181,7 @@ end
 
 -- Items that go back to the pending list keep their attempt count. Copies of one value are
 -- interchangeable, so a stack of counts per value (in `retries`) is enough, and duplicates stay legal.
+-- A count written as "<n>!" is of a copy whose lease expired (see together()).
 local function push_attempts(item, attempts)
   local stack = redis.call('HGET', retries, item)
   redis.call('HSET', retries, item, stack and (stack .. ' ' .. attempts) or tostring(attempts))
@@ -191,7 +192,7 @@ local function pop_attempts(item)
   if not stack then
     return 0
   end
-  local rest, top = string.match(stack, '^(.-) ?(%d+)$')
+  local rest, top = string.match(stack, '^(.-) ?(%d+)!?$')
   if rest == '' then
     redis.call('HDEL', retries, item)
   else
@@ -200,23 +201,27 @@ local function pop_attempts(item)
   return tonumber(top)
 end
 
--- How many of the `take` items at the head to lease together: one if the first went back to the
--- queue (its attempt failed, its lease expired, or it was given back). A worker killed by one
--- item (the OOM killer, a crash in C) loses its whole batch, which, leased together again, would
--- follow that item to the dead letters, an attempt charged to each at every death; leased one at
--- a time, only that item dies again. Such items wait at the head, in front of any that did not
--- go back (put_back), so the first one tells. Asked only while some item has a count (lease.lua's
+-- How many of the `take` items at the head to lease together: one if the first came back because
+-- its lease expired (its count ends in "!"). A worker killed by one item (the OOM killer, a crash
+-- in C) loses its whole batch, which, leased together again, would follow that item to the dead
+-- letters, an attempt charged to each at every death; leased one at a time, only that item dies
+-- again. A failure its worker lived through, or an item given back, is not suspect: it is leased
+-- in a batch. The top of a value's stack is its first copy's, and put-back copies wait at the
+-- head (put_back), so the first item tells. Asked only while some item has a count (lease.lua's
 -- `retried`), before the lease step reserves the ids.
 local function together(take)
-  if take > 1 and redis.call('HEXISTS', retries, redis.call('LINDEX', pending, 0)) == 1 then
-    return 1
+  if take > 1 then
+    local stack = redis.call('HGET', retries, redis.call('LINDEX', pending, 0))
+    if stack and string.sub(stack, -1) == '!' then
+      return 1
+    end
   end
   return take
 end
 
 -- Back to the head of the queue, or to the dead letters once `max_attempts` are spent.
 -- Returns 1 if the item was dead-lettered.
-local function put_back(item, attempts, max_attempts)
+local function put_back(item, attempts, max_attempts, expired)
   if attempts >= max_attempts then
     redis.call('RPUSH', failed, item)
     redis.call('HINCRBY', stats, 'failed', 1)
@@ -226,7 +231,7 @@ local function put_back(item, attempts, max_attempts)
   notify('pending')
   -- Pushed even when 0: put-back copies sit at the head in the order of this stack, so each
   -- copy leased next takes its own count, not another copy's.
-  push_attempts(item, attempts)
+  push_attempts(item, expired and attempts .. '!' or attempts)
   return 0
 end
 
@@ -330,7 +335,7 @@ local function reclaim(now, max_attempts, limit)
     forget(expired[i])
     if lease then
       local owner, attempt, item = parse(lease)
-      local dead = put_back(item, attempt, max_attempts) == 1
+      local dead = put_back(item, attempt, max_attempts, true) == 1
       if dead then -- the dead letter's record (deadletter.py)
         redis.call('HSET', failures, item, cjson.encode({attempts = attempt, time = now / 1000,
           error = 'LeaseExpired: its lease ran out (the worker died, hung or lost Redis)',
