@@ -4,6 +4,7 @@ reconnect: every step redis-py may send twice counts once."""
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 import pytest
@@ -46,6 +47,23 @@ def test_a_lost_reply_to_a_lease_step_orphans_no_lease(
     summary = Worker(queue, worked.append, prefetch=prefetch, log=log).run()
     assert lost.fired.is_set()
     drained_once(queue, worked, log, summary)
+
+
+def test_a_lost_reply_to_a_step_that_leases_an_expired_item_alone_takes_it_once(
+    fault_proxy: FaultProxy, fresh_server: EmbeddedRedis
+) -> None:
+    """The step sent again answers from its memory: the expired item leased alone, not the next
+    one as well (which would be held by nobody until its lease ran out)."""
+    queue = loaded(WorkQueue(connect(fault_proxy.url), "q", lease_seconds=0.2))
+    seed(queue, [b"a", b"b", b"c"])
+    assert len(queue.lease(3)) == 3  # and never completed: its worker died
+    time.sleep(0.3)
+    assert queue.reclaim() == 3
+    lost = fault_proxy.lose_reply(called(queue.scripts.lease))
+    (again,) = queue.step(3, lease_seconds=60, reclaim=False).leases
+    assert lost.fired.is_set(), "the fault did not fire: the test proves nothing"
+    assert (again.item, again.attempt) == (b"a", 2)
+    assert queue.counts() == (2, 1)  # b and c pending, only a held
 
 
 @pytest.mark.parametrize("count", [1, 2])  # 1: complete_one in common.lua
