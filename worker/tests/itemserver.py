@@ -8,6 +8,15 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+def text(items: list[str]) -> bytes:
+    """An items file's bytes: a line an item."""
+    return "".join(f"{item}\n" for item in items).encode()
+
+
+def encoded(items: list[str]) -> list[bytes]:
+    return [item.encode() for item in items]
+
+
 class ItemServer:
     """Serves `files` by path. A path in `cut` sends its Content-Length but only half the body,
     then closes: a download broken mid-way. A path in `chunked_cut` is sent chunked (no length),

@@ -19,7 +19,7 @@ import redis
 from clustered import Cluster
 from conftest import cli_env, pending_of, rediswq
 from faults import Command, FaultProxy, called, loaded, sealing
-from itemserver import ItemServer
+from itemserver import ItemServer, encoded, text
 from rediswq import WorkQueue, seed
 from rediswq.connection import connect
 from rediswq.keys import QueueKeys
@@ -213,9 +213,9 @@ def _killed_mid_stream_then_seeded_again(
     waits for the rest; then seed again. The killed one left no item a worker can take, and the
     second queues each item once."""
     listed = [f"item-{n:06d}" for n in range(30_000)]
-    items.files["/items.txt"] = "".join(f"{item}\n" for item in listed).encode()
-    items.hold["/items.txt"] = len("".join(f"{item}\n" for item in listed[:25_000]))
-    env = cli_env(ITEMS_SHA256=items_digest([item.encode() for item in listed]))
+    items.files["/items.txt"] = text(listed)
+    items.hold["/items.txt"] = len(text(listed[:25_000]))
+    env = cli_env(ITEMS_SHA256=items_digest(encoded(listed)))
     command = ["seed", items.url("/items.txt"), "--redis-url", url, "--queue", keys.name]
     seeder = subprocess.Popen([sys.executable, "-m", "rediswq", *command], env=env)
     try:
@@ -237,7 +237,7 @@ def _killed_mid_stream_then_seeded_again(
     again = rediswq(*command, env=env)
     assert again.returncode == 0, again.stderr
     assert f"Queued {len(listed)} items" in again.stdout
-    assert client.lrange(keys.pending, 0, -1) == [item.encode() for item in listed]
+    assert client.lrange(keys.pending, 0, -1) == encoded(listed)
     assert client.exists(keys.sealed) == 1
     assert client.keys(keys.staging("*")) == [orphan]  # the second seed's went into the queue
 

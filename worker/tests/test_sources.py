@@ -12,7 +12,7 @@ import pytest
 import redis
 from conftest import cli_env, rediswq
 from faults import FaultProxy
-from itemserver import ItemServer
+from itemserver import ItemServer, encoded, text
 from rediswq.errors import QueueError
 from rediswq.queue import WorkQueue
 from rediswq.runs import items_digest, run_id
@@ -21,14 +21,6 @@ from rediswq.server import EmbeddedRedis
 from rediswq.sources import MAX_ITEM_BYTES, streamed_items
 
 ITEMS = [f"item-{n:06d}" for n in range(2500)]
-
-
-def text(items: list[str]) -> bytes:
-    return "".join(f"{item}\n" for item in items).encode()
-
-
-def encoded(items: list[str]) -> list[bytes]:
-    return [item.encode() for item in items]
 
 
 def staged(client: redis.Redis, queue: str) -> list[bytes]:
