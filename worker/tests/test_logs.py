@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -252,20 +253,41 @@ def test_a_worker_that_requires_a_seal_stops_at_once_on_a_queue_filled_by_hand(
     assert recorded(str(tmp_path / "done")) == ["apple", "banana"]
 
 
-def test_concurrent_lines_never_interleave() -> None:
-    out = io.StringIO()
-    lines = Lines(form="json", out=out)
+@pytest.fixture
+def switching_often() -> Iterator[None]:
+    """Threads that take turns every microsecond: a line written in parts, with a flush or another
+    system call between them, would be split."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(interval)
 
-    def write(n: int) -> None:
-        for i in range(200):
-            lines("working", f"Working on {n}-{i}", item=f"{n}-{i}")
 
-    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len([json.loads(line) for line in out.getvalue().splitlines()]) == 800
+@pytest.mark.usefixtures("switching_often")
+@pytest.mark.parametrize("form", ["text", "json"])
+def test_lines_of_two_threads_never_interleave(form: str, tmp_path: Path) -> None:
+    # The worker's thread and the lease keeper's both log, through a buffered file as on a pod.
+    per_thread = 2000
+    with (tmp_path / "log").open("w") as out:
+        lines = Lines(form=form, out=out)
+
+        def write(n: int) -> None:
+            for i in range(per_thread):
+                if i % 2:
+                    lines("working", f"Working on {n}-{i}", item=f"{n}-{i}")
+                else:  # the other path of a line: a message with fields to format
+                    lines("lease-lost", f"Lease on {n}-{i} was lost", item=f"{n}-{i}", attempt=1)
+
+        threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    said = messages((tmp_path / "log").read_text())
+    assert len(said) == 4 * per_thread
+    for n in range(4):  # each thread's lines whole, and in the order it wrote them
+        own = [text for text in said if re.search(rf" {n}-\d+( |$)", text)]
+        assert [int(text.split(f"{n}-")[1].split()[0]) for text in own] == list(range(per_thread))
 
 
 def test_two_workers_of_one_pod_hold_their_leases_apart(
