@@ -17,8 +17,10 @@ from collections.abc import Callable
 from types import SimpleNamespace, TracebackType
 from typing import Any, TypeVar, cast
 
+import faults
 import pytest
 import redis
+from collected import Log
 from conftest import QueueFactory
 from redis.retry import Retry
 from rediswq import scripts, seed
@@ -81,6 +83,33 @@ def test_the_direct_path_replies_as_execute_command_does(fresh_server: EmbeddedR
     assert outcome(lambda: scripts._sent(direct_client, commands[-2]))[0] == "NoScriptError"
     direct_client.close()
     public.close()
+
+
+def test_a_lost_reply_on_the_direct_path_is_retried_as_an_outage(
+    fault_proxy: faults.FaultProxy,
+) -> None:
+    """OutageRetry.exchange makes the first try itself: one that fails must go on as
+    call_with_retry's first failure, the connection dropped and the outage told and ended."""
+    log = Log()
+    client = connect(fault_proxy.url, log=log)
+    lost = fault_proxy.lose_reply(faults.command("INCR", "n"))
+    assert scripts._sent(client, ("INCR", "n")) == 2  # ran, its reply lost, and sent again
+    assert lost.fired.is_set()
+    assert [event for event, _ in log.events] == ["redis-unreachable", "redis-reconnected"]
+    assert scripts._sent(client, ("INCR", "n")) == 3
+    assert len(log.events) == 2  # a try that got through tells nothing
+    client.close()
+
+
+def test_an_error_reply_on_the_direct_path_is_raised_after_one_try(client: redis.Redis) -> None:
+    def incr_calls() -> int:
+        return int(client.info("commandstats").get("cmdstat_incr", {}).get("calls", 0))
+
+    client.rpush("{k}:l", "a")
+    before = incr_calls()
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        scripts._sent(client, ("INCR", "{k}:l"))
+    assert incr_calls() == before + 1
 
 
 class _CountingLock:

@@ -256,12 +256,17 @@ def _round_trip(client: redis.Redis, connection: AbstractConnection, packed: byt
     default); a moved server then shows as a dropped connection, which the retry handles.
     """
 
-    def round_trip() -> Any:
-        connection.send_packed_command([packed])  # type: ignore[no-untyped-call]
-        return connection.read_response()
-
+    retry = connection.retry
     with client.single_connection_lock:
-        return connection.retry.call_with_retry(
+        exchange = getattr(retry, "exchange", None)  # connection.OutageRetry's
+        if exchange is not None:
+            return exchange(connection, packed)
+
+        def round_trip() -> Any:  # redis-py's own Retry: with --redis-outage-timeout 0
+            connection.send_packed_command([packed])  # type: ignore[no-untyped-call]
+            return connection.read_response()
+
+        return retry.call_with_retry(
             round_trip,
             lambda _: connection.disconnect(),  # type: ignore[no-untyped-call]
         )
