@@ -57,6 +57,25 @@ def test_a_text_line_starts_with_the_utc_time_and_the_level() -> None:
     assert message(line.rstrip("\n")) == "Working on apple"
 
 
+def test_a_line_carries_its_own_millisecond_even_after_the_clock_is_set_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A stamp is made once a millisecond and reused within it (logs.py): a clock that an NTP step
+    # sets back must not keep an hour-old stamp on every line.
+    clock = iter([1_700_000_000.0005, 1_700_000_000.0009, 1_700_000_000.0012, 1_699_996_400.25])
+    monkeypatch.setattr(time, "time", lambda: next(clock))
+    out = io.StringIO()
+    lines = Lines(out=out)
+    for n in range(4):
+        lines("working", f"Working on {n}")
+    assert [line.split()[0] for line in out.getvalue().splitlines()] == [
+        "2023-11-14T22:13:20.000Z",
+        "2023-11-14T22:13:20.000Z",
+        "2023-11-14T22:13:20.001Z",
+        "2023-11-14T21:13:20.250Z",
+    ]
+
+
 def test_every_line_of_a_traceback_carries_the_time_and_the_level() -> None:
     out = io.StringIO()
     Lines(out=out)("traceback", "Traceback (most recent call last):\n  File x\nValueError: no")

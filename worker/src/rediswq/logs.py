@@ -111,10 +111,10 @@ class Lines:
         self.level = level
         self._out = out
         self.context: dict[str, Any] = {"queue": None, "run": None, "worker": None}
-        # (second, its text) and (millisecond, the stamp and space that begin a line), made
-        # again when the clock has moved on.
+        # (second, its text) and (a millisecond's start, its end, its stamp), made again when
+        # the clock has left them.
         self._stamp = (-1, "")
-        self._stamp_ms = (-1, "")
+        self._stamp_ms = (0.0, 0.0, "")
 
     def bind(self, **context: Any) -> None:
         """Fields every later line carries (queue, run, worker)."""
@@ -155,12 +155,16 @@ class Lines:
         # A one-line printable message, as a worker's line per item is: the short way, without
         # emit()'s formatting; its time stamp is made once a millisecond, and a prefetching
         # worker logs a dozen lines in one.
-        millis = int(time.time() * 1000)
-        cached = self._stamp_ms  # one read: the lease keeper's thread may replace it meanwhile
-        if cached[0] != millis:
-            cached = self._stamp_ms = (millis, self._stamped(millis))
+        now = time.time()
+        # One read: the lease keeper's thread may replace it meanwhile. The clock compared as a
+        # float, without making an int of it a line.
+        start, end, stamp = self._stamp_ms
+        if not start <= now < end:  # a later millisecond, or the clock was set back
+            millis = int(now * 1000)
+            stamp = self._stamped(millis)
+            self._stamp_ms = (millis / 1000, (millis + 1) / 1000, stamp)
         out = self._out or sys.stdout  # looked up at each call: tests and `local` replace it
-        out.write(f"{cached[1]} {_PREFIXES[level]}{message}\n")
+        out.write(f"{stamp} {_PREFIXES[level]}{message}\n")
         out.flush()
 
     def _stamped(self, millis: int) -> str:

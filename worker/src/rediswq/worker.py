@@ -228,7 +228,8 @@ class Worker:
             if summary.stopped_by is not None:
                 self._release_unstarted(leases[index:], keeper)
                 break
-            item = shown(lease.item)
+            raw = lease.item  # read once: a NamedTuple's field is looked up by its descriptor
+            item = raw.decode("utf-8", "backslashreplace")  # shown(), without a call an item
             if say_working is None:
                 self.log("working", f"Working on {item}", item=item, attempt=lease.attempt)
             else:
@@ -241,7 +242,7 @@ class Worker:
                 # A signal that came just before the flag was set would not interrupt the handler.
                 if summary.stopped_by is not None:
                     raise Shutdown(summary.stopped_by)
-                outcome = run(lease.item)
+                outcome = run(raw)
             except Shutdown:
                 self._in_handler = False  # now, not in `finally`: a second signal must not
                 # raise Shutdown into the release of what this worker holds
