@@ -203,6 +203,38 @@ def test_the_remainder_keeps_its_attempt_counts(make_queue: QueueFactory) -> Non
     assert attempts == [(b"x", 1), (b"a", 1), (b"a", 2), (b"b", 1), (b"c", 1)]
 
 
+@pytest.mark.parametrize("pending_now", [False, True])
+def test_a_restored_item_whose_lease_expired_keeps_its_count_and_its_mark(
+    make_queue: QueueFactory, pending_now: bool
+) -> None:
+    """The mark of an expired lease ("1!", lease.lua's together()) travels with the count: moved
+    aside whole by the seal, and put back by the restore, which renames the keys into an empty
+    queue and joins the stacks of a queue that has items."""
+    queue = make_queue(lease_seconds=0.2)
+    first = seed(queue, [b"a", b"b", b"c"])
+    assert [lease.item for lease in queue.lease()] == [b"a"]  # and its worker died
+    time.sleep(0.3)
+    assert queue.reclaim() == 1
+    assert queue.client.hget(queue.keys.retries, b"a") == b"1!"
+    seed(queue, [b"x"])
+    aside = queue.keys.run(first.run, ":retries")
+    assert queue.client.hgetall(aside) == {b"a": b"1!"}
+    if pending_now:
+        queue.client.rpush(queue.keys.pending, b"a")  # a copy pending now, without a count
+    else:
+        (x,) = queue.step(1, lease_seconds=60).leases
+        queue.complete(x)  # the queue is empty: restore renames the keys
+    assert restore(queue, first.run) == 3
+    marked = b"1! 0" if pending_now else b"1!"  # under the count, 0, of the copy pending now
+    assert queue.client.hget(queue.keys.retries, b"a") == marked
+    taken = [queue.step(3, lease_seconds=60, reclaim=False).leases for _ in range(3)]
+    shown = [[(lease.item, lease.attempt) for lease in step] for step in taken]
+    if pending_now:  # the head is not marked: the restored copy comes in its batch
+        assert shown == [[(b"x", 1), (b"a", 1), (b"a", 2)], [(b"b", 1), (b"c", 1)], []]
+    else:
+        assert shown == [[(b"a", 2)], [(b"b", 1), (b"c", 1)], []]
+
+
 def test_an_ended_run_keeps_its_counters_and_dead_letters(make_queue: QueueFactory) -> None:
     queue = make_queue(max_attempts=1)
     first = seed(queue, [b"good", b"bad"])
