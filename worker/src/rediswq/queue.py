@@ -95,6 +95,9 @@ _lease_id = operator.itemgetter(0)
 
 # A Lease of an (id, item, attempt) tuple; its class's __new__ would be a Python call a lease.
 _lease = partial(tuple.__new__, Lease)
+_step = partial(tuple.__new__, Step)
+# Whether a hand-in's flag says the lease was held (1), read in C as _lease_id is.
+_held = partial(operator.eq, 1)
 
 
 class WorkQueue:
@@ -169,7 +172,7 @@ class WorkQueue:
         # id, attempt, item per lease, made by map() and zip() without a Python loop.
         ids, attempts, items = reply[first::3], reply[first + 1 :: 3], reply[first + 2 :: 3]
         leases = list(map(_lease, zip(map(int, ids), items, map(int, attempts), strict=True)))
-        return Step(_STATES[reply[0]], leases, [flag == 1 for flag in reply[1:first]])
+        return _step((_STATES[reply[0]], leases, list(map(_held, reply[1:first]))))
 
     def next_request(self) -> int:
         """A new request id of this session, for a script that remembers its reply."""

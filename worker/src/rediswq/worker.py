@@ -155,24 +155,25 @@ class Worker:
             now = time.monotonic()
             keeper.drop(done)  # before they are handed in: a renewal would find them gone
             step = queue.step(self.prefetch, done, reclaim=now >= next_reclaim)
+            state, leases, completed = step  # once: a field of a NamedTuple is a slow lookup
             if now >= next_reclaim:
                 next_reclaim = now + _RECLAIM_EVERY
-            self._count_completed(done, step.completed)
+            self._count_completed(done, completed)
             watch.check(step)
             done = []
-            if step.leases:
+            if leases:
                 waiting_for_seal_since = None
                 sealed_for_run = True
                 waiting.over()
-                keeper.hold(step.leases)
-                done = self._work(step.leases, keeper)
+                keeper.hold(leases)
+                done = self._work(leases, keeper)
                 continue
-            if step.state is State.DRAINED:
+            if state is State.DRAINED:
                 break
-            if step.state is State.OTHER_RUN and sealed_for_run:
+            if state is State.OTHER_RUN and sealed_for_run:
                 check_run_ended(queue)  # raises Superseded if its items were moved aside
                 break
-            if step.state in (State.UNSEALED, State.OTHER_RUN):
+            if state in (State.UNSEALED, State.OTHER_RUN):
                 waiting_for_seal_since = waiting_for_seal_since or time.monotonic()
                 if time.monotonic() - waiting_for_seal_since > self.seal_timeout:
                     raise QueueError(
@@ -183,7 +184,7 @@ class Worker:
             else:
                 waiting_for_seal_since = None
                 sealed_for_run = True
-            say_why(waiting, queue, step.state, self.seal_timeout)
+            say_why(waiting, queue, state, self.seal_timeout)
             next_reclaim = 0.0
             if events.wait(events.pause(self.poll_interval)) is Heard.SEALED:
                 watch.saw_seal()  # so the step it woke for need not ask (lostqueue.py)
