@@ -101,6 +101,28 @@ def test_a_lost_reply_on_the_direct_path_is_retried_as_an_outage(
     client.close()
 
 
+def test_an_outage_begun_within_a_direct_try_ends_when_its_reply_comes(
+    server: EmbeddedRedis,
+) -> None:
+    """redis-py retries within exchange's first try: the health check it sends first on a
+    connection idle for 30 s, or a reconnect. An outage begun there ends with the reply, or its
+    clock would run on and spend the budget of the next one."""
+    log = Log()
+    client = connect(server.url, log=log)
+    connection = scripts.direct(client)
+    assert connection is not None
+    key = "internals:health-check"
+    client.delete(key)
+    other = redis.Redis.from_url(server.url)
+    other.client_kill_filter(_id=str(client.client_id()))  # the server dropped the idle connection
+    other.close()
+    connection.next_health_check = 0  # and the check is due
+    assert scripts._sent(client, ("INCR", key)) == 1
+    assert [event for event, _ in log.events] == ["redis-unreachable", "redis-reconnected"]
+    assert connection.retry.outage.since is None  # type: ignore[attr-defined]
+    client.close()
+
+
 def test_an_error_reply_on_the_direct_path_is_raised_after_one_try(client: redis.Redis) -> None:
     def incr_calls() -> int:
         return int(client.info("commandstats").get("cmdstat_incr", {}).get("calls", 0))

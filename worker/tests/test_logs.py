@@ -284,25 +284,32 @@ def switching_often() -> Iterator[None]:
 
 @pytest.mark.usefixtures("switching_often")
 @pytest.mark.parametrize("form", ["text", "json"])
-def test_lines_of_two_threads_never_interleave(form: str, tmp_path: Path) -> None:
-    # The worker's thread and the lease keeper's both log, through a buffered file as on a pod.
+@pytest.mark.parametrize("stream", ["file", "memory"])
+def test_lines_of_threads_never_interleave(form: str, stream: str, tmp_path: Path) -> None:
+    # The worker's thread and the lease keeper's both log. Through a buffered file, as on a pod,
+    # and through a text layer over memory, where no system call makes the threads take turns
+    # at the end of a line.
     per_thread = 2000
-    with (tmp_path / "log").open("w") as out:
-        lines = Lines(form=form, out=out)
+    raw = (tmp_path / "log").open("wb") if stream == "file" else io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="utf-8")
+    lines = Lines(form=form, out=out)
 
-        def write(n: int) -> None:
-            for i in range(per_thread):
-                if i % 2:
-                    lines("working", f"Working on {n}-{i}", item=f"{n}-{i}")
-                else:  # the other path of a line: a message with fields to format
-                    lines("lease-lost", f"Lease on {n}-{i} was lost", item=f"{n}-{i}", attempt=1)
+    def write(n: int) -> None:
+        for i in range(per_thread):
+            if i % 2:
+                lines("working", f"Working on {n}-{i}", item=f"{n}-{i}")
+            else:  # the other path of a line: a message with fields to format
+                lines("lease-lost", f"Lease on {n}-{i} was lost", item=f"{n}-{i}", attempt=1)
 
-        threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    said = messages((tmp_path / "log").read_text())
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    out.flush()
+    written = raw.getvalue() if isinstance(raw, io.BytesIO) else (tmp_path / "log").read_bytes()
+    out.close()
+    said = messages(written.decode())
     assert len(said) == 4 * per_thread
     for n in range(4):  # each thread's lines whole, and in the order it wrote them
         own = [text for text in said if re.search(rf" {n}-\d+( |$)", text)]

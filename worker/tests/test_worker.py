@@ -12,8 +12,10 @@ from collected import Log
 from conftest import QueueFactory, cli_env, said_until, spawn_worker
 from recording import recorded
 from rediswq import WorkQueue, seed
+from rediswq.attempts import Attempt
 from rediswq.errors import QueueError
 from rediswq.logs import messages
+from rediswq.queue import Lease
 from rediswq.server import EmbeddedRedis
 from rediswq.worker import Worker, exit_code
 
@@ -176,3 +178,34 @@ def test_what_a_handler_leaves_open_is_still_flushed_at_exit(
     out, _ = worker.communicate(timeout=60)
     assert worker.returncode == 0, out
     assert recorded(str(record)) == ["a", "b", "c"], out
+
+
+def test_a_stopped_worker_does_not_say_the_leases_it_hands_in_were_lost(
+    make_queue: QueueFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stop that comes between an item's end and the next step: the loop ends, and the worker
+    # hands the item in on its way out. The lease keeper, still renewing, must not hold it then.
+    queue = make_queue(lease_seconds=0.3)  # renewed every 0.1 s
+    seed(queue, [b"a", b"b"])
+    completing = queue.complete
+
+    def complete_and_linger(*leases: Lease) -> list[bool]:
+        handed_in = completing(*leases)
+        time.sleep(0.35)  # the keeper renews meanwhile: a lease it still held would be gone
+        return handed_in
+
+    monkeypatch.setattr(queue, "complete", complete_and_linger)
+    log = Log()
+
+    class StopAfterAnItem:
+        def attempted(self, attempt: Attempt) -> None:
+            worker.summary.stopped_by = signal.SIGTERM  # as the signal handler records it
+
+        def handed_in(self, done: int, lost: int) -> None:
+            pass
+
+    worker = Worker(queue, lambda item: None, log=log, observers=(StopAfterAnItem(),))
+    summary = worker.run()
+    assert (summary.done, summary.lost, summary.stopped_by) == (1, 0, signal.SIGTERM)
+    assert [event for event, _ in log.events if event.startswith("lease")] == []
+    assert queue.counts() == (1, 0)

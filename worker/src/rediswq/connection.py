@@ -138,18 +138,25 @@ class OutageRetry(Retry):
         """The reply to the `packed` command sent on `connection`: call_with_retry of sending it
         and reading the reply, with a disconnect after a failure. scripts.py's direct path makes
         this call once a queue step, so its first try runs here, without the two closures and the
-        frame a call_with_retry takes: they cost 3,900 of a no-op item's 109,000 worker
+        frame a call_with_retry takes: they cost 3,000 of a no-op item's 109,000 worker
         instructions at prefetch 1 (callgrind). A first try that failed is call_with_retry's first
-        try's failure, raised there again, so what is retried, and how, is decided in one place.
+        try's failure, raised there again, so what is retried, and how, is decided in one place;
+        a first try that got through ends an outage, as call_with_retry's outer call does.
         """
         if self._depth or self.outage.since is not None:  # within a retry, or in an outage
             return self._exchanged(connection, packed, None)
         self._depth = 1  # as in call_with_retry: a reconnect's retry must not end an outage
         try:
             connection.send_packed_command([packed])  # type: ignore[no-untyped-call]
-            return connection.read_response()
+            reply = connection.read_response()
         except Exception as error:  # raised again in call_with_retry, by _exchanged
             failure = error
+        else:
+            # An outage may have begun within the try, in the retry of a reconnect or of the
+            # health check that redis-py sends first on a connection idle for 30 s.
+            if self.outage.since is not None:
+                self.outage.ended()
+            return reply
         finally:
             self._depth = 0
         return self._exchanged(connection, packed, failure)

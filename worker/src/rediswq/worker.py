@@ -189,6 +189,7 @@ class Worker:
             if events.wait(events.pause(self.poll_interval)) is Heard.SEALED:
                 watch.saw_seal()  # so the step it woke for need not ask (lostqueue.py)
         if done:  # finished before a signal arrived: hand them in
+            keeper.drop(done)  # first, as in the loop: a renewal would find them gone
             self._count_completed(done, queue.complete(*done))
 
     def _greet(self) -> bool:
