@@ -55,9 +55,21 @@ return ARGV[2]
 """
 
 
-def test_the_direct_path_replies_as_execute_command_does(fresh_server: EmbeddedRedis) -> None:
-    """For the commands it sends (EVALSHA, FCALL): the same replies, the same errors."""
-    direct_client, public = connect(fresh_server.url), connect(fresh_server.url, pooled=True)
+@pytest.mark.parametrize("retry", ["outage", "redis-py"])
+def test_the_direct_path_replies_as_execute_command_does(
+    fresh_server: EmbeddedRedis, retry: str
+) -> None:
+    """For the commands it sends (EVALSHA, FCALL): the same replies, the same errors. Through
+    OutageRetry.exchange (connect's clients), and through redis-py's own Retry, as a client a
+    program makes itself and hands to a WorkQueue has."""
+    if retry == "outage":
+        direct_client = connect(fresh_server.url)
+    else:
+        direct_client = redis.Redis.from_url(fresh_server.url, single_connection_client=True)
+        assert direct_client.connection is not None
+        assert not hasattr(direct_client.connection.retry, "exchange")
+    public = connect(fresh_server.url, pooled=True)
+    assert scripts.direct(direct_client) is direct_client.connection
     sha = public.script_load(_SHAPES)
     public.rpush("{k}:l", "a")  # INCR of a list: WRONGTYPE
     commands: list[tuple[Any, ...]] = [
