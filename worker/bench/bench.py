@@ -130,9 +130,10 @@ def _wait_for(log: Path, marker: str, proc: subprocess.Popen[bytes], timeout: fl
 
 
 def _env() -> dict[str, str]:
-    # The bench directory on the path: the INCR handler (handlers.py) for either side.
+    # The bench directory on the path: the INCR handler (handlers.py) for either side. Output
+    # unbuffered, as the image has it: a worker's log then takes the same path as on a pod.
     path = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path}
+    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
 
 
 def run_once(

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from collected import Log
@@ -284,14 +285,18 @@ def switching_often() -> Iterator[None]:
 
 @pytest.mark.usefixtures("switching_often")
 @pytest.mark.parametrize("form", ["text", "json"])
-@pytest.mark.parametrize("stream", ["file", "memory"])
+@pytest.mark.parametrize("stream", ["unbuffered", "file", "memory"])
 def test_lines_of_threads_never_interleave(form: str, stream: str, tmp_path: Path) -> None:
-    # The worker's thread and the lease keeper's both log. Through a buffered file, as on a pod,
-    # and through a text layer over memory, where no system call makes the threads take turns
-    # at the end of a line.
+    # The worker's thread and the lease keeper's both log. Through an unbuffered stream, as on a
+    # pod (PYTHONUNBUFFERED), through a buffered file, and through a text layer over memory, where
+    # no system call makes the threads take turns at the end of a line.
     per_thread = 2000
-    raw = (tmp_path / "log").open("wb") if stream == "file" else io.BytesIO()
-    out = io.TextIOWrapper(raw, encoding="utf-8")
+    raw: io.RawIOBase | io.BufferedIOBase
+    if stream == "unbuffered":
+        raw = io.FileIO(tmp_path / "log", "w")
+    else:
+        raw = (tmp_path / "log").open("wb") if stream == "file" else io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="utf-8", write_through=stream == "unbuffered")
     lines = Lines(form=form, out=out)
 
     def write(n: int) -> None:
@@ -314,6 +319,50 @@ def test_lines_of_threads_never_interleave(form: str, stream: str, tmp_path: Pat
     for n in range(4):  # each thread's lines whole, and in the order it wrote them
         own = [text for text in said if re.search(rf" {n}-\d+( |$)", text)]
         assert [int(text.split(f"{n}-")[1].split()[0]) for text in own] == list(range(per_thread))
+
+
+def test_a_line_held_up_on_its_way_out_takes_no_line_of_another_thread_with_it() -> None:
+    # One schedule of the two threads, forced: the worker's thread is halfway through writing a
+    # line when the keeper's logs one, and the keeper's write then stalls (a pipe whose reader is
+    # slow). A stream's text layer is not safe to share: the keeper's flush took the worker's line
+    # along with its own, and handed both to the file after the worker's next line.
+    stalled, go_on = threading.Event(), threading.Event()
+    keeper: list[threading.Thread] = []
+
+    def keeper_logs_once() -> None:
+        if not keeper:
+            keeper.append(threading.Thread(target=lines, args=("lease-lost", "Lease on k lost")))
+            keeper[0].start()
+            stalled.wait(2)  # no stall at all (a lock held it up before the file) will do too
+
+    class Stalling(io.BytesIO):
+        def write(self, data: Any) -> int:
+            if keeper and threading.current_thread() is keeper[0]:
+                stalled.set()
+                go_on.wait(5)
+            else:
+                keeper_logs_once()  # the worker's line, handed to the file
+            return super().write(data)
+
+    class Hooked(io.TextIOWrapper):
+        def write(self, text: str) -> int:
+            written = super().write(text)
+            keeper_logs_once()  # the worker's line, in the text layer
+            return written
+
+    file = Stalling()
+    out = Hooked(file, encoding="utf-8")
+    lines = Lines(out=out)
+    lines("working", "Working on a1")
+    lines("working", "Working on a2")
+    go_on.set()
+    keeper[0].join()
+    out.flush()
+    assert messages(file.getvalue().decode()) == [
+        "Working on a1",
+        "Working on a2",
+        "Lease on k lost",
+    ]
 
 
 def test_two_workers_of_one_pod_hold_their_leases_apart(

@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, TextIO
 
+from rediswq.linesink import LineSink
+
 DEBUG, INFO, WARNING, ERROR = logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR
 
 # Every event a worker logs, with its level; docs/operating.md, "Logs", lists them.
@@ -97,11 +99,8 @@ class Lines:
     """The process's log: one whole line a call, flushed (tests and `rediswq local` read the lines
     as they come).
 
-    The lease keeper's thread logs too, and no lock keeps its lines apart from the worker's: each
-    line is one `write` call, and CPython runs a TextIOWrapper's write under the GIL up to the
-    binary buffer, which has a lock of its own (a line is never split; print() would split it, in
-    two writes). A lock around the write took a tenth of a no-op item's CPU at a prefetch of 64
-    (bench.py, one worker).
+    The lease keeper's thread logs too. Each line goes to the stream's binary layer in one `write`
+    call (`LineSink`), which keeps the threads' lines whole and each thread's in order.
     """
 
     def __init__(self, *, form: str = "text", level: int = INFO, out: TextIO | None = None) -> None:
@@ -110,6 +109,7 @@ class Lines:
         self.json = form == "json"
         self.level = level
         self._out = out
+        self._sink = LineSink(None)
         self.context: dict[str, Any] = {"queue": None, "run": None, "worker": None}
         # (second, its text) and (a millisecond's start, its end, its stamp), made again when
         # the clock has left them.
@@ -163,9 +163,19 @@ class Lines:
             millis = int(now * 1000)
             stamp = self._stamped(millis)
             self._stamp_ms = (millis / 1000, (millis + 1) / 1000, stamp)
+        # _put() inlined: a call less a line.
         out = self._out or sys.stdout  # looked up at each call: tests and `local` replace it
-        out.write(f"{stamp} {_PREFIXES[level]}{message}\n")
-        out.flush()
+        sink = self._sink
+        if sink.stream is not out:
+            sink = self._sink = LineSink(out)
+        sink.put(f"{stamp} {_PREFIXES[level]}{message}\n")
+
+    def _put(self, line: str) -> None:
+        out = self._out or sys.stdout
+        sink = self._sink
+        if sink.stream is not out:
+            sink = self._sink = LineSink(out)
+        sink.put(line)
 
     def _stamped(self, millis: int) -> str:
         """The time stamp of a line: `2026-01-31T12:00:00.123Z`."""
@@ -191,9 +201,7 @@ class Lines:
                 text = "\n".join(f"{stamp} {name} {part}" for part in message.split("\n"))
             else:
                 text = f"{stamp} {name} {message}"
-        out = self._out or sys.stdout  # looked up at each call: tests and `local` replace it
-        out.write(text + "\n")
-        out.flush()
+        self._put(text + "\n")
 
 
 def _printable(message: str) -> str:
