@@ -65,3 +65,13 @@ def test_a_stream_of_text_alone_is_written_as_text() -> None:
     out = io.StringIO()
     LineSink(out).put("Working on apple\n")
     assert out.getvalue() == "Working on apple\n"
+
+
+def test_a_wrapper_that_names_no_encoding_gets_utf8() -> None:
+    class Wrapper:  # a stream's wrapper that passes its binary layer on, and no more
+        def __init__(self) -> None:
+            self.buffer = io.BytesIO()
+
+    wrapper = Wrapper()
+    LineSink(cast(io.TextIOWrapper, wrapper)).put("Working on café\n")
+    assert wrapper.buffer.getvalue() == "Working on café\n".encode()

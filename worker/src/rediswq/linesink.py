@@ -31,7 +31,9 @@ class LineSink:
         if stream is None or binary is None:  # a stream of text alone (io.StringIO): one C call
             self.put = self._text
             return
-        encoding, errors = stream.encoding, stream.errors or "strict"
+        # A wrapper of a stream may not say; sys.stdout's default then.
+        encoding = getattr(stream, "encoding", None) or "utf-8"
+        errors = getattr(stream, "errors", None) or "strict"
         # Text written past this object (a handler's print()) waits in the text layer unless it
         # writes through, as PYTHONUNBUFFERED makes it (the image and `rediswq local` set it);
         # flushed first, it keeps its place before the next line.
