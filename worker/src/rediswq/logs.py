@@ -21,11 +21,10 @@ import os
 import secrets
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol, TextIO
-
-from rediswq.linesink import LineSink
 
 DEBUG, INFO, WARNING, ERROR = logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR
 
@@ -99,8 +98,12 @@ class Lines:
     """The process's log: one whole line a call, flushed (tests and `rediswq local` read the lines
     as they come).
 
-    The lease keeper's thread logs too. Each line goes to the stream's binary layer in one `write`
-    call (`LineSink`), which keeps the threads' lines whole and each thread's in order.
+    The lease keeper's thread logs too. A stream that writes through (PYTHONUNBUFFERED, which the
+    image and `rediswq local` set) hands each `write` to its binary layer whole and at once, so a
+    line needs no lock of ours (a lock took 0.1 us of a line's 0.9 us). Any other stream holds
+    text until a flush, which may then hand another thread's line over after that thread's next
+    one (Python's text layer is not safe to share between threads); there a lock keeps each line's
+    write and flush together.
     """
 
     def __init__(self, *, form: str = "text", level: int = INFO, out: TextIO | None = None) -> None:
@@ -109,7 +112,7 @@ class Lines:
         self.json = form == "json"
         self.level = level
         self._out = out
-        self._sink = LineSink(None)
+        self._lock = threading.Lock()
         self.context: dict[str, Any] = {"queue": None, "run": None, "worker": None}
         # (second, its text) and (a millisecond's start, its end, its stamp), made again when
         # the clock has left them.
@@ -165,17 +168,23 @@ class Lines:
             self._stamp_ms = (millis / 1000, (millis + 1) / 1000, stamp)
         # _put() inlined: a call less a line.
         out = self._out or sys.stdout  # looked up at each call: tests and `local` replace it
-        sink = self._sink
-        if sink.stream is not out:
-            sink = self._sink = LineSink(out)
-        sink.put(f"{stamp} {_PREFIXES[level]}{message}\n")
+        if getattr(out, "write_through", False):
+            out.write(f"{stamp} {_PREFIXES[level]}{message}\n")
+            out.flush()
+        else:
+            with self._lock:
+                out.write(f"{stamp} {_PREFIXES[level]}{message}\n")
+                out.flush()
 
-    def _put(self, line: str) -> None:
-        out = self._out or sys.stdout
-        sink = self._sink
-        if sink.stream is not out:
-            sink = self._sink = LineSink(out)
-        sink.put(line)
+    def _put(self, text: str) -> None:
+        out = self._out or sys.stdout  # looked up at each call: tests and `local` replace it
+        if getattr(out, "write_through", False):
+            out.write(text)
+            out.flush()
+        else:
+            with self._lock:
+                out.write(text)
+                out.flush()
 
     def _stamped(self, millis: int) -> str:
         """The time stamp of a line: `2026-01-31T12:00:00.123Z`."""
