@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -371,6 +372,70 @@ def test_a_line_held_up_on_its_way_out_takes_no_line_of_another_thread_with_it(
         "Working on a2",
     ]
     assert "Lease on k lost" in said
+
+
+def test_lines_longer_than_a_pipe_takes_at_once_stay_whole() -> None:
+    # A pod's output is a pipe, written unbuffered. A write of more than 4 KiB (PIPE_BUF), such as
+    # a traceback, waits for room when the reader lags, and the kernel lets another thread's write
+    # in meanwhile.
+    read_end, write_end = os.pipe()
+    out = io.TextIOWrapper(io.FileIO(write_end, "w"), encoding="utf-8", write_through=True)
+    lines = Lines(form="json", out=out)
+    received = bytearray()
+
+    def read_slowly() -> None:
+        while chunk := os.read(read_end, 4096):
+            received.extend(chunk)
+            time.sleep(0.0002)
+
+    def write(n: int) -> None:
+        for i in range(30):
+            lines("traceback", f"{n}-{i} " + "x" * 20_000)
+
+    reader = threading.Thread(target=read_slowly)
+    reader.start()
+    writers = [threading.Thread(target=write, args=(n,)) for n in range(2)]
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    out.close()
+    reader.join()
+    os.close(read_end)
+    said = messages(received.decode())  # a line cut by another is not JSON: left out
+    assert sorted(text.split()[0] for text in said) == sorted(
+        f"{n}-{i}" for n in range(2) for i in range(30)
+    )
+
+
+def test_a_signal_handler_that_logs_while_a_line_is_written_goes_on() -> None:
+    # Python runs a signal handler between two steps of the interrupted thread: here, inside the
+    # write of a line, with the lock taken. A handler of the user's that logs takes it again.
+    program = """
+import io, signal
+from rediswq.logs import Lines, messages
+
+class Signalling(io.TextIOWrapper):
+    def write(self, text):
+        written = super().write(text)
+        if "apple" in text:
+            signal.raise_signal(signal.SIGUSR1)
+        return written
+
+out = Signalling(io.BytesIO(), encoding="utf-8")
+lines = Lines(out=out)
+signal.signal(signal.SIGUSR1, lambda signum, frame: lines("log", "Handled SIGUSR1"))
+lines("working", "Working on apple")
+lines("working", "Working on banana")
+out.flush()
+print(messages(out.buffer.getvalue().decode()))
+"""
+    ran = subprocess.run(
+        [sys.executable, "-c", program], check=False, capture_output=True, text=True, timeout=10,
+        env=cli_env(),
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == str(["Working on apple", "Handled SIGUSR1", "Working on banana"])
 
 
 def test_two_workers_of_one_pod_hold_their_leases_apart(

@@ -98,12 +98,11 @@ class Lines:
     """The process's log: one whole line a call, flushed (tests and `rediswq local` read the lines
     as they come).
 
-    The lease keeper's thread logs too. A stream that writes through (PYTHONUNBUFFERED, which the
-    image and `rediswq local` set) hands each `write` to its binary layer whole and at once, so a
-    line needs no lock of ours (a lock took 0.1 us of a line's 0.9 us). Any other stream holds
-    text until a flush, which may then hand another thread's line over after that thread's next
-    one (Python's text layer is not safe to share between threads); there a lock keeps each line's
-    write and flush together.
+    The lease keeper's thread logs too, so a line is written and flushed under a lock. Without
+    one, a stream that holds text until a flush could hand one thread's line over after that
+    thread's next one (Python's text layer is not safe to share between threads), and a line
+    longer than a pipe takes at once (4 KiB; a traceback) could be cut by the other thread's.
+    Reentrant: a signal handler that logs may run while its thread holds it.
     """
 
     def __init__(self, *, form: str = "text", level: int = INFO, out: TextIO | None = None) -> None:
@@ -112,7 +111,7 @@ class Lines:
         self.json = form == "json"
         self.level = level
         self._out = out
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self.context: dict[str, Any] = {"queue": None, "run": None, "worker": None}
         # (second, its text) and (a millisecond's start, its end, its stamp), made again when
         # the clock has left them.
@@ -166,25 +165,16 @@ class Lines:
             millis = int(now * 1000)
             stamp = self._stamped(millis)
             self._stamp_ms = (millis / 1000, (millis + 1) / 1000, stamp)
-        # _put() inlined: a call less a line.
         out = self._out or sys.stdout  # looked up at each call: tests and `local` replace it
-        if getattr(out, "write_through", False):
+        with self._lock:  # _put() inlined: a call less a line
             out.write(f"{stamp} {_PREFIXES[level]}{message}\n")
             out.flush()
-        else:
-            with self._lock:
-                out.write(f"{stamp} {_PREFIXES[level]}{message}\n")
-                out.flush()
 
     def _put(self, text: str) -> None:
         out = self._out or sys.stdout  # looked up at each call: tests and `local` replace it
-        if getattr(out, "write_through", False):
+        with self._lock:
             out.write(text)
             out.flush()
-        else:
-            with self._lock:
-                out.write(text)
-                out.flush()
 
     def _stamped(self, millis: int) -> str:
         """The time stamp of a line: `2026-01-31T12:00:00.123Z`."""
