@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -274,6 +274,15 @@ def test_a_worker_that_requires_a_seal_stops_at_once_on_a_queue_filled_by_hand(
     assert recorded(str(tmp_path / "done")) == ["apple", "banana"]
 
 
+def in_threads(write: Callable[[int], None], count: int) -> None:
+    """`write(n)` in `count` threads at once, n from 0; back when all have ended."""
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 @pytest.fixture
 def switching_often() -> Iterator[None]:
     """Threads that take turns every microsecond: a line written in parts, with a flush or another
@@ -307,11 +316,7 @@ def test_lines_of_threads_never_interleave(form: str, stream: str, tmp_path: Pat
             else:  # the other path of a line: a message with fields to format
                 lines("lease-lost", f"Lease on {n}-{i} was lost", item=f"{n}-{i}", attempt=1)
 
-    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    in_threads(write, 4)
     out.flush()
     written = raw.getvalue() if isinstance(raw, io.BytesIO) else (tmp_path / "log").read_bytes()
     out.close()
@@ -394,11 +399,7 @@ def test_lines_longer_than_a_pipe_takes_at_once_stay_whole() -> None:
 
     reader = threading.Thread(target=read_slowly)
     reader.start()
-    writers = [threading.Thread(target=write, args=(n,)) for n in range(2)]
-    for thread in writers:
-        thread.start()
-    for thread in writers:
-        thread.join()
+    in_threads(write, 2)
     out.close()
     reader.join()
     os.close(read_end)
