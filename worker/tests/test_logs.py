@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -437,6 +438,39 @@ print(messages(out.buffer.getvalue().decode()))
     )  # fmt: skip
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.strip() == str(["Working on apple", "Handled SIGUSR1", "Working on banana"])
+
+
+def test_a_process_forked_while_another_thread_writes_a_line_can_log() -> None:
+    # A handler that forks while the lease keeper's thread is halfway through a line: the child
+    # has no such thread, so the lock it copied would never be released.
+    writing = threading.Event()
+
+    class Slow(io.TextIOWrapper):
+        def write(self, text: str) -> int:
+            if "keeper" in text:
+                writing.set()
+                time.sleep(0.3)
+            return super().write(text)
+
+    lines = Lines(out=Slow(io.BytesIO(), encoding="utf-8"))
+    keeper = threading.Thread(target=lines, args=("lease-lost", "The keeper's line"))
+    keeper.start()
+    assert writing.wait(5)
+    child = os.fork()
+    if child == 0:  # the handler's child: logs, and ends as a handler's child would
+        try:
+            lines("working", "Working on apple")
+        finally:
+            os._exit(0)
+    deadline = time.monotonic() + 10
+    while (ended := os.waitpid(child, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if ended[0] == 0:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+    keeper.join()
+    assert ended[0] == child, "the child never logged its line"
+    assert os.waitstatus_to_exitcode(ended[1]) == 0
 
 
 def test_two_workers_of_one_pod_hold_their_leases_apart(

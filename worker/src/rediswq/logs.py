@@ -23,6 +23,7 @@ import socket
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, Protocol, TextIO
 
@@ -112,6 +113,7 @@ class Lines:
         self.level = level
         self._out = out
         self._lock = threading.RLock()
+        _ALL.add(self)
         self.context: dict[str, Any] = {"queue": None, "run": None, "worker": None}
         # (second, its text) and (a millisecond's start, its end, its stamp), made again when
         # the clock has left them.
@@ -201,6 +203,38 @@ class Lines:
             else:
                 text = f"{stamp} {name} {message}"
         self._put(text + "\n")
+
+
+# Every Lines, for the fork hooks: a handler that forks while the lease keeper's thread writes a
+# line would leave the child a lock that no thread of its own will release, and a half-written
+# line. Held across the fork, as `logging` holds its own lock, and made anew in the child.
+_ALL: weakref.WeakSet[Lines] = weakref.WeakSet()
+
+
+_held: list[Lines] = []  # those whose locks the fork holds
+
+
+def _before_fork() -> None:
+    _held[:] = list(_ALL)
+    for lines in _held:
+        lines._lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    for lines in _held:
+        lines._lock.release()
+    _held.clear()
+
+
+def _after_fork_in_child() -> None:
+    for lines in _held:
+        lines._lock = threading.RLock()
+    _held.clear()
+
+
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+)
 
 
 def _printable(message: str) -> str:
