@@ -458,10 +458,12 @@ def test_a_process_forked_while_another_thread_writes_a_line_can_log() -> None:
     assert writing.wait(5)
     child = os.fork()
     if child == 0:  # the handler's child: logs, and ends as a handler's child would
+        code = 1
         try:
             lines("working", "Working on apple")
+            code = 0
         finally:
-            os._exit(0)
+            os._exit(code)
     deadline = time.monotonic() + 10
     while (ended := os.waitpid(child, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
         time.sleep(0.01)
