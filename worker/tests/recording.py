@@ -6,6 +6,8 @@ writes of one short line are atomic, so many processes can share the file.
 
 from __future__ import annotations
 
+import atexit
+import concurrent.futures
 import contextlib
 import ctypes
 import os
@@ -155,3 +157,23 @@ def fork_a_helper(item: str) -> None:
         sys.exit(0)
     _, status = os.waitpid(helper, 0)
     _record(f"{item} {os.waitstatus_to_exitcode(status)}")
+
+
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def leave_work_for_the_exit(item: str) -> None:
+    """Leave three things for the process's exit to finish, each recording once it ran: a
+    thread that is not a daemon, a ThreadPoolExecutor's task, and an atexit function."""
+    global _pool  # noqa: PLW0603 - left open on purpose, as a careless handler leaves it
+    if _pool is None:
+        _pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        atexit.register(_record, "at exit")
+
+    def later(what: str) -> None:
+        time.sleep(0.5)
+        _record(what)
+
+    threading.Thread(target=later, args=(f"{item} thread",)).start()
+    _pool.submit(later, f"{item} pool")
+    _record(item)

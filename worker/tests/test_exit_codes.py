@@ -119,6 +119,23 @@ def test_a_handler_that_calls_os_exit_0_does_not_end_the_worker_with_0(
     assert queue.counts() == (1, 1)  # b still pending, os-exit in flight until its lease ends
 
 
+def test_what_a_handler_leaves_for_the_exit_runs_before_the_worker_exits(
+    fresh_server: EmbeddedRedis, queue_name: str, tmp_path: Path
+) -> None:
+    # The worker runs in a child process (supervisor.py): it must still end as a Python program
+    # does, and not hang on a thread pool the handler left open.
+    seed(WorkQueue(connect(fresh_server.url), queue_name), [b"a", b"b"])
+    record = tmp_path / "done"
+    result = rediswq(
+        "worker", "--redis-url", fresh_server.url, "--queue", queue_name, "--work-seconds", "0",
+        "--handler", "recording:leave_work_for_the_exit", env=cli_env(RECORD_FILE=str(record)),
+    )  # fmt: skip
+    assert (result.returncode, result.stderr) == (0, ""), result
+    lines = recorded(str(record))
+    assert sorted(lines[:-1]) == ["a", "a pool", "a thread", "b", "b pool", "b thread"]
+    assert lines[-1] == "at exit"  # after the threads, as in Python's own exit
+
+
 def test_a_sigkilled_worker_leaves_no_process_behind(
     fresh_server: EmbeddedRedis, queue_name: str, tmp_path: Path
 ) -> None:
