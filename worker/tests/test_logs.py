@@ -440,6 +440,50 @@ print(messages(out.buffer.getvalue().decode()))
     assert ran.stdout.strip() == str(["Working on apple", "Handled SIGUSR1", "Working on banana"])
 
 
+def test_a_signal_handler_that_raises_while_a_line_is_written_lets_other_threads_log() -> None:
+    # The worker's second SIGTERM raises Stopped from its handler, which may run inside the write
+    # of a line: the lock must be let go on the way out, or the lease keeper's thread, waiting to
+    # write its own line, waits for ever.
+    program = """
+import io, signal, threading, time
+from rediswq.logs import Lines, messages
+
+class Stopped(Exception):
+    pass
+
+def stop(signum, frame):
+    raise Stopped
+
+class Signalling(io.TextIOWrapper):
+    def write(self, text):
+        written = super().write(text)
+        if "apple" in text:
+            keeper.start()
+            time.sleep(0.2)  # the keeper's thread now waits for the lock
+            signal.raise_signal(signal.SIGUSR1)
+        return written
+
+out = Signalling(io.BytesIO(), encoding="utf-8")
+lines = Lines(out=out)
+keeper = threading.Thread(target=lines, args=("lease-lost", "The keeper's line"))
+signal.signal(signal.SIGUSR1, stop)
+try:
+    lines("working", "Working on apple")
+except Stopped:
+    keeper.join(5)
+    lines("exiting", "Stopped, exiting")
+out.flush()
+print(keeper.is_alive(), messages(out.buffer.getvalue().decode()))
+"""
+    ran = subprocess.run(
+        [sys.executable, "-c", program], check=False, capture_output=True, text=True, timeout=10,
+        env=cli_env(),
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    said = ["Working on apple", "The keeper's line", "Stopped, exiting"]
+    assert ran.stdout.strip() == f"False {said}"
+
+
 def test_a_process_forked_while_another_thread_writes_a_line_can_log() -> None:
     # A handler that forks while the lease keeper's thread is halfway through a line: the child
     # has no such thread, so the lock it copied would never be released.
