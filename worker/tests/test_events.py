@@ -13,6 +13,7 @@ from rediswq.connection import connect
 from rediswq.events import FLEET_POLLS, Heard, QueueEvents
 from rediswq.queue import WorkQueue
 from rediswq.server import EmbeddedRedis
+from rediswq.worker import Worker
 
 
 @pytest.fixture
@@ -34,6 +35,7 @@ def _subscribe(queue: WorkQueue, count: int) -> list[redis.client.PubSub]:
 
 def test_a_worker_alone_polls_at_its_interval(queue: WorkQueue) -> None:
     with QueueEvents(queue, Log()) as events:
+        events.subscribe()
         assert events.pause(0.25) == 0.25
 
 
@@ -43,6 +45,7 @@ def test_among_many_subscribers_a_worker_polls_so_that_all_together_poll_as_one_
     others = _subscribe(queue, 99)  # the other workers
     try:
         with QueueEvents(queue, Log()) as events:
+            events.subscribe()
             pauses = [events.pause(0.25) for _ in range(50)]
     finally:
         for pubsub in others:
@@ -61,6 +64,7 @@ def test_a_subscriber_count_no_server_could_hold_leaves_a_worker_at_its_interval
     others = _subscribe(queue, 7)  # with the worker's own, 8: 8 / FLEET_POLLS is under 1 s
     try:
         with QueueEvents(queue, Log()) as events:
+            events.subscribe()
             pauses = [events.pause(1.0) for _ in range(3)]
     finally:
         for pubsub in others:
@@ -70,6 +74,7 @@ def test_a_subscriber_count_no_server_could_hold_leaves_a_worker_at_its_interval
 
 def test_a_waiting_worker_tells_the_seal_from_other_wake_ups(queue: WorkQueue) -> None:
     with QueueEvents(queue, Log()) as events:
+        events.subscribe()
         assert events.wait(0.1) is Heard.NOTHING
         queue.client.publish(f"{queue.keys.pending}:events", "pending")
         assert events.wait(5) is Heard.EVENT
@@ -80,6 +85,7 @@ def test_a_waiting_worker_tells_the_seal_from_other_wake_ups(queue: WorkQueue) -
 def test_a_worker_whose_subscription_was_dropped_wakes_when_it_is_back(queue: WorkQueue) -> None:
     # What was published while the connection was down is lost: coming back is the wake-up.
     with QueueEvents(queue, Log()) as events:
+        events.subscribe()
         killed = queue.client.client_kill_filter(_type="pubsub")
         assert killed == 1
         started = time.monotonic()
@@ -99,6 +105,7 @@ def test_a_user_who_may_not_count_subscribers_polls_at_its_interval(
     queue = WorkQueue(connect(url), "events")
     try:
         with QueueEvents(queue, Log()) as events:
+            events.subscribe()
             with pytest.raises(redis.ResponseError):
                 queue.client.pubsub_numsub("x")
             assert events.pause(0.25) == 0.25
@@ -106,3 +113,34 @@ def test_a_user_who_may_not_count_subscribers_polls_at_its_interval(
     finally:
         queue.client.close()
         admin.close()
+
+
+def _subscribes(queue: WorkQueue) -> int:
+    info = queue.client.info("commandstats")
+    return int(info.get("cmdstat_subscribe", {}).get("calls", 0))
+
+
+def test_a_worker_that_finds_work_at_every_step_never_subscribes(queue: WorkQueue) -> None:
+    seed(queue, [b"a", b"b"])
+    summary = Worker(queue, lambda item: None, log=Log()).run()
+    assert summary.done == 2
+    assert _subscribes(queue) == 0
+
+
+def test_a_seal_that_comes_as_a_worker_subscribes_is_not_missed(
+    queue: WorkQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker's first step finds the queue unsealed; the seal lands before its subscription,
+    # so no message will tell of it: the worker must step again at once, not after its poll.
+    subscribe = QueueEvents.subscribe
+
+    def sealed_first(events: QueueEvents) -> None:
+        seed(queue, [b"a"])
+        subscribe(events)
+
+    monkeypatch.setattr(QueueEvents, "subscribe", sealed_first)
+    started = time.monotonic()
+    summary = Worker(queue, lambda item: None, log=Log(), poll_interval=30).run()
+    assert summary.done == 1
+    assert time.monotonic() - started < 10
+    assert _subscribes(queue) == 1

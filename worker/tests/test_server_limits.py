@@ -217,6 +217,7 @@ def test_the_documented_acl_user_waits_as_one_of_a_fleet(fresh_server: EmbeddedR
         pubsub.subscribe("job2:events")
     try:
         with QueueEvents(queue, Log()) as events:
+            events.subscribe()
             assert events.pause(0.25) >= 0.5 * 50 / FLEET_POLLS
     finally:
         for pubsub in others:

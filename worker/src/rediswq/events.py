@@ -1,6 +1,9 @@
 """Wake-ups for waiting workers: the scripts publish when a queue is sealed, gets items back, or
 is drained. Polling remains the fallback, so a lost message costs one poll interval, never an item,
-and a Redis user that may not subscribe (an ACL without the channel) only polls.
+and a Redis user that may not subscribe (an ACL without the channel) only polls. A worker
+subscribes when it first has to wait: one that finds work at each step (its queue was seeded and
+sealed before it started) never opens the channel's connection, six round trips before its first
+item.
 
 A subscribed worker's poll is only that fallback, and the clock of reclaiming a lease that expired
 (nothing publishes then), so the fleet's polls, not each worker's, are what count: with N workers
@@ -60,12 +63,17 @@ class QueueEvents:
         self._channel = queue.keys.pending + EVENTS_SUFFIX
         self._log = log
         self._polling = False
+        self._joined = False  # subscribe() was called
         self._subscribers = 1
         self._recount = 0.0  # when to count them again; inf: this user may not
 
     def __enter__(self) -> QueueEvents:
-        # Subscribed before the first step, so nothing published after it can be missed. The
-        # reply is read here: a refusal (NOPERM) comes as the reply, not as an error of subscribe.
+        return self  # subscribed at the first wait: a worker that never waits needs no channel
+
+    def subscribe(self) -> None:
+        """Subscribe to the queue's channel, on a connection of its own. The reply is read here:
+        a refusal (NOPERM) comes as the reply, not as an error of subscribe."""
+        self._joined = True
         try:
             self._pubsub.subscribe(self._channel)
             self._pubsub.get_message(timeout=_CONFIRM_SECONDS)
@@ -73,7 +81,6 @@ class QueueEvents:
             self._poll_only(exc)
         except redis.RedisError:
             pass  # the connection: wait() tries again, and polls meanwhile
-        return self
 
     def _poll_only(self, exc: redis.ResponseError) -> None:
         self._polling = True
@@ -116,7 +123,12 @@ class QueueEvents:
 
     def wait(self, timeout: float) -> Heard:
         """Return on the next event (or one that came while the worker was busy), or after
-        `timeout` seconds; what it heard."""
+        `timeout` seconds; what it heard. The first wait subscribes and returns at once, having
+        heard nothing: what was published before the subscription, the worker's next step finds
+        (a seal, items back); what comes after it, the next wait hears."""
+        if not self._joined:
+            self.subscribe()
+            return Heard.NOTHING
         if self._polling or not self._pubsub.subscribed:
             time.sleep(timeout)
             return Heard.NOTHING
