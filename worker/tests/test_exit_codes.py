@@ -244,6 +244,33 @@ def test_a_signal_stops_a_worker_within_10_s_while_redis_hangs_or_is_gone(
     assert f"Stopped by {signal.Signals(signum).name}, exiting" in messages(output), output
 
 
+def test_a_signal_ends_a_long_wait_for_work_at_once(
+    fresh_server: EmbeddedRedis, queue_name: str
+) -> None:
+    # Among 100 subscribed workers, one waiting for the seed pauses 2.5-7.5 s between polls
+    # (events.py). A stop must not wait for the pause to end: it waited until the stop's 3 s
+    # deadline, then said Redis had not answered.
+    queue = WorkQueue(connect(fresh_server.url), queue_name)
+    others = [queue.client.pubsub() for _ in range(99)]
+    try:
+        for pubsub in others:
+            pubsub.subscribe(f"{queue.keys.pending}:events")
+        worker = spawn_worker(fresh_server.url, queue_name, "--seal-timeout", "600")
+        said_until(worker, "Waiting for queue")
+        time.sleep(1)  # subscribed, counted the others, and into its pause
+        worker.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        output = worker.communicate(timeout=30)[0]
+        took = time.monotonic() - sent
+    finally:
+        for pubsub in others:
+            pubsub.close()
+    assert worker.returncode == 128 + signal.SIGTERM, output
+    assert messages(output)[-1] == "Stopped by SIGTERM, exiting", output
+    assert "did not answer" not in output, output
+    assert took < 2, (took, output)
+
+
 def test_a_handlers_own_alarm_still_ends_its_attempt(
     fresh_server: EmbeddedRedis, queue_name: str, tmp_path: Path
 ) -> None:

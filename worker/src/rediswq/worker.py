@@ -47,8 +47,8 @@ def counted(n: int, noun: str) -> str:
 
 
 class Shutdown(BaseException):
-    """Raised inside the handler on SIGTERM/SIGINT; a BaseException so `except Exception` in
-    user code does not swallow it."""
+    """Raised inside the handler, or in a wait for work, on SIGTERM/SIGINT; a BaseException so
+    `except Exception` in user code does not swallow it."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
@@ -108,6 +108,7 @@ class Worker:
         self.observers = observers
         self.summary = Summary()
         self._in_handler = False
+        self._in_wait = False
         self._keeper: LeaseKeeper | None = None
         self._item_done_logged = enabled(self.log, "item-done")
         # The line per item, printed the cheap way where its fields are not (logs.py).
@@ -186,11 +187,26 @@ class Worker:
                 sealed_for_run = True
             say_why(waiting, queue, state, self.seal_timeout)
             next_reclaim = 0.0
-            if events.wait(events.pause(self.poll_interval)) is Heard.SEALED:
+            if self._wait(events) is Heard.SEALED:
                 watch.saw_seal()  # so the step it woke for need not ask (lostqueue.py)
         if done:  # finished before a signal arrived: hand them in
             keeper.drop(done)  # first, as in the loop: a renewal would find them gone
             self._count_completed(done, queue.complete(*done))
+
+    def _wait(self, events: QueueEvents) -> Heard:
+        """Wait for work as `events` has it; a stop (the loop's condition) ends the wait at once,
+        not when the pause is over."""
+        pause = events.pause(self.poll_interval)  # before the flag: it asks on the queue's
+        # connection, which an exception must not leave halfway through a reply
+        self._in_wait = True
+        try:
+            if self.summary.stopped_by is not None:  # a signal just before the flag
+                return Heard.NOTHING
+            return events.wait(pause)
+        except Shutdown:
+            return Heard.NOTHING
+        finally:
+            self._in_wait = False
 
     def _greet(self) -> bool:
         """Log the start; whether the queue is sealed."""
@@ -352,7 +368,8 @@ class Worker:
 
     @contextmanager
     def _signals(self) -> Iterator[None]:
-        """SIGTERM/SIGINT: stop leasing; interrupt a running handler so its item goes back now."""
+        """SIGTERM/SIGINT: stop leasing; interrupt a running handler so its item goes back now, or
+        a wait for work."""
 
         # No logging here: a print interrupted by a print raises a reentrancy error.
         def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -360,7 +377,7 @@ class Worker:
                 raise Stopped
             self.summary.stopped_by = signum
             deadline.start(signum)  # the first stop's only
-            if self._in_handler:
+            if self._in_handler or self._in_wait:
                 raise Shutdown(signum)
 
         if threading.current_thread() is not threading.main_thread():
