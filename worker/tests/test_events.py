@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 from collected import Log
+from rediswq import events as events_module
 from rediswq import seed
 from rediswq.connection import connect
 from rediswq.events import FLEET_POLLS, Heard, QueueEvents
@@ -53,6 +54,38 @@ def test_among_many_subscribers_a_worker_polls_so_that_all_together_poll_as_one_
     shared = 100 / FLEET_POLLS
     assert all(0.5 * shared <= p <= 1.5 * shared for p in pauses), pauses
     assert len(set(pauses)) > 1  # jittered: workers started together do not poll together
+
+
+def _numsubs(queue: WorkQueue) -> int:
+    info = queue.client.info("commandstats")
+    return int(info.get("cmdstat_pubsub|numsub", {}).get("calls", 0))
+
+
+def test_a_worker_counts_again_soon_while_the_subscribers_grow(
+    queue: WorkQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Workers that begin to wait together (as a drain ends) subscribe one after another: the
+    # first counts a few, and must not keep that count, polling too often, for 30 s.
+    monkeypatch.setattr(events_module, "_RECOUNT_FEW", 0.05)
+    others = _subscribe(queue, 9)
+    try:
+        with QueueEvents(queue, Log()) as events:
+            events.subscribe()
+            assert events.pause(0.25) > 0.25  # 10: each of them polls every 0.5 s or so
+            others += _subscribe(queue, 90)
+            time.sleep(0.1)
+            pauses = [events.pause(0.25) for _ in range(20)]
+            shared = 100 / FLEET_POLLS
+            assert all(0.5 * shared <= p <= 1.5 * shared for p in pauses), pauses
+            time.sleep(0.1)
+            counted = _numsubs(queue)
+            events.pause(0.25)  # the same count as before: not asked again for 30 s
+            time.sleep(0.1)
+            events.pause(0.25)
+            assert _numsubs(queue) == counted + 1
+    finally:
+        for pubsub in others:
+            pubsub.close()
 
 
 def test_a_subscriber_count_no_server_could_hold_leaves_a_worker_at_its_interval(

@@ -27,12 +27,13 @@ from rediswq.keys import EVENTS_SUFFIX
 from rediswq.logs import Log
 from rediswq.queue import WorkQueue
 
-# How long to wait for the server to confirm (or refuse) the subscription at start.
+# How long to wait for the server to confirm (or refuse) the subscription, at the first wait.
 _CONFIRM_SECONDS = 2.0
 # The polls a second of all the waiting workers of a queue together (see the docstring).
 FLEET_POLLS = 20.0
-# How often a worker counts the subscribers again (PUBSUB NUMSUB): while they are few, often, so
-# workers that start together soon see each other; once they are many, rarely.
+# How often a worker counts the subscribers again (PUBSUB NUMSUB): while they are few or still
+# growing, often, so workers that begin to wait together soon see each other; once they are many,
+# rarely.
 _RECOUNT_FEW = 1.0
 _RECOUNT_MANY = 30.0
 # The longest a waiting worker goes without asking, whatever PUBSUB NUMSUB answers: a count off
@@ -113,9 +114,13 @@ class QueueEvents:
                 if int(count) > _MOST_SUBSCRIBERS:  # the last count stands; soon asked again
                     self._recount = now + _RECOUNT_FEW
                 else:
+                    # Asked again soon while the count grows: workers that begin to wait together
+                    # (at their start, or as a drain ends) subscribe over a second or so, and
+                    # the first of them would keep the count of those before them for 30 s.
+                    grew = max(1, int(count)) > self._subscribers
                     self._subscribers = max(1, int(count))
                     many = self._subscribers / FLEET_POLLS > interval
-                    self._recount = now + (_RECOUNT_MANY if many else _RECOUNT_FEW)
+                    self._recount = now + (_RECOUNT_MANY if many and not grew else _RECOUNT_FEW)
         shared = self._subscribers / FLEET_POLLS
         if shared <= interval:
             return interval
