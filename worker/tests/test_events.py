@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 from collected import Log
+from faults import FaultProxy
 from rediswq import events as events_module
 from rediswq import seed
 from rediswq.connection import connect
@@ -126,6 +127,24 @@ def test_a_worker_whose_subscription_was_dropped_wakes_when_it_is_back(queue: Wo
         assert time.monotonic() - started < 5
 
 
+def test_a_subscription_that_failed_is_made_at_a_later_wait(
+    fault_proxy: FaultProxy, fresh_server: EmbeddedRedis
+) -> None:
+    queue = WorkQueue(connect(fault_proxy.url, outage=0), "events")  # no retries of its own
+    seal = connect(fresh_server.url)
+    try:
+        with QueueEvents(queue, Log()) as events:
+            fault_proxy.outage(1)  # the subscription's connection is refused
+            assert events.wait(0.1) is Heard.NOTHING  # polled
+            time.sleep(1.2)
+            assert events.wait(0.1) is Heard.NOTHING  # subscribed: the worker steps again
+            seal.publish(f"{queue.keys.pending}:events", "sealed")
+            assert events.wait(5) is Heard.SEALED
+    finally:
+        queue.client.close()
+        seal.close()
+
+
 def test_a_user_who_may_not_count_subscribers_polls_at_its_interval(
     fresh_server: EmbeddedRedis,
 ) -> None:
@@ -167,9 +186,9 @@ def test_a_seal_that_comes_as_a_worker_subscribes_is_not_missed(
     # so no message will tell of it: the worker must step again at once, not after its poll.
     subscribe = QueueEvents.subscribe
 
-    def sealed_first(events: QueueEvents) -> None:
+    def sealed_first(events: QueueEvents) -> bool:
         seed(queue, [b"a"])
-        subscribe(events)
+        return subscribe(events)
 
     monkeypatch.setattr(QueueEvents, "subscribe", sealed_first)
     started = time.monotonic()

@@ -64,24 +64,26 @@ class QueueEvents:
         self._channel = queue.keys.pending + EVENTS_SUFFIX
         self._log = log
         self._polling = False
-        self._joined = False  # subscribe() was called
+        self._joined = False  # subscribe() got through
         self._subscribers = 1
         self._recount = 0.0  # when to count them again; inf: this user may not
 
     def __enter__(self) -> QueueEvents:
         return self  # subscribed at the first wait: a worker that never waits needs no channel
 
-    def subscribe(self) -> None:
-        """Subscribe to the queue's channel, on a connection of its own. The reply is read here:
-        a refusal (NOPERM) comes as the reply, not as an error of subscribe."""
-        self._joined = True
+    def subscribe(self) -> bool:
+        """Subscribe to the queue's channel, on a connection of its own; False if the connection
+        failed (then the worker polls, and its next wait tries again). The reply is read here: a
+        refusal (NOPERM) comes as the reply, not as an error of subscribe."""
         try:
             self._pubsub.subscribe(self._channel)
             self._pubsub.get_message(timeout=_CONFIRM_SECONDS)
         except redis.ResponseError as exc:
             self._poll_only(exc)
         except redis.RedisError:
-            pass  # the connection: wait() tries again, and polls meanwhile
+            return False
+        self._joined = True
+        return True
 
     def _poll_only(self, exc: redis.ResponseError) -> None:
         self._polling = True
@@ -131,8 +133,7 @@ class QueueEvents:
         `timeout` seconds; what it heard. The first wait subscribes and returns at once, having
         heard nothing: what was published before the subscription, the worker's next step finds
         (a seal, items back); what comes after it, the next wait hears."""
-        if not self._joined:
-            self.subscribe()
+        if not self._joined and self.subscribe():
             return Heard.NOTHING
         if self._polling or not self._pubsub.subscribed:
             time.sleep(timeout)
