@@ -2,8 +2,8 @@
 is drained. Polling remains the fallback, so a lost message costs one poll interval, never an item,
 and a Redis user that may not subscribe (an ACL without the channel) only polls. A worker
 subscribes when it first has to wait: one that finds work at each step (its queue was seeded and
-sealed before it started) never opens the channel's connection, six round trips before its first
-item.
+sealed before it started) never opens the channel's connection, which took a connect and six
+commands before its first item.
 
 A subscribed worker's poll is only that fallback, and the clock of reclaiming a lease that expired
 (nothing publishes then), so the fleet's polls, not each worker's, are what count: with N workers
