@@ -64,7 +64,6 @@ class QueueEvents:
         self._channel = queue.keys.pending + EVENTS_SUFFIX
         self._log = log
         self._polling = False
-        self._joined = False  # subscribe() got through
         self._subscribers = 1
         self._recount = 0.0  # when to count them again; inf: this user may not
 
@@ -82,7 +81,6 @@ class QueueEvents:
             self._poll_only(exc)
         except redis.RedisError:
             return False
-        self._joined = True
         return True
 
     def _poll_only(self, exc: redis.ResponseError) -> None:
@@ -119,8 +117,8 @@ class QueueEvents:
                     # Asked again soon while the count grows: workers that begin to wait together
                     # (at their start, or as a drain ends) subscribe over a second or so, and
                     # the first of them would keep the count of those before them for 30 s.
-                    grew = max(1, int(count)) > self._subscribers
-                    self._subscribers = max(1, int(count))
+                    counted = max(1, int(count))
+                    grew, self._subscribers = counted > self._subscribers, counted
                     many = self._subscribers / FLEET_POLLS > interval
                     self._recount = now + (_RECOUNT_MANY if many and not grew else _RECOUNT_FEW)
         shared = self._subscribers / FLEET_POLLS
@@ -133,7 +131,9 @@ class QueueEvents:
         `timeout` seconds; what it heard. The first wait subscribes and returns at once, having
         heard nothing: what was published before the subscription, the worker's next step finds
         (a seal, items back); what comes after it, the next wait hears."""
-        if not self._joined and self.subscribe():
+        # redis-py counts a channel as subscribed once SUBSCRIBE went out, and subscribes it again
+        # on each reconnection; a SUBSCRIBE that never went out is tried again at the next wait.
+        if not (self._polling or self._pubsub.subscribed) and self.subscribe():
             return Heard.NOTHING
         if self._polling or not self._pubsub.subscribed:
             time.sleep(timeout)
