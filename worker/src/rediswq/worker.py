@@ -107,8 +107,7 @@ class Worker:
         self.log: Log = log if log is not None else Lines()
         self.observers = observers
         self.summary = Summary()
-        self._in_handler = False
-        self._in_wait = False
+        self._interruptible = False  # in the handler or in a wait for work: a stop raises there
         self._keeper: LeaseKeeper | None = None
         self._item_done_logged = enabled(self.log, "item-done")
         # The line per item, printed the cheap way where its fields are not (logs.py).
@@ -198,7 +197,7 @@ class Worker:
         not when the pause is over."""
         pause = events.pause(self.poll_interval)  # before the flag: it asks on the queue's
         # connection, which an exception must not leave halfway through a reply
-        self._in_wait = True
+        self._interruptible = True
         try:
             if self.summary.stopped_by is not None:  # a signal just before the flag
                 return Heard.NOTHING
@@ -206,7 +205,7 @@ class Worker:
         except Shutdown:
             return Heard.NOTHING
         finally:
-            self._in_wait = False
+            self._interruptible = False
 
     def _greet(self) -> bool:
         """Log the start; whether the queue is sealed."""
@@ -255,19 +254,19 @@ class Worker:
             start = time.perf_counter()
             # The handler's call, here in the loop rather than in a method of its own: a Python
             # call less an item (see InProcess.run).
-            self._in_handler = True
+            self._interruptible = True
             try:
                 # A signal that came just before the flag was set would not interrupt the handler.
                 if summary.stopped_by is not None:
                     raise Shutdown(summary.stopped_by)
                 outcome = run(raw)
             except Shutdown:
-                self._in_handler = False  # now, not in `finally`: a second signal must not
+                self._interruptible = False  # now, not in `finally`: a second signal must not
                 # raise Shutdown into the release of what this worker holds
                 self._release_unstarted(leases[index:], keeper)
                 break
             finally:
-                self._in_handler = False
+                self._interruptible = False
             # A success with nothing to keep and nobody to tell (the default): handed in next step.
             if (outcome is DONE and plain) or self._ended(
                 lease, item, outcome, time.perf_counter() - start, keeper
@@ -377,7 +376,7 @@ class Worker:
                 raise Stopped
             self.summary.stopped_by = signum
             deadline.start(signum)  # the first stop's only
-            if self._in_handler or self._in_wait:
+            if self._interruptible:
                 raise Shutdown(signum)
 
         if threading.current_thread() is not threading.main_thread():
