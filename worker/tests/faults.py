@@ -93,6 +93,7 @@ class FaultProxy(Started):
         self._faults: list[Fault] = []
         self._pairs: set[_Pair] = set()
         self._stalled_until = 0.0
+        self._new_stalled_until = 0.0
         self._refusing_until = 0.0
         self._closed = False
         self.accepted = 0  # connections made through the proxy so far
@@ -126,6 +127,12 @@ class FaultProxy(Started):
         with self._lock:
             self._stalled_until = time.monotonic() + seconds
 
+    def stall_new_connections(self, seconds: float) -> None:
+        """Forward nothing, either way, on connections made from now on, for `seconds` (returns
+        at once); those already open go on as before."""
+        with self._lock:
+            self._new_stalled_until = time.monotonic() + seconds
+
     def outage(self, seconds: float) -> None:
         """Cut every connection, and close new ones at once for `seconds` (returns at once)."""
         with self._lock:
@@ -153,12 +160,13 @@ class FaultProxy(Started):
                 continue
             pair = _Pair(self, downstream, upstream)
             with self._lock:
+                pair.stalled_until = self._new_stalled_until
                 self._pairs.add(pair)
                 self.accepted += 1
             pair.start()
 
-    def _wait_while_stalled(self) -> None:
-        while time.monotonic() < self._stalled_until:
+    def _wait_while_stalled(self, pair: _Pair) -> None:
+        while time.monotonic() < max(self._stalled_until, pair.stalled_until):
             time.sleep(0.01)
 
     def _match(self, args: Command) -> Fault | None:
@@ -185,6 +193,7 @@ class _Pair:
         self.upstream = upstream
         self.commands = 0  # commands forwarded to the server
         self.drop_at: dict[int, Fault] = {}  # command index -> the fault that loses its reply
+        self.stalled_until = 0.0  # this connection's own stall (stall_new_connections)
         self._closed = False
 
     def start(self) -> None:
@@ -212,7 +221,7 @@ class _Pair:
                 if fault is not None:  # registered before the command can reach the server
                     self.drop_at[self.commands] = fault
                 self.commands += 1
-            self.proxy._wait_while_stalled()
+            self.proxy._wait_while_stalled(self)
             if not self._send(self.upstream, buffer[:start]):
                 return
             buffer = buffer[start:]
@@ -228,13 +237,13 @@ class _Pair:
                     fault = self.drop_at.pop(replies, None)
                     replies += 1
                     if fault is not None:
-                        self.proxy._wait_while_stalled()
+                        self.proxy._wait_while_stalled(self)
                         self._send(self.downstream, buffer[:start])
                         fault.fired.set()  # before the client can see the cut
                         self.close()
                         return
                 start = end
-            self.proxy._wait_while_stalled()
+            self.proxy._wait_while_stalled(self)
             if not self._send(self.downstream, buffer[:start]):
                 return
             buffer = buffer[start:]

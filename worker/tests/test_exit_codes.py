@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import cli_env, loop_pid, rediswq, said_until, spawn_worker
+from faults import FaultProxy
 from recording import recorded
 from rediswq import WorkQueue, seed
 from rediswq.connection import connect
@@ -269,6 +270,38 @@ def test_a_signal_ends_a_long_wait_for_work_at_once(
     assert messages(output)[-1] == "Stopped by SIGTERM, exiting", output
     assert "did not answer" not in output, output
     assert took < 2, (took, output)
+
+
+def test_a_signal_ends_a_wait_whose_subscription_hangs(
+    fault_proxy: FaultProxy, queue_name: str, tmp_path: Path
+) -> None:
+    # A worker subscribes at its first wait, on a connection of its own (events.py). If that
+    # connection hangs in its handshake, a stop must still end the wait at once; the queue's own
+    # connection answers, so no line may say Redis did not.
+    queue = WorkQueue(connect(fault_proxy.url), queue_name)
+    seed(queue, [b"held", b"last"])
+    assert queue.lease()  # another worker's: the worker then waits for it
+    gate = tmp_path / "gate"
+    worker = spawn_worker(
+        fault_proxy.url, queue_name, "--handler", "recording:gated",
+        env=cli_env(GATE_FILE=str(gate)),
+    )  # fmt: skip
+    said_until(worker, "Working on last")  # it has not waited yet, so it has not subscribed
+    fault_proxy.stall_new_connections(60)
+    made = fault_proxy.accepted
+    gate.touch()
+    said_until(worker, "Nothing pending")
+    time.sleep(1)  # into the wait, its subscription's handshake unanswered
+    worker.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    output = worker.communicate(timeout=30)[0]
+    took = time.monotonic() - sent
+    assert fault_proxy.accepted == made + 1, output  # the subscription's connection
+    assert worker.returncode == 128 + signal.SIGTERM, output
+    assert messages(output)[-1] == "Stopped by SIGTERM, exiting", output
+    assert "did not answer" not in output, output
+    assert took < 2, (took, output)
+    assert queue.counts() == (0, 1)  # "last" handed in, "held" still leased
 
 
 def test_a_handlers_own_alarm_still_ends_its_attempt(
