@@ -24,8 +24,9 @@ from collected import Log
 from conftest import QueueFactory
 from redis.retry import Retry
 from rediswq import scripts, seed
-from rediswq.connection import OutageRetry, connect, unsupported_retry
+from rediswq.connection import connect
 from rediswq.errors import QueueError
+from rediswq.outages import OutageRetry, unsupported_retry
 from rediswq.server import EmbeddedRedis, bundled_binary
 
 T = TypeVar("T")

@@ -277,7 +277,7 @@ class WorkerRunsMachine(RuleBasedStateMachine):
 def test_whole_workers_never_redo_finished_work_across_the_process_boundary(
     fault_proxy: FaultProxy, fresh_server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("rediswq.worker._STOP_SECONDS", 0.5)  # 3 s as users get it: slow here
+    monkeypatch.setattr("rediswq.stops.STOP_SECONDS", 0.5)  # 3 s as users get it: slow here
     admin = connect(fresh_server.url)
     admin.config_set("maxmemory-policy", "noeviction")
     WorkerRunsMachine.proxied = connect(fault_proxy.url)

@@ -27,7 +27,12 @@ class ConfigError(QueueError):
 
 
 class Stopped(BaseException):
-    """A stopping worker gave up on a call to Redis that did not end in time (worker.py).
+    """A stopping worker gave up on a call to Redis that did not end in time (stops.py).
 
     A BaseException, as the worker's Shutdown: redis-py and the worker's waits catch RedisError
     and retry or poll on, where this must end the process."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of what `exc` says, or its type's name if it says nothing."""
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -59,7 +59,7 @@ class LeaseKeeper:
         return self.start()
 
     def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
-        # Stopped (worker.py): the thread may be in a renewal that waits on a hung Redis for a
+        # Stopped (stops.py): the thread may be in a renewal that waits on a hung Redis for a
         # socket timeout. It is a daemon, and gives up by itself: the exit need not wait.
         self.stop(_STOPPED_WAIT if kind is Stopped else None)
 

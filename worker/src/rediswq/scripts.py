@@ -258,7 +258,7 @@ def _round_trip(client: redis.Redis, connection: AbstractConnection, packed: byt
 
     retry = connection.retry
     with client.single_connection_lock:
-        exchange = getattr(retry, "exchange", None)  # connection.OutageRetry's
+        exchange = getattr(retry, "exchange", None)  # outages.OutageRetry's
         if exchange is not None:
             return exchange(connection, packed)
 

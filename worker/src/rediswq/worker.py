@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import signal
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from types import FrameType
 from typing import TYPE_CHECKING
 
 from rediswq.attempts import Attempt, Observer
@@ -23,6 +19,7 @@ from rediswq.lostqueue import SealWatch
 from rediswq.queue import Lease, State, WorkQueue
 from rediswq.retry import Backoff
 from rediswq.runs import check_run_ended, for_run
+from rediswq.stops import STOP_SECONDS, Shutdown, stop_signals
 from rediswq.waits import Waiting, say_why
 
 if TYPE_CHECKING:  # imported with --results only (results.py)
@@ -33,26 +30,9 @@ NO_BACKOFF = Backoff(0, 0)
 # How often a busy worker also reclaims expired leases; an idle one does on every poll.
 _RECLAIM_EVERY = 0.5
 
-# How long a stopped worker may take to release and hand in what it can. Past it, the stop
-# signal sent again ends whatever the worker waits on: a read from a Redis that hangs
-# (SIGSTOPped, a partition with no RST) waits a socket timeout, and the outage retry up to
-# 300 s, where the kubelet gives 30 s before its SIGKILL. A healthy Redis answers these last
-# calls in milliseconds. Chosen over a stop flag checked between retries: that cannot end a read
-# already waiting.
-_STOP_SECONDS = 3.0
-
 
 def counted(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
-class Shutdown(BaseException):
-    """Raised inside the handler, or in a wait for work, on SIGTERM/SIGINT; a BaseException so
-    `except Exception` in user code does not swallow it."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
 
 
 @dataclass
@@ -127,7 +107,7 @@ class Worker:
             # The signals outermost: the renewing thread's join and the subscription's close
             # come under the stop's deadline too.
             with (
-                self._signals(),
+                stop_signals(self._stopping),
                 LeaseKeeper(self.queue, self.log) as keeper,
                 QueueEvents(self.queue, self.log) as events,
             ):
@@ -135,7 +115,7 @@ class Worker:
                 self._loop(keeper, events, sealed)
                 self.queue.end_session()
         except Stopped:
-            self.log("redis-unreachable", f"Redis did not answer within {_STOP_SECONDS:g}s of "
+            self.log("redis-unreachable", f"Redis did not answer within {STOP_SECONDS:g}s of "
                      "the stop; the items this worker holds come back when their leases "
                      "expire")  # fmt: skip
         self._keeper = None
@@ -365,80 +345,10 @@ class Worker:
             for observer in self.observers:
                 observer.handed_in(len(leases) - lost, lost)
 
-    @contextmanager
-    def _signals(self) -> Iterator[None]:
-        """SIGTERM/SIGINT: stop leasing; interrupt a running handler so its item goes back now, or
-        a wait for work."""
-
-        # No logging here: a print interrupted by a print raises a reentrancy error.
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            if deadline.passed():  # this stop's own signal, or one more past the deadline
-                raise Stopped
-            self.summary.stopped_by = signum
-            deadline.start(signum)  # the first stop's only
-            if self._interruptible:
-                raise Shutdown(signum)
-
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        deadline = _Deadline()
-        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            yield
-        finally:
-            try:
-                deadline.cancel()
-            finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
-
-
-class _Deadline:
-    """A stop's deadline: past _STOP_SECONDS, a thread sends the stop signal again to the main
-    thread, whose handler then raises Stopped.
-
-    Not the process's one real-time timer (setitimer, SIGALRM): a handler may arm its own
-    `signal.alarm()` and cancel it in a `finally`, which the stop's Shutdown runs; that cancelled
-    the stop's deadline too, and the worker waited on a hung Redis for the kubelet's SIGKILL.
-    A signal, as the timer's was, because only a signal ends a read already waiting."""
-
-    def __init__(self) -> None:
-        # Between cancel() and the timer's thread only: the signal handler, taking it, could
-        # wait on its own thread.
-        self._lock = threading.Lock()
-        self._timer: threading.Timer | None = None
-        self._cancelled = False
-        self._sent = False
-        self._taken = False
-
-    def start(self, signum: int) -> None:
-        if self._timer is None:
-            main = threading.main_thread().ident
-            self._timer = threading.Timer(_STOP_SECONDS, self._send, (main, signum))
-            self._timer.daemon = True
-            self._timer.start()
-
-    def passed(self) -> bool:
-        """Whether the deadline's signal was sent; the handler asking takes it."""
-        self._taken = self._sent
-        return self._sent
-
-    def cancel(self) -> None:
-        """No signal once this returns: one already sent raises Stopped in here, not in the
-        handlers restored next."""
-        with self._lock:
-            self._cancelled = True
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._sent and not self._taken:
-            time.sleep(1.0)  # ended by the handler at once; the bound is for a lost signal
-
-    def _send(self, thread: int, signum: int) -> None:
-        with self._lock:
-            if not self._cancelled:
-                self._sent = True
-                signal.pthread_kill(thread, signum)
+    def _stopping(self, signum: int) -> bool:
+        """A stop signal came (stops.py): stop leasing; raise Shutdown where the worker is now?"""
+        self.summary.stopped_by = signum
+        return self._interruptible
 
 
 def exit_code(summary: Summary) -> int:
