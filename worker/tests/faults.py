@@ -7,6 +7,7 @@
     assert lost.fired.is_set()        # reconnected and sent it again
     proxy.cut()                       # drop every open connection now; new ones are accepted
     proxy.stall(3)                    # forward nothing either way for 3 s; connections stay open
+    proxy.stall_new_connections(3)    # the same, for 3 s from now, on connections made since
     proxy.outage(5)                   # cut, then refuse new connections for 5 s
 
 A lost reply: `lose_reply(matching, nth)` lets the nth command (counted from that call, over
@@ -128,8 +129,8 @@ class FaultProxy(Started):
             self._stalled_until = time.monotonic() + seconds
 
     def stall_new_connections(self, seconds: float) -> None:
-        """Forward nothing, either way, on connections made from now on, for `seconds` (returns
-        at once); those already open go on as before."""
+        """Forward nothing, either way, for `seconds` from now (returns at once), on connections
+        made from now on; those already open go on as before."""
         with self._lock:
             self._new_stalled_until = time.monotonic() + seconds
 
@@ -166,7 +167,7 @@ class FaultProxy(Started):
             pair.start()
 
     def _wait_while_stalled(self, pair: _Pair) -> None:
-        while time.monotonic() < max(self._stalled_until, pair.stalled_until):
+        while not pair.closed and time.monotonic() < max(self._stalled_until, pair.stalled_until):
             time.sleep(0.01)
 
     def _match(self, args: Command) -> Fault | None:
@@ -194,16 +195,16 @@ class _Pair:
         self.commands = 0  # commands forwarded to the server
         self.drop_at: dict[int, Fault] = {}  # command index -> the fault that loses its reply
         self.stalled_until = 0.0  # this connection's own stall (stall_new_connections)
-        self._closed = False
+        self.closed = False
 
     def start(self) -> None:
         for target in (self._to_server, self._to_client):
             threading.Thread(target=target, daemon=True).start()
 
     def close(self) -> None:
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
+        self.closed = True
         for sock in (self.downstream, self.upstream):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)

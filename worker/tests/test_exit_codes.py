@@ -286,17 +286,23 @@ def test_a_signal_ends_a_wait_whose_subscription_hangs(
         fault_proxy.url, queue_name, "--handler", "recording:gated",
         env=cli_env(GATE_FILE=str(gate)),
     )  # fmt: skip
-    said_until(worker, "Working on last")  # it has not waited yet, so it has not subscribed
-    fault_proxy.stall_new_connections(60)
-    made = fault_proxy.accepted
-    gate.touch()
-    said_until(worker, "Nothing pending")
-    time.sleep(1)  # into the wait, its subscription's handshake unanswered
-    worker.send_signal(signal.SIGTERM)
-    sent = time.monotonic()
-    output = worker.communicate(timeout=30)[0]
-    took = time.monotonic() - sent
-    assert fault_proxy.accepted == made + 1, output  # the subscription's connection
+    try:
+        said_until(worker, "Working on last")  # it has not waited yet, so not subscribed
+        fault_proxy.stall_new_connections(15)
+        made = fault_proxy.accepted
+        gate.touch()
+        deadline = time.monotonic() + 30
+        while fault_proxy.accepted == made:  # the subscription's connection, made in the wait
+            assert time.monotonic() < deadline, "the worker never subscribed"
+            time.sleep(0.01)
+        time.sleep(0.2)  # its handshake sent, unanswered
+        worker.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        output = worker.communicate(timeout=30)[0]
+        took = time.monotonic() - sent
+    finally:
+        worker.kill()
+    assert fault_proxy.accepted == made + 1, output
     assert worker.returncode == 128 + signal.SIGTERM, output
     assert messages(output)[-1] == "Stopped by SIGTERM, exiting", output
     assert "did not answer" not in output, output
