@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from rediswq import stops
 from rediswq.attempts import Attempt, Observer
 from rediswq.deadletter import DeadLetters, Settled
 from rediswq.errors import ConfigError, QueueError, Stopped, signal_exit
@@ -19,7 +20,7 @@ from rediswq.lostqueue import SealWatch
 from rediswq.queue import Lease, State, WorkQueue
 from rediswq.retry import Backoff
 from rediswq.runs import check_run_ended, for_run
-from rediswq.stops import STOP_SECONDS, Shutdown, stop_signals
+from rediswq.stops import Shutdown, stop_signals
 from rediswq.waits import Waiting, say_why
 
 if TYPE_CHECKING:  # imported with --results only (results.py)
@@ -115,7 +116,7 @@ class Worker:
                 self._loop(keeper, events, sealed)
                 self.queue.end_session()
         except Stopped:
-            self.log("redis-unreachable", f"Redis did not answer within {STOP_SECONDS:g}s of "
+            self.log("redis-unreachable", f"Redis did not answer within {stops.STOP_SECONDS:g}s of "
                      "the stop; the items this worker holds come back when their leases "
                      "expire")  # fmt: skip
         self._keeper = None
