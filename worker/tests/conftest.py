@@ -119,6 +119,12 @@ def stats_of(queue: WorkQueue) -> dict[str, int]:
     return {key.decode(): int(value) for key, value in raw.items()}
 
 
+def calls(client: redis.Redis, command: str) -> int:
+    """How many times the server ran `command` (INFO commandstats; `pubsub|numsub` for a
+    subcommand) since its start or the last CONFIG RESETSTAT."""
+    return int(client.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
 def pending_of(queue: WorkQueue) -> list[bytes]:
     return cast(list[bytes], queue.client.lrange(queue.keys.pending, 0, -1))
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 from collected import Log
+from conftest import calls
 from faults import FaultProxy
 from rediswq import events as events_module
 from rediswq import seed
@@ -57,11 +58,6 @@ def test_among_many_subscribers_a_worker_polls_so_that_all_together_poll_as_one_
     assert len(set(pauses)) > 1  # jittered: workers started together do not poll together
 
 
-def _numsubs(queue: WorkQueue) -> int:
-    info = queue.client.info("commandstats")
-    return int(info.get("cmdstat_pubsub|numsub", {}).get("calls", 0))
-
-
 def test_a_worker_counts_again_soon_while_the_subscribers_grow(
     queue: WorkQueue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -79,11 +75,11 @@ def test_a_worker_counts_again_soon_while_the_subscribers_grow(
             shared = 100 / FLEET_POLLS
             assert all(0.5 * shared <= p <= 1.5 * shared for p in pauses), pauses
             time.sleep(0.1)
-            counted = _numsubs(queue)
+            counted = calls(queue.client, "pubsub|numsub")
             events.pause(0.25)  # the same count as before: not asked again for 30 s
             time.sleep(0.1)
             events.pause(0.25)
-            assert _numsubs(queue) == counted + 1
+            assert calls(queue.client, "pubsub|numsub") == counted + 1
     finally:
         for pubsub in others:
             pubsub.close()
@@ -167,16 +163,11 @@ def test_a_user_who_may_not_count_subscribers_polls_at_its_interval(
         admin.close()
 
 
-def _subscribes(queue: WorkQueue) -> int:
-    info = queue.client.info("commandstats")
-    return int(info.get("cmdstat_subscribe", {}).get("calls", 0))
-
-
 def test_a_worker_that_finds_work_at_every_step_never_subscribes(queue: WorkQueue) -> None:
     seed(queue, [b"a", b"b"])
     summary = Worker(queue, lambda item: None, log=Log()).run()
     assert summary.done == 2
-    assert _subscribes(queue) == 0
+    assert calls(queue.client, "subscribe") == 0
 
 
 def test_a_seal_that_comes_as_a_worker_subscribes_is_not_missed(
@@ -195,4 +186,4 @@ def test_a_seal_that_comes_as_a_worker_subscribes_is_not_missed(
     summary = Worker(queue, lambda item: None, log=Log(), poll_interval=30).run()
     assert summary.done == 1
     assert time.monotonic() - started < 10
-    assert _subscribes(queue) == 1
+    assert calls(queue.client, "subscribe") == 1

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import assert_drained_status, cli_env, outputs_of, rediswq
+from conftest import assert_drained_status, calls, cli_env, outputs_of, rediswq
 from faults import FaultProxy, called, loaded, sealing
 from recording import recorded
 from rediswq import WorkQueue, seed
@@ -233,8 +233,7 @@ def test_a_hand_in_waits_for_a_replica_only_when_asked(
         (second,) = queue.step(1, [first]).leases
         queue.complete(second)
         with redis.Redis(port=primary.port) as direct:
-            stats = direct.info("commandstats")
-        waits.append(stats.get("cmdstat_wait", {}).get("calls", 0))
+            waits.append(calls(direct, "wait"))
     assert waits == [0, 2]
 
 

@@ -21,7 +21,7 @@ import faults
 import pytest
 import redis
 from collected import Log
-from conftest import QueueFactory
+from conftest import QueueFactory, calls
 from redis.retry import Retry
 from rediswq import scripts, seed
 from rediswq.connection import connect
@@ -137,14 +137,11 @@ def test_an_outage_begun_within_a_direct_try_ends_when_its_reply_comes(
 
 
 def test_an_error_reply_on_the_direct_path_is_raised_after_one_try(client: redis.Redis) -> None:
-    def incr_calls() -> int:
-        return int(client.info("commandstats").get("cmdstat_incr", {}).get("calls", 0))
-
     client.rpush("{k}:l", "a")
-    before = incr_calls()
+    before = calls(client, "incr")
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         scripts._sent(client, ("INCR", "{k}:l"))
-    assert incr_calls() == before + 1
+    assert calls(client, "incr") == before + 1
 
 
 class _CountingLock:

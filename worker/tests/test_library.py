@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import redis
+from conftest import calls
 from faults import FaultProxy, command
 from fullredis import filled
 from rediswq import Lease, WorkQueue, seed
@@ -32,10 +33,6 @@ def libraries(client: redis.Redis) -> list[bytes]:
     """The names of the function libraries on the server (FUNCTION LIST: name, value, ...)."""
     listing = client.function_list()
     return [dict(zip(entry[::2], entry[1::2], strict=True))[b"library_name"] for entry in listing]
-
-
-def calls(client: redis.Redis, command: str) -> int:
-    return int(client.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
 
 
 def test_a_server_that_lost_the_library_is_given_it_again(fresh_server: EmbeddedRedis) -> None:
