@@ -14,9 +14,11 @@ A lost reply: `lose_reply(matching, nth)` lets the nth command (counted from tha
 all connections) for which `matching(args)` is true reach the server, and when the server's reply
 to it arrives, cuts that client's connection instead of forwarding it (replies queued ahead of it
 are forwarded). The proxy parses the commands each client sends and the replies the server sends
-back, and pairs them in order, one reply per command; so do not aim it at a connection in
-subscribed mode, whose pushes have no command. A pipeline is a run of commands: aim at its last
-one (`command("EXEC")` for a transaction) to lose the whole batch's replies.
+back, and pairs them in order, one reply per command. A RESP3 push answers no command, except
+the one that confirms a SUBSCRIBE (of one channel: one push a channel); so aim it at nothing else
+on a connection in subscribed mode, whose messages have no command. A pipeline is a run of
+commands: aim at its last one (`command("EXEC")` for a transaction) to lose the whole batch's
+replies.
 
 Written by hand, not taken from a chaos tool (toxiproxy and the like), because those cut by byte
 counts or time, while these tests need "after the server ran this command, before its reply".
@@ -26,6 +28,7 @@ One thread per direction per connection keeps it obvious; the tests open a few c
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
 import time
@@ -234,7 +237,7 @@ class _Pair:
             buffer += chunk
             start = 0
             while (end := _value_end(buffer, start)) is not None:
-                if buffer[start : start + 1] != b">":  # a RESP3 push answers no command
+                if _answers_a_command(buffer[start:end]):
                     fault = self.drop_at.pop(replies, None)
                     replies += 1
                     if fault is not None:
@@ -266,6 +269,15 @@ class _Pair:
             self.close()
             return False
         return True
+
+
+# The push by which RESP3 confirms a SUBSCRIBE, PSUBSCRIBE or SSUBSCRIBE: its kind comes first.
+_CONFIRMS_SUBSCRIBE = re.compile(rb">\d+\r\n\$\d+\r\n[ps]?subscribe\r\n", re.IGNORECASE)
+
+
+def _answers_a_command(value: bytes) -> bool:
+    """Whether the server's `value` is the reply to a command, not a message pushed on its own."""
+    return not value.startswith(b">") or _CONFIRMS_SUBSCRIBE.match(value) is not None
 
 
 def _command_at(buffer: bytes, pos: int) -> tuple[Command, int] | None:

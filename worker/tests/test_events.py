@@ -9,7 +9,7 @@ import pytest
 import redis
 from collected import Log
 from conftest import calls
-from faults import FaultProxy
+from faults import FaultProxy, command
 from rediswq import events as events_module
 from rediswq import seed
 from rediswq.connection import connect
@@ -136,6 +136,27 @@ def test_a_subscription_that_failed_is_made_at_a_later_wait(
             assert events.wait(0.1) is Heard.NOTHING  # subscribed: the worker steps again
             seal.publish(f"{queue.keys.pending}:events", "sealed")
             assert events.wait(5) is Heard.SEALED
+    finally:
+        queue.client.close()
+        seal.close()
+
+
+def test_a_subscription_whose_confirmation_was_lost_is_made_once_more_and_hears_the_seal(
+    fault_proxy: FaultProxy, fresh_server: EmbeddedRedis
+) -> None:
+    # SUBSCRIBE ran, its reply never came: redis-py subscribes again as it reconnects, and the
+    # worker must not add a SUBSCRIBE of its own on top.
+    queue = WorkQueue(connect(fault_proxy.url, outage=0), "events")
+    seal = connect(fresh_server.url)
+    try:
+        with QueueEvents(queue, Log()) as events:
+            lost = fault_proxy.lose_reply(command("SUBSCRIBE"))
+            assert events.wait(0.1) is Heard.NOTHING
+            assert lost.fired.is_set()
+            assert events.wait(0.5) is Heard.NOTHING  # reconnected and subscribed again
+            seal.publish(f"{queue.keys.pending}:events", "sealed")
+            assert events.wait(5) is Heard.SEALED
+            assert calls(seal, "subscribe") == 2
     finally:
         queue.client.close()
         seal.close()
