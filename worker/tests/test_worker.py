@@ -164,17 +164,17 @@ def test_sigterm_releases_the_item_at_once_and_exits_non_zero(
     assert recorded(str(tmp_path / "done")) == []
 
 
+@pytest.mark.parametrize("handler", ["record_buffered", "record_buffered_on_a_library"])
 def test_what_a_handler_leaves_open_is_still_flushed_at_exit(
-    server: EmbeddedRedis, make_queue: QueueFactory, tmp_path: Path
+    server: EmbeddedRedis, make_queue: QueueFactory, tmp_path: Path, handler: str
 ) -> None:
-    """The worker freezes its own imports for the garbage collector, not the handler's module."""
+    """The worker freezes its own imports for the garbage collector, and leaves them to the OS at
+    exit (preloaded.py), but not the handler's module, nor a module the handler names."""
     record = tmp_path / "record.txt"
     queue = make_queue()
     seed(queue, [b"a", b"b", b"c"])
     env = cli_env(RECORD_FILE=str(record))
-    worker = spawn_worker(
-        server.url, queue.keys.name, "--handler", "recording:record_buffered", env=env
-    )
+    worker = spawn_worker(server.url, queue.keys.name, "--handler", f"recording:{handler}", env=env)
     out, _ = worker.communicate(timeout=60)
     assert worker.returncode == 0, out
     assert recorded(str(record)) == ["a", "b", "c"], out

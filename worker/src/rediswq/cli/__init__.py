@@ -126,19 +126,21 @@ def _imported(command: str | None) -> argparse.ArgumentParser:
     instructions of a worker's start here.
 
     The worker then freezes them, before the collector is back on: they live as long as the
-    process, and frozen, the collector never walks them again, neither during the run nor at exit
-    (30 ms here). Frozen any later, the first collection after the imports walks them all while
-    they are still young: 9 ms of every worker's start here. Frozen before the handler is
-    imported: what the handler's module holds (an open file, say) is still collected, and so
-    flushed and closed, at exit. Not for the other commands: a test's process runs many, and what
-    it froze would never be collected.
+    process (preloaded.py), and frozen, the collector never walks them again, neither during the
+    run nor at exit (30 ms here). Frozen any later, the first collection after the imports walks
+    them all while they are still young: 9 ms of every worker's start here. Frozen before the
+    handler is imported: what the handler's module holds (an open file, say) is still collected,
+    and so flushed and closed, at exit. Not for the other commands: a test's process runs many,
+    and what it froze would never be collected.
     """
     collecting = gc.isenabled()
     gc.disable()
     try:
         parser = build_parser(command)
         if command == "worker":
-            gc.freeze()
+            from rediswq import preloaded  # noqa: PLC0415 - the worker's alone
+
+            preloaded.freeze()
         return parser
     finally:
         if collecting:
