@@ -284,6 +284,38 @@ def in_threads(write: Callable[[int], None], count: int) -> None:
         thread.join()
 
 
+def _stream(tmp_path: Path, name: str, mode: str) -> tuple[io.TextIOWrapper, Path]:
+    path = tmp_path / name
+    if mode == "unbuffered":  # python -u, PYTHONUNBUFFERED: a worker in its image
+        return io.TextIOWrapper(io.FileIO(path, "w"), encoding="utf-8", write_through=True), path
+    # A buffered file, line-buffered (a terminal) or not (a pipe), or a text layer that writes
+    # through to a buffer that still holds it
+    buffered = path.open("wb")
+    return io.TextIOWrapper(
+        buffered, encoding="utf-8", line_buffering=mode == "line", write_through=mode == "through"
+    ), path
+
+
+@pytest.mark.parametrize("first", ["unbuffered", "line", "block", "through"])
+@pytest.mark.parametrize("second", ["unbuffered", "line", "block", "through"])
+def test_each_line_is_in_the_file_once_written_even_where_stdout_changes_within_a_millisecond(
+    first: str, second: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A line needs no flush after it on some streams (logs.py): which ones is looked at once a
+    # millisecond, so a stream that replaces another within it must not be taken for it.
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0005)
+    lines = Lines()
+    for mode, name in ((first, "first"), (second, "second")):
+        out, path = _stream(tmp_path, name, mode)
+        monkeypatch.setattr(sys, "stdout", out)
+        say = lines.printer("working")
+        assert say is not None
+        say(f"Working on {name}")
+        lines("working", f"Working on {name} again")
+        assert messages(path.read_text()) == [f"Working on {name}", f"Working on {name} again"]
+        out.close()
+
+
 @pytest.fixture
 def switching_often() -> Iterator[None]:
     """Threads that take turns every microsecond: a line written in parts, with a flush or another
