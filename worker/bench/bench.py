@@ -2,7 +2,8 @@
 reference loop, and (`--against REV`) this checkout against another commit.
 
 Each run starts W worker processes with a no-op handler (or one INCR a item), waits until each has
-connected and said so, publishes N items and times from then to the last exit. Per run it reads:
+connected, said so and come to rest waiting, publishes N items and times from then to the last
+exit. Per run it reads:
 items per second; the workers' CPU per item (their processes' user+system time from the go to
 their exit, the supervisor's child included); Redis's CPU per item (INFO's used_cpu_sys and
 used_cpu_user); the commands Redis ran per item (INFO commandstats, the ones inside scripts
@@ -129,6 +130,22 @@ def _wait_for(log: Path, marker: str, proc: subprocess.Popen[bytes], timeout: fl
         time.sleep(0.01)
 
 
+def settled(pids: list[int], quiet: float = 0.05, timeout: float = 10.0) -> None:
+    """Wait until none of `pids` (their children included) has used CPU for `quiet` seconds: each
+    is waiting for the items, its start over. A worker's ready line is not the end of its start:
+    it subscribes for wake-ups at its first wait, after the line, and the go could come during
+    that, by how long the poll for the line slept. A worker that never rests that long (one that
+    polls faster) gets the go at `timeout`."""
+    deadline = time.monotonic() + timeout
+    last = [_cpu_of_tree(pid) for pid in pids]
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = [_cpu_of_tree(pid) for pid in pids]
+        if now == last:
+            return
+        last = now
+
+
 def _env() -> dict[str, str]:
     # The bench directory on the path: the INCR handler (handlers.py) for either side. Output
     # unbuffered, as the image has it: a worker's log then takes the same path as on a pod.
@@ -162,6 +179,7 @@ def run_once(
     marker = "Initial queue state" if contender.kind == "worker" else "ready"
     for proc, log in procs:
         _wait_for(log, marker, proc)
+    settled([proc.pid for proc, _ in procs])
     at_go = sum(_cpu_of_tree(proc.pid) for proc, _ in procs)
     cpu, calls = meter.counters()
     if seeder is None:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import instructions
 import pytest
-from bench import Cell, _cpu_of_tree, contenders, report
+from bench import Cell, _cpu_of_tree, contenders, report, settled
 from rediswq.server import EmbeddedRedis
 from sides import Side
 
@@ -59,6 +62,48 @@ def test_the_cpu_read_at_the_go_is_the_processes_own_to_the_millisecond() -> Non
         assert -0.002 < after_go < 0.004, (at_go, after_go)
 
 
+# Says it is ready, then still works 0.3 s in a child, as a worker subscribes after its ready
+# line, and waits.
+_STARTING = """
+import os, sys, time
+os.write(1, b"ready\\n")
+if os.fork() == 0:
+    end = time.process_time() + 0.3
+    while time.process_time() < end:
+        pass
+    sys.stdin.readline()
+    os._exit(0)
+sys.stdin.readline()
+os.wait()
+os._exit(0)
+"""
+
+
+@contextlib.contextmanager
+def _ready(program: str) -> Iterator[int]:
+    """The pid of `program` once it said "ready"; it ends with the block (its stdin closed)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", program], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert proc.stdin and proc.stdout
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+        yield proc.pid
+    finally:
+        proc.stdin.close()  # it and its child read the end of it and exit
+        proc.wait()
+
+
+def test_the_go_waits_until_the_workers_rest_after_their_ready_line() -> None:
+    with _ready(_STARTING) as pid:
+        settled([pid])
+        at_go = _cpu_of_tree(pid)
+        time.sleep(0.2)
+        later = _cpu_of_tree(pid)
+    assert at_go > 0.3
+    assert later - at_go < 0.002
+
+
 # A busy child, then threads that start and end all the while in the parent, as a worker's might.
 _CHURNING = """
 import os, sys, threading, time
@@ -81,16 +126,8 @@ os._exit(0)
 
 
 def test_a_thread_that_ends_during_the_reading_leaves_the_children_counted() -> None:
-    busy = subprocess.Popen(
-        [sys.executable, "-c", _CHURNING], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
-    assert busy.stdin and busy.stdout
-    try:
-        assert busy.stdout.readline() == b"ready\n"
-        readings = [_cpu_of_tree(busy.pid) for _ in range(300)]
-    finally:
-        busy.stdin.close()  # both read its end and exit
-        busy.wait()
+    with _ready(_CHURNING) as pid:
+        readings = [_cpu_of_tree(pid) for _ in range(300)]
     assert min(readings) > 0.3, sorted(readings)[:5]
 
 
