@@ -17,30 +17,31 @@ def _module(name: str, file: str | None, **names: object) -> ModuleType:
     return module
 
 
-def test_only_preloaded_source_modules_that_nothing_later_names_are_left() -> None:
-    named = _module("named", "/lib/named.py")
+def test_only_added_source_modules_that_nothing_loaded_later_holds_are_left() -> None:
+    held = _module("held", "/lib/held.py")
     modules = {
-        "builtins": _module("builtins", None),
-        "__main__": _module("__main__", "/app/main.py"),
+        "site": _module("site", "/lib/site.py"),  # loaded before the command
         "_speedups": _module("_speedups", "/lib/_speedups.cpython-311-x86_64-linux-gnu.so"),
-        "unnamed": _module("unnamed", "/lib/unnamed.py"),
-        "named": named,
-        "handler": _module("handler", "/app/handler.py", helper=named),
+        "unheld": _module("unheld", "/lib/unheld.py"),
+        "held": held,
+        "handler": _module("handler", "/app/handler.py", helper=held),  # loaded after the freeze
     }
-    preloaded = {"builtins", "__main__", "_speedups", "unnamed", "named"}
-    assert left_at_exit(preloaded, modules) == ["unnamed"]
+    added = {"_speedups", "unheld", "held"}
+    assert left_at_exit(added, {"site", *added}, modules) == ["unheld"]
 
 
-def test_the_last_atexit_function_takes_them_out_after_the_later_ones_ran() -> None:
+def test_they_go_after_the_atexit_functions_registered_since_the_freeze() -> None:
     # The check registered first runs last; the handler's, registered after the freeze, runs
     # while the modules are still there.
     program = textwrap.dedent(
         """
         import atexit, sys
+        import json
         atexit.register(lambda: print(sorted({"json", "rediswq.keys", "shlex"} & set(sys.modules))))
-        import json, rediswq.keys
+        before = list(sys.modules)
+        import rediswq.keys
         from rediswq import preloaded
-        preloaded.freeze()
+        preloaded.freeze(before)
         import shlex
         atexit.register(lambda: print("handler's", "rediswq.keys" in sys.modules))
         """
@@ -48,4 +49,4 @@ def test_the_last_atexit_function_takes_them_out_after_the_later_ones_ran() -> N
     out = subprocess.run(
         [sys.executable, "-c", program], check=True, capture_output=True, text=True
     ).stdout
-    assert out.splitlines() == ["handler's True", "['shlex']"]
+    assert out.splitlines() == ["handler's True", "['json', 'shlex']"]
