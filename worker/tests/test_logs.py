@@ -26,9 +26,10 @@ from recording import recorded
 from rediswq import WorkQueue, seed
 from rediswq.connection import connect, wait_until_ready
 from rediswq.errors import EXIT_CONFIG, QueueError
-from rediswq.logs import LEVELS, Lines, identity, install, message, messages
+from rediswq.logs import LEVELS, Lines, identity, message, messages
 from rediswq.queue import State
 from rediswq.server import EmbeddedRedis
+from rediswq.stdlogging import install
 from rediswq.waits import Waiting, say_why
 from rediswq.worker import Worker
 
@@ -314,6 +315,33 @@ def test_each_line_is_in_the_file_once_written_even_where_stdout_changes_within_
         lines("working", f"Working on {name} again")
         assert messages(path.read_text()) == [f"Working on {name}", f"Working on {name} again"]
         out.close()
+
+
+class _CountedFlushes(io.TextIOWrapper):
+    flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+def test_a_line_through_an_unbuffered_stdout_needs_no_flush_until_reconfigured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0005)  # one millisecond throughout
+    path = tmp_path / "log"
+    out = _CountedFlushes(io.FileIO(path, "w"), encoding="utf-8", write_through=True)
+    monkeypatch.setattr(sys, "stdout", out)
+    lines = Lines()
+    for n in range(3):
+        lines("working", f"Working on {n}")
+    assert out.flushes == 0
+    assert messages(path.read_text()) == ["Working on 0", "Working on 1", "Working on 2"]
+    out.reconfigure(write_through=False)  # as a handler might, within the same millisecond
+    flushed = out.flushes
+    lines("working", "Working on 3")
+    assert out.flushes == flushed + 1
+    assert messages(path.read_text())[-1] == "Working on 3"
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ and `item`, `attempt`, `duration` where they apply.
 Written here rather than through `logging`'s Logger and Formatter: a LogRecord and its handler
 chain cost 5.2 us a line on this machine against 1.5 us here, and a worker logs a line per item,
 which at a prefetch of 64 takes about 13 us in all. Other code's `logging` records (a handler's
-own) are printed through the same `Lines` (`install`), so one process has one format.
+own) are printed through the same `Lines` (stdlogging.py), so one process has one format.
 """
 
 from __future__ import annotations
@@ -120,8 +120,8 @@ class Lines:
         # the clock has left them.
         self._stamp = (-1, "")
         self._stamp_ms = (0.0, 0.0, "")
-        # The stream a line reaches the file from without a flush, as last looked at (_text).
-        self._flushes_itself: TextIO | None = None
+        # The stream last found to write to an unbuffered file (_text).
+        self._over_raw: io.TextIOWrapper | None = None
 
     def bind(self, **context: Any) -> None:
         """Fields every later line carries (queue, run, worker)."""
@@ -171,12 +171,18 @@ class Lines:
             millis = int(now * 1000)
             stamp = self._stamped(millis)
             self._stamp_ms = (millis / 1000, (millis + 1) / 1000, stamp)
-            # Looked at here, once a millisecond: a handler that reconfigures the stream
-            # (rarely) is seen a millisecond late at most; one that replaces it, at once.
-            self._flushes_itself = out if _flushes_itself(out) else None
+            # Looked at once a millisecond: what a stream writes to never changes, and one that
+            # replaces it is flushed until then.
+            self._over_raw = None
+            if isinstance(out, io.TextIOWrapper) and isinstance(out.buffer, io.RawIOBase):
+                self._over_raw = out
         with self._lock:  # _put() inlined: a call less a line
             out.write(f"{stamp} {_PREFIXES[level]}{message}\n")
-            if out is not self._flushes_itself:
+            # In write-through mode over an unbuffered file, as `python -u` and PYTHONUNBUFFERED
+            # (the image) make stdout, the line is in the file already: a flush was 120 ns of a
+            # no-op item's 4 us at prefetch 64 here. Read at each line: a handler may reconfigure.
+            over_raw = self._over_raw
+            if over_raw is None or over_raw is not out or not over_raw.write_through:
                 out.flush()
 
     def _put(self, text: str) -> None:
@@ -244,18 +250,6 @@ os.register_at_fork(
 )
 
 
-def _flushes_itself(out: TextIO) -> bool:
-    """Whether a whole line written to `out` reaches its file with no flush after it: over an
-    unbuffered file in write-through mode (`python -u`, PYTHONUNBUFFERED, as the image runs a
-    worker), or line-buffered (a terminal). There a flush a line was 120 ns of a no-op item's
-    4 us at prefetch 64 here, for nothing."""
-    if getattr(out, "line_buffering", False) is True:
-        return True
-    return getattr(out, "write_through", False) is True and isinstance(
-        getattr(out, "buffer", None), io.RawIOBase
-    )
-
-
 def _printable(message: str) -> str:
     """`message` with what a terminal would act on (an escape sequence, a NUL, a carriage return
     that hides the line's start) written as its Python escape (`\\x1b`); newlines stay, as the
@@ -284,30 +278,3 @@ def messages(output: str) -> list[str]:
     """The messages in a worker's output, in order; lines of other origins are left out."""
     found = (message(line) for line in output.splitlines())
     return [text for text in found if text is not None]
-
-
-class _Forward(logging.Handler):
-    """Python's `logging` records (a handler's own) printed through the worker's `Lines`."""
-
-    def __init__(self, lines: Lines) -> None:
-        super().__init__()
-        self._lines = lines
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            text = record.getMessage()
-            if record.exc_info:
-                text += "\n" + logging.Formatter().formatException(record.exc_info)
-            if record.levelno >= self._lines.level:
-                self._lines.emit(record.levelno, "log", text, {"logger": record.name})
-        except Exception:  # logging's own contract: never raise from emit
-            self.handleError(record)
-
-
-def install(lines: Lines) -> None:
-    """Make `lines` the output of Python's `logging` too, at its level."""
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    root.addHandler(_Forward(lines))
-    root.setLevel(lines.level)

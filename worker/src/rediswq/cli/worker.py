@@ -10,7 +10,8 @@ from rediswq.cli.queues import queue_of
 from rediswq.errors import ConfigError
 from rediswq.execution import TimeLimited
 from rediswq.handlers import HandlerSpec
-from rediswq.logs import Lines, identity, install
+from rediswq.logs import Lines, identity
+from rediswq.stdlogging import install
 from rediswq.worker import Worker, exit_code
 
 if TYPE_CHECKING:
