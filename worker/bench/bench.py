@@ -130,20 +130,37 @@ def _wait_for(log: Path, marker: str, proc: subprocess.Popen[bytes], timeout: fl
         time.sleep(0.01)
 
 
+def _runnable(pid: int) -> bool:
+    """Whether a thread of process `pid` or of its children is running or waiting for a core."""
+    try:
+        for thread in os.listdir(f"/proc/{pid}/task"):
+            with suppress(FileNotFoundError, ProcessLookupError):
+                # The state follows the command's name in brackets, which may hold spaces.
+                stat = Path(f"/proc/{pid}/task/{thread}/stat").read_text()
+                if stat.rpartition(")")[2].split()[0] == "R":
+                    return True
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return False
+    return any(_runnable(int(child)) for child in children)
+
+
 def settled(pids: list[int], quiet: float = 0.05, timeout: float = 10.0) -> None:
-    """Wait until none of `pids` (their children included) has used CPU for `quiet` seconds: each
-    is waiting for the items, its start over. A worker's ready line is not the end of its start:
-    it subscribes for wake-ups at its first wait, after the line, and the go could come during
-    that, by how long the poll for the line slept. A worker that never rests that long (one that
-    polls faster) gets the go at `timeout`."""
+    """Wait until none of `pids` (their children included) has used CPU for `quiet` seconds, nor
+    waits for a core: each is waiting for the items, its start over. A worker's ready line is not
+    the end of its start: it subscribes for wake-ups at its first wait, after the line, and the go
+    could come during that, by how long the poll for the line slept. A worker that never rests
+    that long (one that polls faster) gets the go at `timeout`, and the run says so."""
     deadline = time.monotonic() + timeout
     last = [_cpu_of_tree(pid) for pid in pids]
     while time.monotonic() < deadline:
         time.sleep(quiet)
         now = [_cpu_of_tree(pid) for pid in pids]
-        if now == last:
+        if now == last and not any(map(_runnable, pids)):
             return
         last = now
+    print(f"the workers did not come to rest within {timeout:g}s; the go comes anyway",
+          file=sys.stderr, flush=True)  # fmt: skip
 
 
 def _env() -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import instructions
 import pytest
-from bench import Cell, _cpu_of_tree, contenders, report, settled
+from bench import Cell, _cpu_of_tree, _runnable, contenders, report, settled
 from rediswq.server import EmbeddedRedis
 from sides import Side
 
@@ -102,6 +103,19 @@ def test_the_go_waits_until_the_workers_rest_after_their_ready_line() -> None:
         later = _cpu_of_tree(pid)
     assert at_go > 0.3
     assert later - at_go < 0.002
+
+
+def test_a_process_that_waits_for_a_core_is_not_at_rest() -> None:
+    # Not using CPU can also mean not getting it: a spinning child counts as running, a
+    # sleeping one does not.
+    spinning = "import os, sys\nos.write(1, b'ready\\n')\nwhile True: pass"
+    sleeping = "import os, sys\nos.write(1, b'ready\\n')\nsys.stdin.readline()"
+    with _ready(spinning) as pid:
+        assert any(_runnable(pid) for _ in range(50))
+        os.kill(pid, signal.SIGKILL)
+    with _ready(sleeping) as pid:
+        time.sleep(0.05)
+        assert not any(_runnable(pid) for _ in range(50))
 
 
 # A busy child, then threads that start and end all the while in the parent, as a worker's might.
