@@ -11,9 +11,9 @@ import sys
 # What was loaded before this package (Python's own start, a sitecustomize, a program that imports
 # it): the worker command leaves only what it loads itself to the OS at exit (preloaded.py). Read
 # before `typing`, which loads `re`, `enum` and more, 0.7 ms of a worker's exit to clear.
-loaded_before = frozenset(sys.modules)
+_loaded_before = frozenset(sys.modules)
 
-from typing import TYPE_CHECKING  # noqa: E402 - see loaded_before
+from typing import TYPE_CHECKING  # noqa: E402 - see _loaded_before
 
 if TYPE_CHECKING:
     from rediswq.compat import RedisWQ

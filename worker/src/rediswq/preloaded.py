@@ -2,19 +2,25 @@
 lives as long as the process: frozen for the collector at start, and left to the operating system
 at exit.
 
-Python's exit clears every module in `sys.modules` and frees its objects one by one: 3 ms of each
-worker process here, a third of its CPU after its last item at prefetch 64. Nothing in those
+Python's exit clears every module in `sys.modules` and frees its objects one by one: 6.3 ms of
+each worker process here, 4.1 ms without these (docs/benchmarks.md, "The exit"). Nothing in those
 modules needs it: the worker closes its connections and hands in its leases itself, and the
 interpreter flushes the standard streams. So an `atexit` function takes them out of
 `sys.modules`; frozen, the collector leaves them too, and their memory goes with the process.
 
-Only the modules loaded since the `rediswq` package was go: not those loaded before it (Python's
-own at start, a sitecustomize's), nor any loaded after the freeze (the handler's), which Python
-clears as it always does, so what the handler keeps there (an open file, say) is flushed and
-closed. Nor does a module that one of those holds in its globals (`import json`, `from os import
-path`): what the handler puts on it is finalized too. A submodule of such a module still goes
-(`json.decoder`, after `import json`), and so does what the handler leaves only in a module it
-never holds (a listener added to one of redis-py's): that is not finalized, as with `os._exit`.
+What goes are the modules loaded from source after the `rediswq` package was imported and before
+the freeze, except one that a module loaded after the freeze (the handler's) holds in its globals
+(`import json`, `from os import path`): what the handler puts on that one is finalized too. A
+submodule of it still goes (`json.decoder`, after `import json`), and so does what the handler
+leaves only in a module it never holds (a listener added to one of redis-py's): that is not
+finalized, as with `os._exit`. The modules loaded after the freeze are not frozen: Python clears
+them as it always does, so what the handler keeps there (an open file, say) is flushed and closed.
+
+The modules loaded before `rediswq` (Python's own at start, a sitecustomize, a program that runs
+the command) are frozen too, and Python clears them at exit only if they are still alive after
+its first pass: one that only `sys.modules` held would go then, and leave its globals to the
+collector, which never collects frozen objects. So the same function holds them until that later
+pass, which clears their globals: a file a sitecustomize opened is flushed.
 
 The function runs after the `atexit` functions registered since the freeze (the handler's), which
 can still use these modules, and before those registered earlier (`logging`'s shutdown): one of
@@ -29,19 +35,23 @@ import sys
 from collections.abc import Collection, Mapping
 from types import ModuleType
 
+# The modules loaded before `rediswq`, held from the exit on (see above). Never freed itself: this
+# module is one of those that go, and its globals are frozen.
+_held_to_the_end: list[ModuleType] = []
+
 
 def freeze(before: Collection[str]) -> None:
-    """Freeze what is loaded now for the collector, and leave the modules loaded since `before`
-    (the names in `sys.modules` then) to the operating system at exit."""
+    """Freeze what is loaded now for the collector; at exit, leave the modules loaded since
+    `before` (the names in `sys.modules` then) to the operating system."""
     gc.freeze()
-    atexit.register(_leave, frozenset(set(sys.modules) - set(before)), frozenset(sys.modules))
+    atexit.register(_leave, frozenset(before), frozenset(sys.modules))
 
 
 def left_at_exit(
-    added: Collection[str], frozen: Collection[str], modules: Mapping[str, object]
+    before: Collection[str], frozen: Collection[str], modules: Mapping[str, object]
 ) -> list[str]:
-    """The names among `added` that Python's exit need not clear: modules loaded from source, that
-    no module loaded since the freeze (not in `frozen`) holds in its globals."""
+    """The names in `frozen` but not in `before` that Python's exit need not clear: modules loaded
+    from source that no module loaded since the freeze (not in `frozen`) holds in its globals."""
     held = {
         id(value)
         for name, module in modules.items()
@@ -52,13 +62,20 @@ def left_at_exit(
     return [
         name
         for name, module in modules.items()
-        if name in added
+        if name in frozen
+        and name not in before
         and isinstance(module, ModuleType)
         and str(getattr(module, "__file__", None) or "").endswith(".py")
         and id(module) not in held
     ]
 
 
-def _leave(added: frozenset[str], frozen: frozenset[str]) -> None:
-    for name in left_at_exit(added, frozen, dict(sys.modules)):
+def _leave(before: frozenset[str], frozen: frozenset[str]) -> None:
+    modules = dict(sys.modules)
+    _held_to_the_end.extend(
+        module
+        for name, module in modules.items()
+        if name in before and isinstance(module, ModuleType)
+    )
+    for name in left_at_exit(before, frozen, modules):
         del sys.modules[name]

@@ -138,9 +138,9 @@ def _imported(command: str | None) -> argparse.ArgumentParser:
     try:
         parser = build_parser(command)
         if command == "worker":
-            from rediswq import loaded_before, preloaded  # noqa: PLC0415 - the worker's alone
+            from rediswq import _loaded_before, preloaded  # noqa: PLC0415 - the worker's alone
 
-            preloaded.freeze(loaded_before)
+            preloaded.freeze(_loaded_before)
         return parser
     finally:
         if collecting:
