@@ -317,7 +317,9 @@ def test_each_line_is_in_the_file_once_written_even_where_stdout_changes_within_
         out.close()
 
 
-class _CountedFlushes(io.TextIOWrapper):
+class _CountedFlushes(io.FileIO):
+    """An unbuffered file that counts the flushes of the text layer over it."""
+
     flushes = 0
 
     def flush(self) -> None:
@@ -330,18 +332,44 @@ def test_a_line_through_an_unbuffered_stdout_needs_no_flush_until_reconfigured(
 ) -> None:
     monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0005)  # one millisecond throughout
     path = tmp_path / "log"
-    out = _CountedFlushes(io.FileIO(path, "w"), encoding="utf-8", write_through=True)
+    raw = _CountedFlushes(path, "w")
+    out = io.TextIOWrapper(raw, encoding="utf-8", write_through=True)
     monkeypatch.setattr(sys, "stdout", out)
     lines = Lines()
     for n in range(3):
         lines("working", f"Working on {n}")
-    assert out.flushes == 0
+    assert raw.flushes == 0
     assert messages(path.read_text()) == ["Working on 0", "Working on 1", "Working on 2"]
     out.reconfigure(write_through=False)  # as a handler might, within the same millisecond
-    flushed = out.flushes
+    flushed = raw.flushes
     lines("working", "Working on 3")
-    assert out.flushes == flushed + 1
+    assert raw.flushes == flushed + 1
     assert messages(path.read_text())[-1] == "Working on 3"
+
+
+class _Holding(io.TextIOWrapper):
+    """A text layer of someone's own that holds what it is given until a flush."""
+
+    held: list[str]
+
+    def write(self, text: str) -> int:
+        self.__dict__.setdefault("held", []).append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for text in self.__dict__.pop("held", []):
+            super().write(text)
+        super().flush()
+
+
+def test_a_text_layer_of_its_own_over_an_unbuffered_file_is_flushed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "log"
+    out = _Holding(io.FileIO(path, "w"), encoding="utf-8", write_through=True)
+    monkeypatch.setattr(sys, "stdout", out)
+    Lines()("working", "Working on apple")
+    assert messages(path.read_text()) == ["Working on apple"]
 
 
 @pytest.fixture

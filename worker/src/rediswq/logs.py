@@ -172,9 +172,10 @@ class Lines:
             stamp = self._stamped(millis)
             self._stamp_ms = (millis / 1000, (millis + 1) / 1000, stamp)
             # Looked at once a millisecond: what a stream writes to never changes, and one that
-            # replaces it is flushed until then.
+            # replaces it is flushed until then. Python's own text layer only: a subclass may
+            # hold text until a flush.
             self._over_raw = None
-            if isinstance(out, io.TextIOWrapper) and isinstance(out.buffer, io.RawIOBase):
+            if type(out) is io.TextIOWrapper and isinstance(out.buffer, io.RawIOBase):
                 self._over_raw = out
         with self._lock:  # _put() inlined: a call less a line
             out.write(f"{stamp} {_PREFIXES[level]}{message}\n")
