@@ -105,17 +105,32 @@ def test_the_go_waits_until_the_workers_rest_after_their_ready_line() -> None:
     assert later - at_go < 0.002
 
 
+_SLEEPING = "import os, sys\nos.write(1, b'ready\\n')\nsys.stdin.readline()"
+
+
 def test_a_process_that_waits_for_a_core_is_not_at_rest() -> None:
     # Not using CPU can also mean not getting it: a spinning child counts as running, a
     # sleeping one does not.
     spinning = "import os, sys\nos.write(1, b'ready\\n')\nwhile True: pass"
-    sleeping = "import os, sys\nos.write(1, b'ready\\n')\nsys.stdin.readline()"
     with _ready(spinning) as pid:
         assert any(_runnable(pid) for _ in range(50))
         os.kill(pid, signal.SIGKILL)
-    with _ready(sleeping) as pid:
+    with _ready(_SLEEPING) as pid:
         time.sleep(0.05)
         assert not any(_runnable(pid) for _ in range(50))
+
+
+def test_the_go_waits_while_a_worker_waits_for_a_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[int] = []
+
+    def runnable(pid: int) -> bool:  # waiting for a core at the first three looks
+        asked.append(pid)
+        return len(asked) <= 3
+
+    monkeypatch.setattr("bench._runnable", runnable)
+    with _ready(_SLEEPING) as pid:
+        settled([pid], quiet=0.01)
+    assert len(asked) == 4
 
 
 # A busy child, then threads that start and end all the while in the parent, as a worker's might.
