@@ -16,7 +16,8 @@ from rediswq.connection import connect
 from rediswq.errors import QueueError
 from rediswq.scripts import source
 from rediswq.server import EmbeddedRedis
-from rediswq.worker import Summary, Worker
+from rediswq.summary import Summary
+from rediswq.worker import Worker
 
 ITEMS = [f"item-{n:03d}".encode() for n in range(60)]
 

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import signal
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rediswq import stops
-from rediswq.attempts import Attempt, Observer
-from rediswq.deadletter import DeadLetters, Settled
+from rediswq.attempts import Observer
+from rediswq.endings import Endings
 from rediswq.errors import ConfigError, QueueError, Stopped, signal_exit
 from rediswq.events import Heard, QueueEvents
-from rediswq.execution import DONE, Executor, Failure, InProcess, Outcome
+from rediswq.execution import DONE, Executor, InProcess
 from rediswq.handlers import Handler
 from rediswq.leases import LeaseKeeper, shown
-from rediswq.logs import Lines, Log, enabled
+from rediswq.logs import Lines, Log
 from rediswq.lostqueue import SealWatch
 from rediswq.queue import Lease, State, WorkQueue
 from rediswq.retry import Backoff
 from rediswq.runs import check_run_ended, for_run
 from rediswq.stops import Shutdown, stop_signals
+from rediswq.summary import Summary
 from rediswq.waits import Waiting, say_why
 
 if TYPE_CHECKING:  # imported with --results only (results.py)
@@ -30,30 +30,6 @@ NO_BACKOFF = Backoff(0, 0)
 
 # How often a busy worker also reclaims expired leases; an idle one does on every poll.
 _RECLAIM_EVERY = 0.5
-
-
-def counted(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
-@dataclass
-class Summary:
-    done: int = 0
-    failed_attempts: int = 0
-    dead_lettered: int = 0
-    lost: int = 0
-    results_not_kept: int = 0  # handled, done, but their results are not in <queue>:results
-    stopped_by: int | None = None  # the signal, if one stopped the worker
-
-    def line(self) -> str:
-        not_kept = self.results_not_kept
-        return (
-            f"Done {counted(self.done, 'item')}; "
-            f"{counted(self.failed_attempts, 'failed attempt')}, "
-            f"{counted(self.dead_lettered, 'item')} dead-lettered, "
-            f"{counted(self.lost, 'lost lease')}"
-            + (f"; {counted(not_kept, 'result')} not kept" if not_kept else "")
-        )
 
 
 class Worker:
@@ -79,22 +55,21 @@ class Worker:
         if executor is None:
             executor = InProcess(handler, results.encode if results else None)
         self.executor = executor
-        self.backoff = backoff
-        self.results = results
-        self.dead_letters = DeadLetters(queue)
         self.prefetch = prefetch
         self.seal_timeout = seal_timeout
         self.poll_interval = poll_interval
         self.log: Log = log if log is not None else Lines()
         self.observers = observers
         self.summary = Summary()
+        self._endings = Endings(
+            queue, self.summary, self.log, backoff=backoff, results=results, observers=observers
+        )
         self._interruptible = False  # in the handler or in a wait for work: a stop raises there
         self._keeper: LeaseKeeper | None = None
-        self._item_done_logged = enabled(self.log, "item-done")
         # The line per item, printed the cheap way where its fields are not (logs.py).
         self._say_working = self.log.printer("working") if isinstance(self.log, Lines) else None
         # Whether a success is only handed in: nothing logs it, nothing observes it.
-        self._plain = not observers and not self._item_done_logged
+        self._plain = not observers and not self._endings.item_done_logged
 
     def in_flight(self) -> int:
         """How many leases this worker holds (a gauge reads it when scraped)."""
@@ -223,6 +198,7 @@ class Worker:
         plain = self._plain
         run = self.executor.run
         clock = time.perf_counter  # looked up once a batch, not twice an item
+        ended = self._endings.ended
         for index, lease in enumerate(leases):
             if summary.stopped_by is not None:
                 self._release_unstarted(leases[index:], keeper)
@@ -250,77 +226,9 @@ class Worker:
             finally:
                 self._interruptible = False
             # A success with nothing to keep and nobody to tell (the default): handed in next step.
-            if (outcome is DONE and plain) or self._ended(
-                lease, item, outcome, clock() - start, keeper
-            ):
+            if (outcome is DONE and plain) or ended(lease, item, outcome, clock() - start, keeper):
                 succeeded.append(lease)
         return succeeded
-
-    def _ended(
-        self, lease: Lease, item: str, outcome: Outcome, seconds: float, keeper: LeaseKeeper
-    ) -> bool:
-        """Tell of an attempt that ended, settle it if it failed, keep its result: whether it
-        succeeded (then it is handed in)."""
-        settled: Settled | None = None  # where a failed attempt's item went
-        if outcome.failure is not None:
-            keeper.drop([lease])
-            settled = self._fail(lease, outcome.failure, seconds)
-        for observer in self.observers:
-            observer.attempted(Attempt(lease, outcome, seconds, settled))
-        if settled is not None:
-            return False
-        if self._item_done_logged:
-            self.log("item-done", f"Done {item} in {seconds:.3f}s", item=item,
-                     attempt=lease.attempt, duration=round(seconds, 6))  # fmt: skip
-        if outcome.result is not None and self.results is not None:
-            self._keep(lease.item, outcome.result, self.results)
-        return True
-
-    def _keep(self, item: bytes, stored: bytes, results: ResultStore) -> None:
-        from rediswq.results import NotKept  # noqa: PLC0415 - loaded already with a ResultStore
-
-        if results.too_big(stored):
-            why = f"{len(stored) - 1} bytes, more than {results.max_bytes}"
-        else:
-            try:
-                results.keep(item, stored)
-                return
-            except NotKept as exc:
-                # The item is done all the same: its lease is handed in. Ending the worker
-                # instead would let the lease expire, the item run again (and fail to keep its
-                # result again), until it is dead-lettered as expired: work redone, and the
-                # queue stuck while Redis stays full. A result is worth less than the work.
-                why = f"{exc}; the item is done all the same"
-        self.summary.results_not_kept += 1
-        self.log("result-not-kept", f"Result of {shown(item)} not kept: {why}", item=shown(item))
-
-    def _fail(self, lease: Lease, failure: Failure, seconds: float) -> Settled:
-        self.summary.failed_attempts += 1
-        delay = self.backoff.delay(lease.attempt)
-        settled = self.dead_letters.settle(lease, failure, delay)
-        where = {
-            Settled.REQUEUED: "will be retried",
-            Settled.DELAYED: f"retry in {delay:.1f}s",
-            Settled.DEAD_LETTERED: f"moved to {self.queue.keys.failed}",
-            Settled.NOT_HELD: "lease already lost",
-        }[settled]
-        if failure.permanent and settled is Settled.DEAD_LETTERED:
-            where = f"rejected, {where}"
-        item = shown(lease.item)
-        self.log(
-            "failed", f"Failed on {item} (attempt {lease.attempt}; {where}): {failure.reason}",
-            item=item, attempt=lease.attempt, duration=round(seconds, 6), error=failure.reason,
-            settled=settled.name.lower(),
-        )  # fmt: skip
-        # Once per attempt, whole: the dead letter keeps only its end. Not for a Reject: the
-        # handler meant it, and its reason says all (the dead letter still has where it came).
-        if failure.traceback and not failure.permanent:
-            self.log("traceback", failure.traceback, item=item, attempt=lease.attempt)
-        if settled is Settled.DEAD_LETTERED:
-            self.summary.dead_lettered += 1
-        elif settled is Settled.NOT_HELD:  # expired and put back meanwhile, as at a completion
-            self.summary.lost += 1
-        return settled
 
     def _release_unstarted(self, leases: list[Lease], keeper: LeaseKeeper) -> None:
         keeper.drop(leases)
