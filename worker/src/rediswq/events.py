@@ -23,6 +23,7 @@ from types import TracebackType
 
 import redis
 
+from rediswq.errors import first_line
 from rediswq.keys import EVENTS_SUFFIX
 from rediswq.logs import Log
 from rediswq.queue import WorkQueue
@@ -86,8 +87,9 @@ class QueueEvents:
     def _poll_only(self, exc: redis.ResponseError) -> None:
         self._polling = True
         self._pubsub.close()
-        reason = str(exc).strip().splitlines()[0]
-        self._log("polling", f"No wake-ups from {self._channel} ({reason}); polling instead")
+        self._log(
+            "polling", f"No wake-ups from {self._channel} ({first_line(exc)}); polling instead"
+        )
 
     def __exit__(
         self,

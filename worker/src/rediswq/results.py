@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from rediswq.errors import QueueError
+from rediswq.errors import QueueError, first_line
 from rediswq.queue import WorkQueue
 
 
@@ -89,12 +89,8 @@ class ResultStore:
                 # Over maxmemory the HSET is refused inside the MULTI, and EXEC answers
                 # EXECABORT; both name the OOM.
                 if isinstance(exc, redis.OutOfMemoryError) or "OOM" in str(exc):
-                    raise NotKept(f"Redis is over its maxmemory ({_first(exc)})") from None
+                    raise NotKept(f"Redis is over its maxmemory ({first_line(exc)})") from None
                 raise
-
-
-def _first(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0]
 
 
 def stored_results(queue: WorkQueue) -> Iterator[tuple[bytes, bytes]]:
