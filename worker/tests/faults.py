@@ -271,8 +271,9 @@ class _Pair:
         return True
 
 
-# The push by which RESP3 confirms a SUBSCRIBE, PSUBSCRIBE or SSUBSCRIBE: its kind comes first.
-_CONFIRMS_SUBSCRIBE = re.compile(rb">\d+\r\n\$\d+\r\n[ps]?subscribe\r\n", re.IGNORECASE)
+# The push by which RESP3 confirms a (P/S)SUBSCRIBE or (P/S)UNSUBSCRIBE of one channel: its kind
+# comes first. A command that names several channels gets a push for each, and is not told apart.
+_CONFIRMS_SUBSCRIBE = re.compile(rb">\d+\r\n\$\d+\r\n[ps]?(?:un)?subscribe\r\n", re.IGNORECASE)
 
 
 def _answers_a_command(value: bytes) -> bool:
