@@ -120,8 +120,8 @@ class Lines:
         # the clock has left them.
         self._stamp = (-1, "")
         self._stamp_ms = (0.0, 0.0, "")
-        # The stream last found to write to an unbuffered file (_text).
-        self._over_raw: io.TextIOWrapper | None = None
+        # The last stream written to, and the same if it writes to an unbuffered file (_text).
+        self._unbuffered: tuple[object, io.TextIOWrapper | None] = (None, None)
 
     def bind(self, **context: Any) -> None:
         """Fields every later line carries (queue, run, worker)."""
@@ -171,19 +171,20 @@ class Lines:
             millis = int(now * 1000)
             stamp = self._stamped(millis)
             self._stamp_ms = (millis / 1000, (millis + 1) / 1000, stamp)
-            # Looked at once a millisecond: what a stream writes to never changes, and one that
-            # replaces it is flushed until then. Python's own text layer only: a subclass may
-            # hold text until a flush.
-            self._over_raw = None
+        # Looked at once a stream: what it writes to never changes. Python's own text layer
+        # only: a subclass may hold text until a flush.
+        seen, unbuffered = self._unbuffered
+        if seen is not out:
+            unbuffered = None
             if type(out) is io.TextIOWrapper and isinstance(out.buffer, io.RawIOBase):
-                self._over_raw = out
+                unbuffered = out
+            self._unbuffered = (out, unbuffered)
         with self._lock:  # _put() inlined: a call less a line
             out.write(f"{stamp} {_PREFIXES[level]}{message}\n")
             # In write-through mode over an unbuffered file, as `python -u` and PYTHONUNBUFFERED
             # (the image) make stdout, the line is in the file already: a flush was 120 ns of a
             # no-op item's 4 us at prefetch 64 here. Read at each line: a handler may reconfigure.
-            over_raw = self._over_raw
-            if over_raw is None or over_raw is not out or not over_raw.write_through:
+            if unbuffered is None or not unbuffered.write_through:
                 out.flush()
 
     def _put(self, text: str) -> None:
