@@ -93,6 +93,28 @@ class Server:
         return cpu, calls - 1  # the INFO that read them
 
 
+def _threads(pid: int) -> Iterator[Path]:
+    """The /proc directory of each thread of process `pid` and of its live children (the
+    supervised worker). A process that ended meanwhile is left out, with its children."""
+    task = Path(f"/proc/{pid}/task")
+    try:
+        threads = os.listdir(task)
+        children = (task / str(pid) / "children").read_text().split()
+    except OSError:
+        return
+    for thread in threads:
+        yield task / thread
+    for child in children:
+        yield from _threads(int(child))
+
+
+def _read(path: Path) -> str:
+    """`path`'s text; empty if its thread ended since the listing (the others still count)."""
+    with suppress(FileNotFoundError, ProcessLookupError):
+        return path.read_text()
+    return ""
+
+
 def _cpu_of_tree(pid: int) -> float:
     """CPU seconds so far of process `pid` and its live children (the supervised worker).
 
@@ -103,16 +125,8 @@ def _cpu_of_tree(pid: int) -> float:
     counted here but is in the rusage at the exit; the workers start theirs after they say they
     are ready.
     """
-    total = 0
-    try:
-        for thread in os.listdir(f"/proc/{pid}/task"):
-            # A thread that ended since the listing: the others and the children still count.
-            with suppress(FileNotFoundError, ProcessLookupError):
-                total += int(Path(f"/proc/{pid}/task/{thread}/schedstat").read_text().split()[0])
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return total / 1e9
-    return total / 1e9 + sum(_cpu_of_tree(int(child)) for child in children)
+    stats = (_read(thread / "schedstat") for thread in _threads(pid))
+    return sum(int(stat.split()[0]) for stat in stats if stat) / 1e9
 
 
 def _reaped(proc: subprocess.Popen[bytes]) -> tuple[int, float]:
@@ -132,17 +146,9 @@ def _wait_for(log: Path, marker: str, proc: subprocess.Popen[bytes], timeout: fl
 
 def _runnable(pid: int) -> bool:
     """Whether a thread of process `pid` or of its children is running or waiting for a core."""
-    try:
-        for thread in os.listdir(f"/proc/{pid}/task"):
-            with suppress(FileNotFoundError, ProcessLookupError):
-                # The state follows the command's name in brackets, which may hold spaces.
-                stat = Path(f"/proc/{pid}/task/{thread}/stat").read_text()
-                if stat.rpartition(")")[2].split()[0] == "R":
-                    return True
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return False
-    return any(_runnable(int(child)) for child in children)
+    stats = (_read(thread / "stat") for thread in _threads(pid))
+    # The state follows the command's name in brackets, which may hold spaces.
+    return any(stat.rpartition(")")[2].split()[:1] == ["R"] for stat in stats)
 
 
 def settled(pids: list[int], quiet: float = 0.05, timeout: float = 10.0) -> None:
