@@ -76,13 +76,18 @@ class _Buffered:
     """Writes through a buffered file it never closes, as a careless handler might: only the
     garbage collector, freeing the class at exit, flushes it."""
 
-    out: TextIO | None = None
-
     @classmethod
     def write(cls, item: str) -> None:
-        if cls.out is None:
-            cls.out = open(os.environ["RECORD_FILE"], "a", encoding="utf-8")  # noqa: SIM115
-        cls.out.write(item + "\n")
+        _kept_open(cls, "out").write(item + "\n")
+
+
+def _kept_open(holder: object, name: str) -> TextIO:
+    """RECORD_FILE, opened once and kept as `holder`'s attribute `name`."""
+    out: TextIO | None = getattr(holder, name, None)
+    if out is None:
+        out = open(os.environ["RECORD_FILE"], "a", encoding="utf-8")  # noqa: SIM115
+        setattr(holder, name, out)
+    return out
 
 
 record_buffered = _Buffered.write
@@ -91,11 +96,7 @@ record_buffered = _Buffered.write
 def record_buffered_on_a_library(item: str) -> None:
     """As record_buffered, but the file is kept on `contextlib`: a module the worker loaded
     before this one, which this one imports by name."""
-    out = getattr(contextlib, "recording_out", None)
-    if out is None:
-        out = open(os.environ["RECORD_FILE"], "a", encoding="utf-8")  # noqa: SIM115
-        setattr(contextlib, "recording_out", out)  # noqa: B010 - an attribute contextlib lacks
-    out.write(item + "\n")
+    _kept_open(contextlib, "recording_out").write(item + "\n")
 
 
 def recorded(path: str) -> list[str]:
