@@ -38,6 +38,9 @@ class Endings:
         self.observers = observers
         self.dead_letters = DeadLetters(queue)
         self.item_done_logged = enabled(log, "item-done")
+        # Whether a success is only handed in: nothing logs it, nothing observes it. Then the
+        # worker's loop hands in a success without a call here (worker.py).
+        self.plain = not observers and not self.item_done_logged
 
     def ended(
         self, lease: Lease, item: str, outcome: Outcome, seconds: float, keeper: LeaseKeeper

@@ -68,8 +68,6 @@ class Worker:
         self._keeper: LeaseKeeper | None = None
         # The line per item, printed the cheap way where its fields are not (logs.py).
         self._say_working = self.log.printer("working") if isinstance(self.log, Lines) else None
-        # Whether a success is only handed in: nothing logs it, nothing observes it.
-        self._plain = not observers and not self._endings.item_done_logged
 
     def in_flight(self) -> int:
         """How many leases this worker holds (a gauge reads it when scraped)."""
@@ -195,7 +193,7 @@ class Worker:
         succeeded = []
         summary = self.summary
         say_working = self._say_working
-        plain = self._plain
+        plain = self._endings.plain
         run = self.executor.run
         clock = time.perf_counter  # looked up once a batch, not twice an item
         ended = self._endings.ended
