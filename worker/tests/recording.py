@@ -93,6 +93,13 @@ def _kept_open(holder: object, name: str) -> TextIO:
 record_buffered = _Buffered.write
 
 
+def record_buffered_slowly(item: str) -> None:
+    """As record_buffered, then works SLOW_SECONDS on an item named slow*: a stop comes there."""
+    record_buffered(item)
+    if item.startswith("slow"):
+        time.sleep(float(os.environ["SLOW_SECONDS"]))
+
+
 def record_buffered_on_a_library(item: str) -> None:
     """As record_buffered, but the file is kept on `contextlib`: a module the worker loaded
     before this one, which this one imports by name."""
