@@ -94,9 +94,11 @@ record_buffered = _Buffered.write
 
 
 def record_buffered_slowly(item: str) -> None:
-    """As record_buffered, then works SLOW_SECONDS on an item named slow*: a stop comes there."""
+    """As record_buffered, then works SLOW_SECONDS on an item named slow*, having said so: a stop
+    comes there."""
     record_buffered(item)
     if item.startswith("slow"):
+        print(f"buffered {item}", flush=True)
         time.sleep(float(os.environ["SLOW_SECONDS"]))
 
 

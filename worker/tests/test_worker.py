@@ -190,7 +190,7 @@ def test_what_a_handler_leaves_open_is_flushed_when_a_signal_stops_the_worker(
     env = cli_env(RECORD_FILE=str(record), SLOW_SECONDS="30")
     handler = "recording:record_buffered_slowly"
     worker = spawn_worker(server.url, queue.keys.name, "--handler", handler, env=env)
-    said_until(worker, "Working on slow")
+    said_until(worker, "buffered slow")  # not "Working on slow": the handler is not in yet
     worker.send_signal(signal.SIGTERM)
     out, _ = worker.communicate(timeout=10)
     assert worker.returncode == 128 + signal.SIGTERM, out
