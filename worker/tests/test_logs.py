@@ -468,13 +468,28 @@ def test_a_line_held_up_on_its_way_out_takes_no_line_of_another_thread_with_it(
     assert "Lease on k lost" in said
 
 
-def test_lines_longer_than_a_pipe_takes_at_once_stay_whole() -> None:
+@pytest.mark.parametrize(
+    ("form", "encoding", "message"),
+    [
+        ("json", "utf-8", "x" * 20_000),  # a traceback
+        ("text", "utf-8", "x" * 20_000),  # one long line: an item, an error
+        # Few characters, each written as 10 bytes (\U0001f34e): more than a pipe takes at once.
+        ("text", "ascii", "\N{RED APPLE}" * 500),
+    ],
+    ids=["json", "text", "escaped"],
+)
+def test_lines_longer_than_a_pipe_takes_at_once_stay_whole(
+    form: str, encoding: str, message: str
+) -> None:
     # A pod's output is a pipe, written unbuffered. A write of more than 4 KiB (PIPE_BUF), such as
     # a traceback, waits for room when the reader lags, and the kernel lets another thread's write
-    # in meanwhile.
+    # in meanwhile. A short line goes without the lock (logs.py): these must not.
     read_end, write_end = os.pipe()
-    out = io.TextIOWrapper(io.FileIO(write_end, "w"), encoding="utf-8", write_through=True)
-    lines = Lines(form="json", out=out)
+    out = io.TextIOWrapper(
+        io.FileIO(write_end, "w"), encoding=encoding, errors="backslashreplace",
+        write_through=True,
+    )  # fmt: skip
+    lines = Lines(form=form, out=out)
     received = bytearray()
 
     def read_slowly() -> None:
@@ -484,7 +499,7 @@ def test_lines_longer_than_a_pipe_takes_at_once_stay_whole() -> None:
 
     def write(n: int) -> None:
         for i in range(30):
-            lines("traceback", f"{n}-{i} " + "x" * 20_000)
+            lines("traceback", f"{n}-{i} {message}")
 
     reader = threading.Thread(target=read_slowly)
     reader.start()
