@@ -224,7 +224,9 @@ def test_every_dashboard_query_and_alert_returns_data_from_a_real_run(
             port: gated_worker(redis_server.url, queue_name, port, env) for port in worker_ports
         }
         try:
-            until(lambda: scraping(api, "rediswq-worker"), "Prometheus to scrape a worker")
+            # Both, before any item is done: a worker first scraped after its items shows their
+            # counts from its first sample on, and no increase for the duration panels' rates.
+            until(lambda: scraping(api, "rediswq-worker", 2), "Prometheus to scrape both workers")
             seeded = rediswq(
                 "seed", str(tmp_path / "items.txt"), "--redis-url", redis_server.url,
                 "--queue", queue_name, env=env,
@@ -285,8 +287,8 @@ def fail_the_job(api: Prometheus, alert: str, job_failed: list[bool]) -> None:
     until(lambda: bool(api.query(alert)), "the failed Job")
 
 
-def scraping(api: Prometheus, job: str) -> bool:
-    return bool(api.query(f'up{{job="{job}"}} == 1'))
+def scraping(api: Prometheus, job: str, targets: int = 1) -> bool:
+    return len(api.query(f'up{{job="{job}"}} == 1')) >= targets
 
 
 def gated_worker(url: str, queue: str, port: int, env: dict[str, str]) -> subprocess.Popen[str]:
