@@ -468,22 +468,12 @@ def test_a_line_held_up_on_its_way_out_takes_no_line_of_another_thread_with_it(
     assert "Lease on k lost" in said
 
 
-@pytest.mark.parametrize(
-    ("form", "encoding", "message"),
-    [
-        ("json", "utf-8", "x" * 20_000),  # a traceback
-        ("text", "utf-8", "x" * 20_000),  # one long line: an item, an error
-        # Few characters, each written as 10 bytes (\U0001f34e): more than a pipe takes at once.
-        ("text", "ascii", "\N{RED APPLE}" * 500),
-    ],
-    ids=["json", "text", "escaped"],
-)
-def test_lines_longer_than_a_pipe_takes_at_once_stay_whole(
-    form: str, encoding: str, message: str
-) -> None:
-    # A pod's output is a pipe, written unbuffered. A write of more than 4 KiB (PIPE_BUF), such as
-    # a traceback, waits for room when the reader lags, and the kernel lets another thread's write
-    # in meanwhile. A short line goes without the lock (logs.py): these must not.
+def _through_a_slow_pipe(
+    write: Callable[[Lines, int], None], *, form: str = "text", encoding: str = "utf-8"
+) -> str:
+    """What two threads' `write(lines, n)` put through a pipe whose reader lags, as a pod's
+    output is a pipe written unbuffered: a write of more than 4 KiB (PIPE_BUF) waits for room,
+    and the kernel lets another thread's write in meanwhile."""
     read_end, write_end = os.pipe()
     out = io.TextIOWrapper(
         io.FileIO(write_end, "w"), encoding=encoding, errors="backslashreplace",
@@ -497,20 +487,62 @@ def test_lines_longer_than_a_pipe_takes_at_once_stay_whole(
             received.extend(chunk)
             time.sleep(0.0002)
 
-    def write(n: int) -> None:
-        for i in range(30):
-            lines("traceback", f"{n}-{i} {message}")
-
     reader = threading.Thread(target=read_slowly)
     reader.start()
-    in_threads(write, 2)
+    in_threads(lambda n: write(lines, n), 2)
     out.close()
     reader.join()
     os.close(read_end)
-    said = messages(received.decode())  # a line cut by another is not JSON: left out
+    return received.decode()
+
+
+@pytest.mark.parametrize(
+    ("form", "encoding", "message"),
+    [
+        ("json", "utf-8", "x" * 20_000),  # a traceback
+        ("text", "utf-8", "x" * 20_000),  # one long line: an item, an error
+        # Few characters, each written as 10 bytes (\U0001f34e): more than a pipe takes at once.
+        ("text", "ascii", "\N{RED APPLE}" * 500),
+    ],
+    ids=["json", "text", "escaped"],
+)
+def test_lines_longer_than_a_pipe_takes_at_once_stay_whole(
+    form: str, encoding: str, message: str
+) -> None:
+    def write(lines: Lines, n: int) -> None:
+        for i in range(30):
+            lines("traceback", f"{n}-{i} {message}")
+
+    received = _through_a_slow_pipe(write, form=form, encoding=encoding)
+    said = messages(received)  # a line cut by another is not JSON: left out
     assert sorted(text.split()[0] for text in said) == sorted(
         f"{n}-{i}" for n in range(2) for i in range(30)
     )
+
+
+def test_a_short_line_never_lands_inside_a_long_one() -> None:
+    # The worker's traceback and the lease keeper's short lines, at once. A line short enough for
+    # the kernel to write whole still lands between two parts of a longer one, unless it waits
+    # for the lock that the longer one holds.
+    def write(lines: Lines, n: int) -> None:
+        if n == 0:
+            for i in range(20):
+                traceback = "\n".join(f"File x line {i}-{j} {'y' * 60}" for j in range(300))
+                lines("traceback", traceback)
+        else:
+            for i in range(3000):
+                lines("lease-lost", f"Lease on {i} was lost")
+
+    received = _through_a_slow_pipe(write)
+    cut = [line for line in received.splitlines()
+           if not re.fullmatch(r"\S+Z (ERROR File x line \d+-\d+ y{60}|WARNING Lease on \d+ was "
+                               r"lost)", line)]  # fmt: skip
+    assert not cut, f"{len(cut)} lines cut or joined, the first: {cut[0][:120]!r}"
+    said = messages(received)
+    assert [text for text in said if text.startswith("Lease")] == [
+        f"Lease on {i} was lost" for i in range(3000)
+    ]
+    assert len(said) == 20 * 300 + 3000
 
 
 def test_a_signal_handler_that_logs_while_a_line_is_written_goes_on() -> None:

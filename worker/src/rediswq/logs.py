@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import secrets
-import select
 import socket
 import sys
 import threading
@@ -55,11 +54,6 @@ LEVELS = {
     "exiting": INFO,  # Queue empty, exiting | Stopped by <signal>, exiting
     "log": INFO,  # a record of Python's logging (from a handler), at its own level
 }
-
-# The longest line written without the lock (Lines._text), in characters: a pipe takes a write
-# of up to PIPE_BUF bytes whole (4096 on Linux), and an ASCII character is 4 bytes at most in
-# Python's text encodings (UTF-32, whose byte-order mark adds 4 more).
-_WHOLE = (getattr(select, "PIPE_BUF", 512) - 4) // 4
 
 _NAMES = {DEBUG: "DEBUG", INFO: "INFO", WARNING: "WARNING", ERROR: "ERROR"}
 _PREFIXES = {level: f"{name} " for level, name in _NAMES.items()}
@@ -110,8 +104,7 @@ class Lines:
     one, a stream that holds text until a flush could hand one thread's line over after that
     thread's next one (Python's text layer is not safe to share between threads), and a line
     longer than a pipe takes at once (4 KiB; a traceback) could be cut by the other thread's.
-    Reentrant: a signal handler that logs may run while its thread holds it. A short line
-    through an unbuffered stream, a worker's line per item on a pod, is whole without it.
+    Reentrant: a signal handler that logs may run while its thread holds it.
     """
 
     def __init__(self, *, form: str = "text", level: int = INFO, out: TextIO | None = None) -> None:
@@ -178,31 +171,21 @@ class Lines:
             millis = int(now * 1000)
             stamp = self._stamped(millis)
             self._stamp_ms = (millis / 1000, (millis + 1) / 1000, stamp)
-        # Looked at once a stream: what it writes to never changes. Python's own text layer and
-        # file only: a text layer of its own may hold text until a flush, a raw one write a line
-        # in parts.
+        # Looked at once a stream: what it writes to never changes. Python's own text layer
+        # only: a subclass may hold text until a flush.
         seen, unbuffered = self._unbuffered
         if seen is not out:
             unbuffered = None
-            if type(out) is io.TextIOWrapper and isinstance(out.buffer, io.FileIO):
+            if type(out) is io.TextIOWrapper and isinstance(out.buffer, io.RawIOBase):
                 unbuffered = out
             self._unbuffered = (out, unbuffered)
-        line = f"{stamp} {_PREFIXES[level]}{message}\n"
-        # In write-through mode over an unbuffered file, as `python -u` and PYTHONUNBUFFERED (the
-        # image) make stdout, Python's text layer hands each line on in one write(2) and keeps
-        # none of it: no flush is needed after it, and a line the kernel writes whole (_WHOLE)
-        # needs no lock. The lock and the flush were 260 ns of a no-op item's 4 us at prefetch 64
-        # here. Write-through is read at each line: a handler may reconfigure.
-        if unbuffered is not None and unbuffered.write_through:
-            if len(line) <= _WHOLE and line.isascii():
-                out.write(line)
-                return
-            with self._lock:
-                out.write(line)
-            return
         with self._lock:  # _put() inlined: a call less a line
-            out.write(line)
-            out.flush()
+            out.write(f"{stamp} {_PREFIXES[level]}{message}\n")
+            # In write-through mode over an unbuffered file, as `python -u` and PYTHONUNBUFFERED
+            # (the image) make stdout, the line is in the file already: a flush was 120 ns of a
+            # no-op item's 4 us at prefetch 64 here. Read at each line: a handler may reconfigure.
+            if unbuffered is None or not unbuffered.write_through:
+                out.flush()
 
     def _put(self, text: str) -> None:
         out = self._out or sys.stdout  # looked up at each call: tests and `local` replace it
