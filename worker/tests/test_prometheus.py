@@ -226,7 +226,7 @@ def test_every_dashboard_query_and_alert_returns_data_from_a_real_run(
         try:
             # Both, before any item is done: a worker first scraped after its items shows their
             # counts from its first sample on, and no increase for the duration panels' rates.
-            until(lambda: scraping(api, "rediswq-worker", 2), "Prometheus to scrape both workers")
+            until(lambda: all_scraped(api, workers), "Prometheus to scrape both workers")
             seeded = rediswq(
                 "seed", str(tmp_path / "items.txt"), "--redis-url", redis_server.url,
                 "--queue", queue_name, env=env,
@@ -289,6 +289,13 @@ def fail_the_job(api: Prometheus, alert: str, job_failed: list[bool]) -> None:
 
 def scraping(api: Prometheus, job: str, targets: int = 1) -> bool:
     return len(api.query(f'up{{job="{job}"}} == 1')) >= targets
+
+
+def all_scraped(api: Prometheus, workers: dict[int, subprocess.Popen[str]]) -> bool:
+    """Every worker running, and scraped: a worker that died says why at once, not in a minute."""
+    for worker in workers.values():
+        assert worker.poll() is None, worker.communicate()[0]
+    return scraping(api, "rediswq-worker", len(workers))
 
 
 def gated_worker(url: str, queue: str, port: int, env: dict[str, str]) -> subprocess.Popen[str]:
