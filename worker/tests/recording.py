@@ -10,6 +10,7 @@ import atexit
 import concurrent.futures
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import sys
@@ -99,13 +100,13 @@ def record_buffered_slowly(item: str) -> None:
     record_buffered(item)
     if item.startswith("slow"):
         print(f"buffered {item}", flush=True)
-        time.sleep(float(os.environ["SLOW_SECONDS"]))
+        time.sleep(float(os.environ.get("SLOW_SECONDS", "1")))
 
 
 def record_buffered_on_a_library(item: str) -> None:
-    """As record_buffered, but the file is kept on `contextlib`: a module the worker loaded
-    before this one, which this one imports by name."""
-    _kept_open(contextlib, "recording_out").write(item + "\n")
+    """As record_buffered, but the file is kept on `json`: a module the worker loaded itself
+    (logs.py), after `rediswq`, which this one imports by name."""
+    _kept_open(json, "recording_out").write(item + "\n")
 
 
 def recorded(path: str) -> list[str]:
