@@ -294,7 +294,8 @@ def scraping(api: Prometheus, job: str, targets: int = 1) -> bool:
 def all_scraped(api: Prometheus, workers: dict[int, subprocess.Popen[str]]) -> bool:
     """Every worker running, and scraped: a worker that died says why at once, not in a minute."""
     for worker in workers.values():
-        assert worker.poll() is None, worker.communicate()[0]
+        # read(), not communicate(): the cleanup still communicates, and kills the other one.
+        assert worker.poll() is None, worker.stdout.read() if worker.stdout else ""
     return scraping(api, "rediswq-worker", len(workers))
 
 
