@@ -43,11 +43,12 @@ def _stream(tmp_path: Path, name: str, mode: str) -> tuple[io.TextIOWrapper, Pat
 
 @pytest.mark.parametrize("first", ["unbuffered", "line", "block", "through"])
 @pytest.mark.parametrize("second", ["unbuffered", "line", "block", "through"])
-def test_each_line_is_in_the_file_once_written_even_where_stdout_changes_within_a_millisecond(
+def test_each_line_is_in_the_file_once_written_even_where_stdout_is_replaced(
     first: str, second: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A line needs no flush after it on some streams (logs.py): which ones is looked at once a
-    # millisecond, so a stream that replaces another within it must not be taken for it.
+    # stream, so a stream that replaces another must not be taken for it. Within one
+    # millisecond too, where the line's time stamp is not made again.
     monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0005)
     lines = Lines()
     for mode, name in ((first, "first"), (second, "second")):
