@@ -74,3 +74,34 @@ def test_what_a_program_loaded_before_rediswq_keeps_is_still_flushed_at_exit(
     )
     subprocess.run([sys.executable, "-c", program], check=True, capture_output=True)
     assert record.read_text() == "kept"
+
+
+def test_what_a_module_imported_between_rediswq_and_the_command_keeps_is_flushed_at_exit(
+    tmp_path: Path,
+) -> None:
+    # A program that imports the command first and then its own module (the handler's, say):
+    # that module is the program's, not the worker's, though loaded after the package.
+    record = tmp_path / "record.txt"
+    (tmp_path / "mine.py").write_text(
+        textwrap.dedent(
+            f"""
+            out = open({str(record)!r}, "w", encoding="utf-8")
+            out.write("kept")
+
+            def unused():  # a function: the module's globals are in a cycle
+                return out
+            """
+        ),
+        encoding="utf-8",
+    )
+    program = textwrap.dedent(
+        f"""
+        import sys
+        from rediswq.cli import main
+        sys.path.insert(0, {str(tmp_path)!r})
+        import mine
+        sys.exit(main(["worker", "--help"]))
+        """
+    )
+    subprocess.run([sys.executable, "-c", program], check=True, capture_output=True)
+    assert record.read_text() == "kept"

@@ -11,7 +11,12 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from rediswq import _loaded_before
 from rediswq.errors import EXIT_USAGE, QueueError, signal_exit
+
+# What importing the package and this module loaded: the worker command's own, like what it loads
+# for the command (preloaded.py). What a program loads between this and the command is its own.
+_loaded_with_cli = frozenset(sys.modules)
 
 # In the order `rediswq --help` lists them. A command's module (cli/<command>.py) is imported
 # only for that command, or for the help that lists them all: the others' imports took 20 ms of a
@@ -71,20 +76,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] != ["worker"]:
         return _run(arguments)
+    # The program's modules: before the package, or between this module's import and now (one
+    # that imports the handler's module, then runs the command). The rest is the command's own.
+    program = frozenset(sys.modules) - (_loaded_with_cli - _loaded_before)
     from rediswq.supervisor import supervised  # noqa: PLC0415 - only the worker's parent needs it
 
     try:
-        return supervised(lambda: _run(arguments))
+        return supervised(lambda: _run(arguments, program))
     except QueueError as exc:  # how the worker process ended, said by the parent
         print(f"rediswq: error: {exc}", file=sys.stderr)
         return exc.exit_code
 
 
-def _run(arguments: list[str]) -> int:
+def _run(arguments: list[str], program: frozenset[str] = frozenset()) -> int:
+    """`program`: the worker's, the modules the program that runs it loaded (preloaded.py)."""
     args = argparse.Namespace()
     command = arguments[0] if arguments[:1] and arguments[0] in COMMANDS else None
     try:
-        parser = _imported(command)  # in the try: a Ctrl-C while the modules load is one line
+        # In the try: a Ctrl-C while the modules load is one line.
+        parser = _imported(command, program)
         if not arguments:
             # The help, but as a usage error: a Job whose args went missing must not succeed.
             parser.print_help(sys.stderr)
@@ -118,7 +128,7 @@ def _run(arguments: list[str]) -> int:
     return error.exit_code
 
 
-def _imported(command: str | None) -> argparse.ArgumentParser:
+def _imported(command: str | None, program: frozenset[str]) -> argparse.ArgumentParser:
     """The parser of `command` (all, if None), with the collector off while its modules load.
 
     Importing redis-py and the rest makes some 34,000 objects the collector tracks, and next to
@@ -138,9 +148,9 @@ def _imported(command: str | None) -> argparse.ArgumentParser:
     try:
         parser = build_parser(command)
         if command == "worker":
-            from rediswq import _loaded_before, preloaded  # noqa: PLC0415 - the worker's alone
+            from rediswq import preloaded  # noqa: PLC0415 - the worker's alone
 
-            preloaded.freeze(_loaded_before)
+            preloaded.freeze(program)
         return parser
     finally:
         if collecting:
