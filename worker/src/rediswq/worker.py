@@ -59,7 +59,6 @@ class Worker:
         self.seal_timeout = seal_timeout
         self.poll_interval = poll_interval
         self.log: Log = log if log is not None else Lines()
-        self.observers = observers
         self.summary = Summary()
         self._endings = Endings(
             queue, self.summary, self.log, backoff=backoff, results=results, observers=observers
@@ -250,7 +249,7 @@ class Worker:
         summary.done += len(completed) - lost
         summary.lost += lost
         if leases:
-            for observer in self.observers:
+            for observer in self._endings.observers:  # who hears of attempts hears of hand-ins
                 observer.handed_in(len(leases) - lost, lost)
 
     def _stopping(self, signum: int) -> bool:
